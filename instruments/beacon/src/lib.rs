@@ -1,0 +1,3 @@
+//! The beacon instrument, `escape-probe` and `beacon-home`.
+//!
+//! Empty until the beacon issue lands.

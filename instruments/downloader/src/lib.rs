@@ -1,0 +1,3 @@
+//! The downloader instrument.
+//!
+//! Empty until its issue lands.

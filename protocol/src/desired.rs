@@ -1,0 +1,465 @@
+//! The sensor's desired state: which instruments run, from which image, how
+//! they are restarted, their limits and their config.
+//!
+//! Locally it is written as the *sensor file* (TOML, see the README); the
+//! fleet will send the same structure. `outpostd` stores every version of it.
+//!
+//! ```
+//! use outpost_protocol::SensorSpec;
+//! let spec = SensorSpec::parse(r#"
+//!     [sensor]
+//!     name = "lab-1"
+//!
+//!     [[instrument]]
+//!     name = "example"
+//!     image = "example"
+//!     version = "0.1.0"
+//! "#).unwrap();
+//! spec.validate().unwrap();
+//! assert_eq!(spec.instruments[0].restart, outpost_protocol::RestartPolicy::OnFailure);
+//! ```
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{Limits, MAX_CPU, MIN_MEMORY, Manifest};
+use crate::names::{self, NAME_FIX};
+use crate::validate::{Collector, Invalid};
+
+/// Version of the desired-state format, stored with every saved copy.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The whole desired state of one sensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SensorSpec {
+    pub sensor: SensorMeta,
+    #[serde(default, rename = "instrument")]
+    pub instruments: Vec<InstrumentSpec>,
+}
+
+/// Facts about the sensor itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SensorMeta {
+    /// The sensor's name, unique in its fleet.
+    pub name: String,
+}
+
+/// One instrument the sensor should run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InstrumentSpec {
+    /// Unique on the sensor; also the container's name.
+    pub name: String,
+    /// Image name (the manifest's `name`).
+    pub image: String,
+    /// Image version (the manifest's `version`).
+    pub version: String,
+    /// `false` keeps the instrument defined but stopped.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// Overrides of the manifest's limits.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    /// The configuration body, checked against the image's schema.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// When a stopped instrument is started again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// After every exit, clean or not.
+    Always,
+    /// After a non-zero exit, a signal, or a failed health check.
+    #[default]
+    OnFailure,
+    /// Never; the exit is recorded and the instrument stays down.
+    Never,
+}
+
+impl std::fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        })
+    }
+}
+
+impl RestartPolicy {
+    /// Whether an exit with this outcome is followed by a restart.
+    pub fn restarts_after(self, clean_exit: bool) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !clean_exit,
+            RestartPolicy::Never => false,
+        }
+    }
+}
+
+/// Restart back-off: `initial`, doubling per consecutive failure up to
+/// `max`. After `crash-loop-after` consecutive quick failures the
+/// instrument is reported `crash-looping` and retried every `max`, forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Backoff {
+    #[serde(default = "Backoff::default_initial", with = "humantime_serde")]
+    pub initial: Duration,
+    #[serde(default = "Backoff::default_max", with = "humantime_serde")]
+    pub max: Duration,
+    /// An instrument that ran this long is considered stable again and its
+    /// failure count resets.
+    #[serde(default = "Backoff::default_stable_after", with = "humantime_serde")]
+    pub stable_after: Duration,
+    #[serde(default = "Backoff::default_crash_loop_after")]
+    pub crash_loop_after: u32,
+}
+
+impl Backoff {
+    fn default_initial() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn default_max() -> Duration {
+        Duration::from_secs(300)
+    }
+    fn default_stable_after() -> Duration {
+        Duration::from_secs(60)
+    }
+    fn default_crash_loop_after() -> u32 {
+        5
+    }
+
+    /// Delay before the restart that follows `failures` consecutive
+    /// failures (1 = the first failure).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(31);
+        let d = self.initial.saturating_mul(1u32 << exp);
+        d.min(self.max)
+    }
+
+    /// Whether `failures` consecutive failures make a crash loop.
+    pub fn is_crash_loop(&self, failures: u32) -> bool {
+        failures >= self.crash_loop_after
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Self::default_initial(),
+            max: Self::default_max(),
+            stable_after: Self::default_stable_after(),
+            crash_loop_after: Self::default_crash_loop_after(),
+        }
+    }
+}
+
+/// Limits the operator sets over the manifest's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LimitOverrides {
+    pub memory: Option<ByteSize>,
+    pub cpu: Option<f64>,
+    pub pids: Option<u32>,
+}
+
+impl LimitOverrides {
+    /// The manifest's limits with these overrides applied.
+    pub fn apply(&self, base: Limits) -> Limits {
+        Limits {
+            memory: self.memory.unwrap_or(base.memory),
+            cpu: self.cpu.unwrap_or(base.cpu),
+            pids: self.pids.unwrap_or(base.pids),
+        }
+    }
+}
+
+/// Sensor-file parse failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error(
+        "sensor file cannot be read: {0}\n(fix: compare it with the sensor file reference in the README)"
+    )]
+    Parse(String),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+}
+
+impl SensorSpec {
+    /// Parses the sensor file (TOML). Unknown fields are an error.
+    pub fn parse(text: &str) -> Result<SensorSpec, SpecError> {
+        let spec: SensorSpec = toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        Ok(spec)
+    }
+
+    /// Parses and validates.
+    pub fn parse_valid(text: &str) -> Result<SensorSpec, SpecError> {
+        let s = Self::parse(text)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// A canonical JSON form, used for storage and for change detection.
+    pub fn to_canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("a sensor spec always serializes")
+    }
+
+    /// Reads back what [`SensorSpec::to_canonical_json`] wrote.
+    pub fn from_json(text: &str) -> Result<SensorSpec, SpecError> {
+        serde_json::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))
+    }
+
+    /// The instrument called `name`.
+    pub fn instrument(&self, name: &str) -> Option<&InstrumentSpec> {
+        self.instruments.iter().find(|i| i.name == name)
+    }
+
+    /// Checks what does not depend on images.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let mut c = Collector::default();
+        if let Some(p) = names::name_problem(&self.sensor.name) {
+            c.push("sensor.name", p, NAME_FIX);
+        }
+        let mut seen = BTreeSet::new();
+        for (i, ins) in self.instruments.iter().enumerate() {
+            let at = |f: &str| format!("instrument[{i}].{f}");
+            if let Some(p) = names::name_problem(&ins.name) {
+                c.push(at("name"), p, NAME_FIX);
+            }
+            if !seen.insert(&ins.name) {
+                c.push(
+                    at("name"),
+                    format!("instrument {:?} is listed twice", ins.name),
+                    "give every instrument its own name",
+                );
+            }
+            if let Some(p) = names::name_problem(&ins.image) {
+                c.push(at("image"), p, NAME_FIX);
+            }
+            if let Err(e) = semver::Version::parse(&ins.version) {
+                c.push(
+                    at("version"),
+                    format!("{:?} is not a semantic version: {e}", ins.version),
+                    "give the image version exactly as in its manifest, e.g. \"1.0.0\"",
+                );
+            }
+            let b = &ins.backoff;
+            if b.initial.is_zero() || b.initial > b.max {
+                c.push(
+                    at("backoff.initial"),
+                    format!("{:?} is not between 0 and max ({:?})", b.initial, b.max),
+                    "give a positive initial delay no larger than max, e.g. \"1s\"",
+                );
+            }
+            if b.crash_loop_after == 0 {
+                c.push(
+                    at("backoff.crash-loop-after"),
+                    "is zero",
+                    "give the number of quick failures that make a crash loop, e.g. 5",
+                );
+            }
+            if let Some(m) = ins.limits.memory
+                && m < MIN_MEMORY
+            {
+                c.push(
+                    at("limits.memory"),
+                    format!("{m} is below the minimum of {MIN_MEMORY}"),
+                    "give at least \"4MiB\"",
+                );
+            }
+            if let Some(cpu) = ins.limits.cpu
+                && !(cpu > 0.0 && cpu <= MAX_CPU)
+            {
+                c.push(
+                    at("limits.cpu"),
+                    format!("{cpu} is not between 0 and {MAX_CPU} cores"),
+                    "give a fraction of cores, e.g. 0.5",
+                );
+            }
+            if ins.limits.pids == Some(0) {
+                c.push(at("limits.pids"), "is zero", "allow at least 1 process");
+            }
+            if !ins.config.is_object() {
+                c.push(
+                    at("config"),
+                    "is not a table",
+                    "write the config as a TOML table: [instrument.config]",
+                );
+            }
+        }
+        c.finish("sensor file")
+    }
+
+    /// Checks one instrument against the manifest of the image it names.
+    pub fn validate_against(ins: &InstrumentSpec, manifest: &Manifest) -> Result<(), Invalid> {
+        let mut c = Collector::default();
+        if manifest.name != ins.image || manifest.version != ins.version {
+            c.push(
+                "image",
+                format!(
+                    "image {}:{} was asked for but the manifest says {}:{}",
+                    ins.image, ins.version, manifest.name, manifest.version
+                ),
+                "import the image the sensor file names",
+            );
+        }
+        if let Err(errors) = manifest.check_config(&ins.config) {
+            for e in errors {
+                c.push(
+                    "config",
+                    e,
+                    format!(
+                        "change the config to fit the schema of image {:?}",
+                        ins.image
+                    ),
+                );
+            }
+        }
+        c.finish(format!("instrument {:?}", ins.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SENSOR: &str = r#"
+        [sensor]
+        name = "lab-1"
+
+        [[instrument]]
+        name = "beacon"
+        image = "beacon"
+        version = "1.0.0"
+        restart = "always"
+        backoff = { initial = "200ms", max = "5s", crash-loop-after = 3 }
+        limits = { memory = "32MiB" }
+        [instrument.config]
+        interval = 5
+
+        [[instrument]]
+        name = "ids"
+        image = "ids"
+        version = "2.1.0"
+        enabled = false
+    "#;
+
+    #[test]
+    fn parses_sensor_file() {
+        let s = SensorSpec::parse_valid(SENSOR).unwrap();
+        assert_eq!(s.sensor.name, "lab-1");
+        let b = &s.instruments[0];
+        assert_eq!(b.restart, RestartPolicy::Always);
+        assert_eq!(b.backoff.initial, Duration::from_millis(200));
+        assert_eq!(b.backoff.stable_after, Duration::from_secs(60));
+        assert_eq!(b.config["interval"], 5);
+        assert!(!s.instruments[1].enabled);
+        assert_eq!(s.instruments[1].restart, RestartPolicy::OnFailure);
+    }
+
+    #[test]
+    fn canonical_json_round_trips() {
+        let s = SensorSpec::parse_valid(SENSOR).unwrap();
+        let again = SensorSpec::from_json(&s.to_canonical_json()).unwrap();
+        assert_eq!(s, again);
+        assert_eq!(s.to_canonical_json(), again.to_canonical_json());
+    }
+
+    #[test]
+    fn limit_overrides_apply_over_manifest() {
+        let s = SensorSpec::parse_valid(SENSOR).unwrap();
+        let l = s.instruments[0].limits.apply(Limits::default());
+        assert_eq!(l.memory, ByteSize::mib(32));
+        assert_eq!(l.pids, Limits::default().pids);
+    }
+
+    #[test]
+    fn duplicate_and_bad_names_are_refused() {
+        let text = r#"
+            [sensor]
+            name = "lab"
+            [[instrument]]
+            name = "a"
+            image = "x"
+            version = "1.0.0"
+            [[instrument]]
+            name = "a"
+            image = "Bad"
+            version = "latest"
+            backoff = { initial = "10s", max = "1s" }
+        "#;
+        let err = SensorSpec::parse_valid(text).unwrap_err().to_string();
+        assert!(err.contains("instrument[1].name"), "{err}");
+        assert!(err.contains("listed twice"), "{err}");
+        assert!(err.contains("instrument[1].image"), "{err}");
+        assert!(err.contains("instrument[1].version"), "{err}");
+        assert!(err.contains("instrument[1].backoff.initial"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        let text = "[sensor]\nname = \"a\"\n[[instrument]]\nname = \"a\"\nimage = \"a\"\nversion = \"1.0.0\"\nprivileged = true\n";
+        let err = SensorSpec::parse(text).unwrap_err().to_string();
+        assert!(err.contains("privileged"), "{err}");
+    }
+
+    #[test]
+    fn backoff_doubles_to_max() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+            ..Backoff::default()
+        };
+        let d: Vec<u128> = (1..=6).map(|n| b.delay(n).as_millis()).collect();
+        assert_eq!(d, vec![100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(b.delay(u32::MAX), Duration::from_millis(1000));
+        assert!(!b.is_crash_loop(4));
+        assert!(b.is_crash_loop(5));
+    }
+
+    #[test]
+    fn restart_policies() {
+        assert!(RestartPolicy::Always.restarts_after(true));
+        assert!(!RestartPolicy::OnFailure.restarts_after(true));
+        assert!(RestartPolicy::OnFailure.restarts_after(false));
+        assert!(!RestartPolicy::Never.restarts_after(false));
+    }
+
+    #[test]
+    fn config_is_checked_against_the_manifest() {
+        let s = SensorSpec::parse_valid(SENSOR).unwrap();
+        let m = Manifest::parse_valid(
+            r#"
+            name = "beacon"
+            version = "1.0.0"
+            entrypoint = ["/b"]
+            [config.schema]
+            type = "object"
+            properties.interval = { type = "string" }
+            "#,
+        )
+        .unwrap();
+        let err = SensorSpec::validate_against(&s.instruments[0], &m).unwrap_err();
+        assert!(err.to_string().contains("config/interval"), "{err}");
+        assert!(err.to_string().contains("instrument \"beacon\""), "{err}");
+    }
+}

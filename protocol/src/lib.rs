@@ -1,0 +1,23 @@
+//! Outpost's shared vocabulary: the types that cross a process or machine
+//! boundary, and the pure functions that parse and validate them.
+//!
+//! Nothing in this crate does I/O; every parser takes bytes or text and
+//! returns a value or an error that names the field and the fix. That keeps
+//! the parsers easy to unit-test and to fuzz (see `protocol/fuzz`).
+//!
+//! # Layout
+//! - [`manifest`]: the instrument manifest (`manifest.toml` inside an image):
+//!   what an instrument is, what it may do, and what it needs.
+//! - [`desired`]: the sensor's desired state (the sensor file): which
+//!   instruments run, from which image, with which limits and config.
+//! - [`validate`]: the field-error type both validators report with.
+//! - [`names`]: the rules for instrument, image and role names.
+
+pub mod desired;
+pub mod manifest;
+pub mod names;
+pub mod validate;
+
+pub use desired::{InstrumentSpec, RestartPolicy, SensorSpec};
+pub use manifest::Manifest;
+pub use validate::{FieldError, Invalid};
