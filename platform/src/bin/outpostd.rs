@@ -1,0 +1,128 @@
+//! `outpostd`: the Outpost sensor daemon and its local commands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use outpost_platform::commands::{self, run::RunOptions};
+use outpost_platform::observability::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "outpostd", version, about = "Outpost sensor daemon")]
+struct Cli {
+    /// State directory (database, images, containers, storage, logs).
+    #[arg(
+        long,
+        global = true,
+        env = "OUTPOST_STATE_DIR",
+        default_value = "/var/lib/outpost"
+    )]
+    state_dir: PathBuf,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon (SIGHUP re-reads the sensor file; SIGTERM exits and
+    /// leaves instruments running unless --stop-on-exit).
+    Run {
+        /// The sensor file with the desired state (TOML; see README).
+        #[arg(long)]
+        sensor_file: Option<PathBuf>,
+        /// The static outpost-init binary.
+        #[arg(long, env = "OUTPOST_INIT")]
+        init: Option<PathBuf>,
+        /// Stop every instrument when outpostd exits.
+        #[arg(long)]
+        stop_on_exit: bool,
+        /// Reconcile at least this often.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        reconcile_every: Duration,
+        /// Time an instrument gets to stop after SIGTERM.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        stop_grace: Duration,
+        /// Rotate an instrument's console log at this many bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        console_log_size: u64,
+    },
+    /// Manage images.
+    Image {
+        #[command(subcommand)]
+        command: ImageCmd,
+    },
+    /// Show the instruments' states.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a sensor file without applying it.
+    Check { sensor_file: PathBuf },
+    /// Print an instrument's console log.
+    Logs { instrument: String },
+    /// Delete a removed instrument's persistent storage and logs.
+    Purge { instrument: String },
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Verify and import an image archive.
+    Import {
+        archive: PathBuf,
+        /// Expected sha256 (default: read <archive>.sha256).
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+    /// List imported images.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an image (refused while in use).
+    Rm { name: String, version: String },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Run { .. }) {
+        outpost_platform::runtime::ffi::default_sigpipe();
+    }
+    observability::init(cli.log_format);
+    let sd = cli.state_dir;
+    let res = match cli.command {
+        Cmd::Run {
+            sensor_file,
+            init,
+            stop_on_exit,
+            reconcile_every,
+            stop_grace,
+            console_log_size,
+        } => commands::run::run(RunOptions {
+            state_dir: sd,
+            sensor_file,
+            init,
+            stop_on_exit,
+            reconcile_every,
+            stop_grace,
+            console_log_size,
+        }),
+        Cmd::Image { command } => match command {
+            ImageCmd::Import { archive, sha256 } => {
+                commands::image::import(&sd, &archive, sha256.as_deref())
+            }
+            ImageCmd::List { json } => commands::image::list(&sd, json),
+            ImageCmd::Rm { name, version } => commands::image::remove(&sd, &name, &version),
+        },
+        Cmd::Status { json } => commands::status::status(&sd, json),
+        Cmd::Check { sensor_file } => commands::check::check(&sd, &sensor_file),
+        Cmd::Logs { instrument } => commands::instrument::logs(&sd, &instrument),
+        Cmd::Purge { instrument } => commands::instrument::purge(&sd, &instrument),
+    };
+    if let Err(e) = res {
+        eprintln!("outpostd: error: {e:#}");
+        std::process::exit(1);
+    }
+}

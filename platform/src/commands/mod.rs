@@ -1,0 +1,38 @@
+//! `outpostd` subcommands, one module each.
+
+pub mod check;
+pub mod image;
+pub mod instrument;
+pub mod run;
+pub mod status;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::db::Db;
+use crate::paths::StateDir;
+
+/// Opens the state database, creating the state directory if needed.
+pub fn open_state(root: &Path) -> anyhow::Result<(StateDir, Db)> {
+    std::fs::create_dir_all(root)
+        .with_context(|| format!("cannot create state directory {}", root.display()))?;
+    let st = StateDir::new(root);
+    let db = Db::open(&st.db())?;
+    Ok((st, db))
+}
+
+/// Where a static `outpost-init` is looked for when `--init` is not given.
+pub fn default_init_candidates() -> Vec<PathBuf> {
+    let mut c = Vec::new();
+    if let Ok(p) = std::env::var("OUTPOST_INIT") {
+        c.push(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        c.push(dir.join("outpost-init"));
+    }
+    c.push(PathBuf::from("/usr/lib/outpost/outpost-init"));
+    c
+}

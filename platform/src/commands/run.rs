@@ -1,0 +1,119 @@
+//! `outpostd run`: the daemon.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::fcntl::{Flock, FlockArg};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::info;
+
+use crate::daemon::{Command, Daemon, DaemonConfig};
+use crate::paths::StateDir;
+use crate::runtime::lxc::LxcRuntime;
+use crate::runtime::lxc_config::path_problem;
+
+/// Options of `outpostd run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub state_dir: PathBuf,
+    pub sensor_file: Option<PathBuf>,
+    pub init: Option<PathBuf>,
+    pub stop_on_exit: bool,
+    pub reconcile_every: Duration,
+    pub stop_grace: Duration,
+    pub console_log_size: u64,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. SIGHUP re-reads the sensor file.
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    if let Some(p) = path_problem(&opts.state_dir) {
+        bail!("state directory: {p}");
+    }
+    std::fs::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("cannot create state directory {}", opts.state_dir.display()))?;
+    let state = StateDir::new(&opts.state_dir);
+
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state.lock())
+        .with_context(|| format!("cannot open {}", state.lock().display()))?;
+    let mut lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        anyhow::anyhow!(
+            "another outpostd already runs on state directory {} (fix: stop it, or use another --state-dir)",
+            opts.state_dir.display()
+        )
+    })?;
+    lock.set_len(0)?;
+    writeln!(&mut *lock, "{}", std::process::id())?;
+
+    let init = find_init(opts.init.as_deref())?;
+    let cfg = DaemonConfig {
+        state: state.clone(),
+        sensor_file: opts.sensor_file.clone(),
+        init,
+        stop_on_exit: opts.stop_on_exit,
+        reconcile_every: opts.reconcile_every,
+        stop_grace: opts.stop_grace,
+        console_log_size: opts.console_log_size,
+    };
+    let rt = LxcRuntime::new(&state.lxcpath())
+        .with_context(|| format!("cannot create {}", state.lxcpath().display()))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let daemon = Daemon::new(cfg, rt)?;
+        let handle = daemon.handle();
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let signals = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => { info!("SIGTERM received"); handle.send(Command::Shutdown).await; break; }
+                    _ = int.recv() => { info!("SIGINT received"); handle.send(Command::Shutdown).await; break; }
+                    _ = hup.recv() => { info!("SIGHUP received; re-reading the sensor file"); handle.send(Command::Reload).await; }
+                }
+            }
+        });
+        let res = daemon.run().await;
+        signals.abort();
+        res.map_err(anyhow::Error::from)
+    })?;
+    drop(lock);
+    Ok(())
+}
+
+/// Finds a usable static `outpost-init`.
+fn find_init(given: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    let candidates = match given {
+        Some(p) => vec![p.to_path_buf()],
+        None => super::default_init_candidates(),
+    };
+    for c in &candidates {
+        if c.exists() {
+            outpost_image::elf::check_static(c).map_err(|e| {
+                anyhow::anyhow!("outpost-init: {e} (fix: build it with `make init`)")
+            })?;
+            if let Some(p) = path_problem(c) {
+                bail!("outpost-init: {p}");
+            }
+            return Ok(c.canonicalize()?);
+        }
+    }
+    bail!(
+        "no static outpost-init found (looked at {}) (fix: build it with `make init`, or pass --init)",
+        candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}

@@ -1,0 +1,903 @@
+//! The daemon core: an actor that owns the desired state, the instruments'
+//! supervision state and the runtime, and keeps reality matching the
+//! desired state.
+//!
+//! Everything that happens (a reload, an instrument's exit, a timer, a
+//! shutdown) arrives as a [`Command`] on one channel; after each one, and on
+//! a periodic tick, [`Daemon::reconcile`] compares what should run with
+//! what runs and acts: create, start, adopt, restart, upgrade, stop, remove.
+//! Reconciling from observed reality (not from a journal) is also what makes
+//! outpostd crash-safe: after a `kill -9` it finds running containers and
+//! adopts them, and finds half-made ones and removes them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use outpost_protocol::{InstrumentSpec, Manifest, SensorSpec};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::db::{Db, DbError, InstrumentStatus, now_ms};
+use crate::images::ImageStore;
+use crate::paths::StateDir;
+use crate::runtime::{ContainerSpec, Observed, Runtime, RuntimeError, ffi};
+use crate::supervisor::{self, Decision, ExitRecord, state};
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub state: StateDir,
+    /// The sensor file; without one the stored desired state is used.
+    pub sensor_file: Option<PathBuf>,
+    /// The static `outpost-init` binary.
+    pub init: PathBuf,
+    /// Stop every instrument when the daemon exits.
+    pub stop_on_exit: bool,
+    /// How often reality is compared with the desired state even when
+    /// nothing happened.
+    pub reconcile_every: Duration,
+    /// How long an instrument gets to stop after SIGTERM.
+    pub stop_grace: Duration,
+    /// Size at which an instrument's console log is rotated.
+    pub console_log_size: u64,
+}
+
+/// What the daemon is asked to do.
+#[derive(Debug)]
+pub enum Command {
+    /// Re-read the sensor file.
+    Reload,
+    /// An instrument's init exited (sent by its watcher).
+    Exited { name: String, generation: u64 },
+    /// Reconcile now (a restart is due).
+    Wake,
+    /// Stop the daemon.
+    Shutdown,
+}
+
+/// A cloneable handle to the daemon.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Handle {
+    pub async fn send(&self, c: Command) {
+        let _ = self.tx.send(c).await;
+    }
+}
+
+/// Daemon failure at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Images(#[from] crate::images::ImageError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Supervision state of one instrument.
+struct Instance {
+    status: InstrumentStatus,
+    started: Option<Instant>,
+    next_restart: Option<Instant>,
+    /// Bumped for every watcher, so a stale exit event is ignored.
+    generation: u64,
+    watcher: Option<JoinHandle<()>>,
+    /// Left down by its restart policy; cleared when its spec changes.
+    down_for_good: bool,
+    /// The spec hash `down_for_good` and the failure count refer to.
+    last_hash: Option<String>,
+}
+
+impl Instance {
+    fn new(status: InstrumentStatus) -> Instance {
+        Instance {
+            status,
+            started: None,
+            next_restart: None,
+            generation: 0,
+            watcher: None,
+            down_for_good: false,
+            last_hash: None,
+        }
+    }
+}
+
+fn blank_status(ins: &InstrumentSpec) -> InstrumentStatus {
+    InstrumentStatus {
+        name: ins.name.clone(),
+        state: state::PENDING.into(),
+        detail: "not started yet".into(),
+        image: ins.image.clone(),
+        version: ins.version.clone(),
+        init_pid: None,
+        started_at_ms: None,
+        restarts: 0,
+        failures: 0,
+        next_restart_ms: None,
+        last_exit: None,
+        spec_hash: None,
+        config_version: None,
+        updated_at_ms: now_ms(),
+    }
+}
+
+/// The daemon.
+pub struct Daemon<R: Runtime> {
+    cfg: DaemonConfig,
+    db: Db,
+    images: ImageStore,
+    rt: Arc<R>,
+    tx: mpsc::Sender<Command>,
+    rx: Option<mpsc::Receiver<Command>>,
+    desired: Option<(i64, SensorSpec)>,
+    instances: BTreeMap<String, Instance>,
+}
+
+impl<R: Runtime> Daemon<R> {
+    /// Opens the state and prepares the daemon; nothing runs until
+    /// [`Daemon::run`].
+    pub fn new(cfg: DaemonConfig, rt: R) -> Result<Daemon<R>, DaemonError> {
+        let db = Db::open(&cfg.state.db())?;
+        let images = ImageStore::new(&cfg.state);
+        let (tx, rx) = mpsc::channel(256);
+        Ok(Daemon {
+            cfg,
+            db,
+            images,
+            rt: Arc::new(rt),
+            tx,
+            rx: Some(rx),
+            desired: None,
+            instances: BTreeMap::new(),
+        })
+    }
+
+    /// A handle to send commands with.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// Runs until a [`Command::Shutdown`].
+    pub async fn run(mut self) -> Result<(), DaemonError> {
+        let mut rx = self.rx.take().expect("run is called once");
+        let t0 = Instant::now();
+        self.startup()?;
+        self.reconcile().await;
+        let running = self
+            .instances
+            .values()
+            .filter(|i| i.watcher.is_some())
+            .count();
+        info!(
+            instruments = self.instances.len(),
+            running,
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "outpostd ready"
+        );
+        let mut tick = tokio::time::interval(self.cfg.reconcile_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None | Some(Command::Shutdown) => break,
+                    Some(Command::Reload) => self.reload(),
+                    Some(Command::Exited { name, generation }) => self.on_exit(&name, generation).await,
+                    Some(Command::Wake) => {}
+                },
+                _ = tick.tick() => {}
+            }
+            self.reconcile().await;
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Start-up: clear what crashes left, load the desired state and the
+    /// last known status of every instrument.
+    fn startup(&mut self) -> Result<(), DaemonError> {
+        for dir in [
+            self.cfg.state.instances(),
+            self.cfg.state.root().join("persist"),
+        ] {
+            fs::create_dir_all(&dir)
+                .map_err(|e| DaemonError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        self.images.recover(&self.db)?;
+        self.desired = self.db.latest_desired()?;
+        if let Some(file) = self.cfg.sensor_file.clone() {
+            match self.load_sensor_file(&file) {
+                Ok(()) => {}
+                Err(e) if self.desired.is_some() => {
+                    error!(file = %file.display(), "{e}; keeping the stored desired state");
+                }
+                Err(e) => return Err(DaemonError::Setup(e)),
+            }
+        }
+        for s in self.db.statuses()? {
+            let mut inst = Instance::new(s.clone());
+            inst.last_hash = s.spec_hash.clone();
+            inst.down_for_good = matches!(s.state.as_str(), state::EXITED | state::CRASHED);
+            self.instances.insert(s.name.clone(), inst);
+        }
+        // Instance dirs whose container definition is gone were half made
+        // (or half removed) when outpostd last stopped.
+        let defined: BTreeSet<String> = self.rt.list().unwrap_or_default().into_iter().collect();
+        if let Ok(entries) = fs::read_dir(self.cfg.state.instances()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !defined.contains(&name) {
+                    warn!(instrument = %name, "removing a half-made instance left by an earlier crash");
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads, validates and stores the sensor file.
+    fn load_sensor_file(&mut self, file: &Path) -> Result<(), String> {
+        let text = fs::read_to_string(file)
+            .map_err(|e| format!("cannot read sensor file {}: {e}", file.display()))?;
+        let spec = SensorSpec::parse_valid(&text)
+            .map_err(|e| format!("sensor file {}: {e}", file.display()))?;
+        let stored = self
+            .db
+            .store_desired(&spec, &format!("file:{}", file.display()))
+            .map_err(|e| e.to_string())?;
+        if stored.changed {
+            info!(version = stored.version, file = %file.display(), "new desired state stored");
+        } else {
+            debug!(version = stored.version, "sensor file unchanged");
+        }
+        self.desired = Some((stored.version, spec));
+        Ok(())
+    }
+
+    fn reload(&mut self) {
+        let Some(file) = self.cfg.sensor_file.clone() else {
+            self.desired = self.db.latest_desired().unwrap_or(self.desired.take());
+            return;
+        };
+        if let Err(e) = self.load_sensor_file(&file) {
+            error!("{e}; keeping the previous desired state");
+        }
+    }
+
+    fn save(&mut self, name: &str) {
+        if let Some(inst) = self.instances.get_mut(name) {
+            inst.status.updated_at_ms = now_ms();
+            if let Err(e) = self.db.put_status(&inst.status) {
+                error!(instrument = name, "cannot save status: {e}");
+            }
+        }
+    }
+
+    fn set_state(&mut self, name: &str, st: &str, detail: impl Into<String>) {
+        let detail = detail.into();
+        if let Some(inst) = self.instances.get_mut(name) {
+            if inst.status.state != st || inst.status.detail != detail {
+                info!(instrument = name, state = st, "{detail}");
+            }
+            inst.status.state = st.into();
+            inst.status.detail = detail;
+        }
+        self.save(name);
+    }
+
+    /// Makes reality match the desired state.
+    pub async fn reconcile(&mut self) {
+        let wanted: Vec<InstrumentSpec> = self
+            .desired
+            .as_ref()
+            .map(|(_, s)| s.instruments.clone())
+            .unwrap_or_default();
+        let wanted_names: BTreeSet<&str> = wanted.iter().map(|i| i.name.as_str()).collect();
+
+        let mut unwanted: BTreeSet<String> = self
+            .instances
+            .keys()
+            .filter(|n| !wanted_names.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for n in self.rt.list().unwrap_or_default() {
+            if !wanted_names.contains(n.as_str()) {
+                unwanted.insert(n);
+            }
+        }
+        for name in unwanted {
+            self.remove_instance(&name).await;
+        }
+        for ins in &wanted {
+            self.reconcile_one(ins).await;
+        }
+    }
+
+    fn container_spec(&self, ins: &InstrumentSpec, m: &Manifest) -> ContainerSpec {
+        let st = &self.cfg.state;
+        let limits = ins.limits.apply(m.limits);
+        let sensor = self
+            .desired
+            .as_ref()
+            .map(|(_, s)| s.sensor.name.clone())
+            .unwrap_or_default();
+        ContainerSpec {
+            name: ins.name.clone(),
+            lower: self.images.rootfs(&ins.image, &ins.version),
+            upper: st.upper(&ins.name),
+            persist: st.persist(&ins.name),
+            status_dir: st.status_dir(&ins.name),
+            init: self.cfg.init.clone(),
+            console_log: st.console_log(&ins.name),
+            console_log_size: self.cfg.console_log_size,
+            lxc_log: st.logs(&ins.name).join("lxc.log"),
+            entrypoint: m.entrypoint.clone(),
+            env: vec![
+                ("OUTPOST_INSTRUMENT".into(), ins.name.clone()),
+                ("OUTPOST_SENSOR".into(), sensor),
+                (
+                    "OUTPOST_IMAGE".into(),
+                    format!("{}:{}", ins.image, ins.version),
+                ),
+            ],
+            capabilities: m.capabilities.clone(),
+            memory_bytes: limits.memory.as_u64(),
+            cpu: limits.cpu,
+            pids: limits.pids,
+            transient_bytes: m.storage.transient.as_u64(),
+        }
+    }
+
+    async fn observe(&self, name: &str) -> Observed {
+        let rt = self.rt.clone();
+        let n = name.to_string();
+        match tokio::task::spawn_blocking(move || rt.observe(&n)).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
+                warn!(instrument = name, "cannot observe container: {e}");
+                Observed::Stopped
+            }
+            Err(e) => {
+                error!(instrument = name, "observe task failed: {e}");
+                Observed::Stopped
+            }
+        }
+    }
+
+    async fn reconcile_one(&mut self, ins: &InstrumentSpec) {
+        let name = ins.name.as_str();
+        if !self.instances.contains_key(name) {
+            self.instances
+                .insert(name.to_string(), Instance::new(blank_status(ins)));
+            self.save(name);
+        }
+        let observed = self.observe(name).await;
+        let running = matches!(observed, Observed::Running { .. });
+
+        // The image it should run.
+        let manifest = match self.images.get(&self.db, &ins.image, &ins.version) {
+            Ok(Some((_, m))) => m,
+            Ok(None) => {
+                let why = format!(
+                    "image {}:{} is not imported (fix: outpostd image import <archive>)",
+                    ins.image, ins.version
+                );
+                if running {
+                    self.note(name, format!("keeps running its current image; {why}"));
+                } else {
+                    self.set_state(name, state::PENDING, why);
+                }
+                return;
+            }
+            Err(e) => {
+                self.set_state(name, state::FAILED, e.to_string());
+                return;
+            }
+        };
+        if let Err(e) = SensorSpec::validate_against(ins, &manifest) {
+            let why = e.to_string().replace('\n', " ");
+            if running {
+                self.note(
+                    name,
+                    format!("keeps running; new desired state refused: {why}"),
+                );
+            } else {
+                self.set_state(name, state::FAILED, why);
+            }
+            return;
+        }
+        let spec = self.container_spec(ins, &manifest);
+        let hash = spec.hash();
+        {
+            let inst = self.instances.get_mut(name).expect("inserted above");
+            inst.status.image = ins.image.clone();
+            inst.status.version = ins.version.clone();
+            inst.status.config_version = self.db.latest_config(name).ok().flatten();
+            if inst.last_hash.as_deref() != Some(hash.as_str()) {
+                // A new spec deserves a fresh start.
+                inst.down_for_good = false;
+                inst.status.failures = 0;
+                inst.next_restart = None;
+                inst.last_hash = Some(hash.clone());
+            }
+        }
+
+        if !ins.enabled {
+            if observed != Observed::Absent {
+                self.stop_and_destroy(name).await;
+            }
+            self.set_state(name, state::STOPPED, "disabled in the desired state");
+            return;
+        }
+
+        match observed {
+            Observed::Running { init_pid } => {
+                let defined = {
+                    let rt = self.rt.clone();
+                    let n = name.to_string();
+                    tokio::task::spawn_blocking(move || rt.defined_hash(&n))
+                        .await
+                        .ok()
+                        .flatten()
+                };
+                if defined.as_deref() == Some(hash.as_str()) {
+                    let inst = self.instances.get_mut(name).expect("present");
+                    if inst.watcher.is_none() {
+                        self.adopt(name, init_pid);
+                    } else {
+                        self.check_stable(name, ins);
+                    }
+                    return;
+                }
+                info!(
+                    instrument = name,
+                    image = %format!("{}:{}", ins.image, ins.version),
+                    "its specification changed; recreating its container (persistent storage is kept)"
+                );
+                self.stop_and_destroy(name).await;
+            }
+            Observed::Stopped => {
+                if self.instances[name].watcher.is_some() {
+                    return; // its exit event is on the way
+                }
+                self.collect_leftover(name, ins).await;
+            }
+            Observed::Absent => {}
+        }
+
+        let inst = &self.instances[name];
+        if inst.down_for_good {
+            return;
+        }
+        if let Some(at) = inst.next_restart
+            && at > Instant::now()
+        {
+            return;
+        }
+        self.start_instance(name, ins, spec).await;
+    }
+
+    /// Changes the detail of the current state only.
+    fn note(&mut self, name: &str, detail: String) {
+        let st = self.instances[name].status.state.clone();
+        self.set_state(name, &st, detail);
+    }
+
+    /// Takes over a container that is already running (after a restart of
+    /// outpostd), without touching it.
+    fn adopt(&mut self, name: &str, init_pid: i32) {
+        let inst = self.instances.get_mut(name).expect("present");
+        let known = inst.status.init_pid;
+        let since_ms = inst.status.started_at_ms.unwrap_or_else(now_ms);
+        let ran = Duration::from_millis((now_ms() - since_ms).max(0) as u64);
+        inst.started = Some(Instant::now().checked_sub(ran).unwrap_or_else(Instant::now));
+        inst.status.init_pid = Some(init_pid);
+        if inst.status.started_at_ms.is_none() || known != Some(init_pid) {
+            inst.status.started_at_ms = Some(now_ms());
+        }
+        let st = if inst.status.state == state::CRASH_LOOPING {
+            state::CRASH_LOOPING
+        } else {
+            state::RUNNING
+        };
+        if known == Some(init_pid) {
+            info!(instrument = name, init_pid, "re-adopted running instrument");
+        } else {
+            warn!(
+                instrument = name,
+                init_pid,
+                ?known,
+                "adopted a running container with an init pid outpostd did not record"
+            );
+        }
+        self.watch(name, init_pid);
+        self.set_state(name, st, format!("running (init pid {init_pid}); adopted"));
+    }
+
+    /// Resets the failure count of an instrument that has run long enough.
+    fn check_stable(&mut self, name: &str, ins: &InstrumentSpec) {
+        let inst = self.instances.get_mut(name).expect("present");
+        let stable = inst
+            .started
+            .is_some_and(|s| s.elapsed() >= ins.backoff.stable_after);
+        if stable && inst.status.failures > 0 {
+            inst.status.failures = 0;
+            let pid = inst.status.init_pid.unwrap_or_default();
+            self.set_state(
+                name,
+                state::RUNNING,
+                format!("running (init pid {pid}); stable again"),
+            );
+        }
+    }
+
+    fn watch(&mut self, name: &str, pid: i32) {
+        let inst = self.instances.get_mut(name).expect("present");
+        inst.generation += 1;
+        let generation = inst.generation;
+        let tx = self.tx.clone();
+        let n = name.to_string();
+        if let Some(old) = inst.watcher.take() {
+            old.abort();
+        }
+        inst.watcher = Some(tokio::spawn(async move {
+            wait_exit(pid).await;
+            let _ = tx
+                .send(Command::Exited {
+                    name: n,
+                    generation,
+                })
+                .await;
+        }));
+    }
+
+    /// Empties the per-start directories: the overlay upper and work dirs
+    /// and the status dir.
+    fn reset_instance_dirs(&self, name: &str) -> std::io::Result<()> {
+        let st = &self.cfg.state;
+        for d in [st.upper(name), st.overlay_work(name), st.status_dir(name)] {
+            if d.exists() {
+                fs::remove_dir_all(&d)?;
+            }
+        }
+        fs::create_dir_all(st.upper(name))?;
+        fs::create_dir_all(st.status_dir(name))?;
+        fs::create_dir_all(st.persist(name))?;
+        fs::create_dir_all(st.logs(name))?;
+        Ok(())
+    }
+
+    async fn start_instance(&mut self, name: &str, ins: &InstrumentSpec, spec: ContainerSpec) {
+        let restarting = self.instances[name].status.last_exit.is_some()
+            && self.instances[name].next_restart.is_some();
+        let looping = self.instances[name].status.state == state::CRASH_LOOPING;
+        self.set_state(
+            name,
+            if looping {
+                state::CRASH_LOOPING
+            } else {
+                state::STARTING
+            },
+            format!("starting {}:{}", ins.image, ins.version),
+        );
+        if let Err(e) = self.reset_instance_dirs(name) {
+            let why = format!(
+                "cannot prepare its directories under {}: {e}",
+                self.cfg.state.root().display()
+            );
+            self.fail_start(name, ins, why).await;
+            return;
+        }
+        let rt = self.rt.clone();
+        let s = spec.clone();
+        let started = tokio::task::spawn_blocking(move || -> Result<i32, RuntimeError> {
+            rt.define(&s)?;
+            rt.start(&s)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(RuntimeError::Container {
+                name: name.to_string(),
+                detail: format!("start task failed: {e}"),
+            })
+        });
+        match started {
+            Ok(pid) => {
+                let inst = self.instances.get_mut(name).expect("present");
+                inst.started = Some(Instant::now());
+                inst.next_restart = None;
+                inst.status.init_pid = Some(pid);
+                inst.status.started_at_ms = Some(now_ms());
+                inst.status.next_restart_ms = None;
+                inst.status.spec_hash = Some(spec.hash());
+                if restarting {
+                    inst.status.restarts += 1;
+                }
+                self.watch(name, pid);
+                let st = if looping {
+                    state::CRASH_LOOPING
+                } else {
+                    state::RUNNING
+                };
+                self.set_state(name, st, format!("running (init pid {pid})"));
+            }
+            Err(e) => self.fail_start(name, ins, e.to_string()).await,
+        }
+    }
+
+    /// A start that failed counts as a quick failure; nothing half-made
+    /// stays behind.
+    async fn fail_start(&mut self, name: &str, ins: &InstrumentSpec, why: String) {
+        self.destroy(name).await;
+        let exit = ExitRecord {
+            at_ms: now_ms(),
+            code: None,
+            signal: None,
+            signal_name: None,
+            detail: format!("could not start: {why}"),
+        };
+        self.after_exit(name, ins, exit, Duration::ZERO);
+    }
+
+    /// Handles the exit of a running instrument.
+    async fn on_exit(&mut self, name: &str, generation: u64) {
+        let Some(inst) = self.instances.get_mut(name) else {
+            return;
+        };
+        if inst.generation != generation || inst.watcher.is_none() {
+            return;
+        }
+        inst.watcher = None;
+        let ran_for = inst.started.map(|s| s.elapsed()).unwrap_or_default();
+        let rt = self.rt.clone();
+        let n = name.to_string();
+        let _ =
+            tokio::task::spawn_blocking(move || rt.wait_stopped(&n, Duration::from_secs(10))).await;
+        let exit = self.read_exit(name);
+        let Some(ins) = self.wanted(name) else {
+            self.remove_instance(name).await;
+            return;
+        };
+        self.destroy(name).await;
+        self.after_exit(name, &ins, exit, ran_for);
+    }
+
+    fn wanted(&self, name: &str) -> Option<InstrumentSpec> {
+        self.desired
+            .as_ref()
+            .and_then(|(_, s)| s.instrument(name).cloned())
+    }
+
+    fn read_exit(&self, name: &str) -> ExitRecord {
+        let text = fs::read_to_string(self.cfg.state.status_dir(name).join("exit.json")).ok();
+        ExitRecord::from_init(text.as_deref(), now_ms())
+    }
+
+    /// Records an exit and applies the restart policy.
+    fn after_exit(
+        &mut self,
+        name: &str,
+        ins: &InstrumentSpec,
+        exit: ExitRecord,
+        ran_for: Duration,
+    ) {
+        if let Err(e) = self.db.record_exit(name, &exit) {
+            error!(instrument = name, "cannot record exit: {e}");
+        }
+        let inst = self.instances.get_mut(name).expect("present");
+        let decision = supervisor::after_exit(
+            ins.restart,
+            &ins.backoff,
+            &exit,
+            ran_for,
+            inst.status.failures,
+        );
+        inst.status.init_pid = None;
+        inst.status.last_exit = Some(exit.clone());
+        inst.started = None;
+        match decision {
+            Decision::Restart {
+                after,
+                failures,
+                crash_loop,
+            } => {
+                inst.status.failures = failures;
+                inst.next_restart = Some(Instant::now() + after);
+                inst.status.next_restart_ms = Some(now_ms() + after.as_millis() as i64);
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = tx.send(Command::Wake).await;
+                });
+                let (st, what) = if crash_loop {
+                    (
+                        state::CRASH_LOOPING,
+                        format!("{failures} quick failures in a row; "),
+                    )
+                } else {
+                    (state::BACKOFF, String::new())
+                };
+                self.set_state(
+                    name,
+                    st,
+                    format!(
+                        "{}; {what}restarting in {} (policy {})",
+                        exit.detail,
+                        humantime::format_duration(after),
+                        ins.restart
+                    ),
+                );
+            }
+            Decision::StayDown => {
+                inst.down_for_good = true;
+                inst.next_restart = None;
+                inst.status.next_restart_ms = None;
+                let st = if exit.is_clean() {
+                    state::EXITED
+                } else {
+                    state::CRASHED
+                };
+                self.set_state(
+                    name,
+                    st,
+                    format!(
+                        "{}; restart policy {} leaves it down",
+                        exit.detail, ins.restart
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A container found stopped without a watcher: it exited while
+    /// outpostd was down, or it was half made.
+    async fn collect_leftover(&mut self, name: &str, ins: &InstrumentSpec) {
+        let was_running = self.instances[name].status.init_pid.is_some();
+        if was_running {
+            let exit = self.read_exit(name);
+            info!(
+                instrument = name,
+                "exited while outpostd was down: {}", exit.detail
+            );
+            let ran = self.instances[name]
+                .status
+                .started_at_ms
+                .map(|s| Duration::from_millis((now_ms() - s).max(0) as u64))
+                .unwrap_or_default();
+            self.destroy(name).await;
+            self.after_exit(name, ins, exit, ran);
+        } else {
+            warn!(
+                instrument = name,
+                "removing a container that was never started (half made by a crash)"
+            );
+            self.destroy(name).await;
+        }
+    }
+
+    /// Removes the container definition and the per-start directories.
+    async fn destroy(&mut self, name: &str) {
+        let rt = self.rt.clone();
+        let n = name.to_string();
+        match tokio::task::spawn_blocking(move || rt.destroy(&n)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(instrument = name, "{e}"),
+            Err(e) => error!(instrument = name, "destroy task failed: {e}"),
+        }
+        let dir = self.cfg.state.instance(name);
+        if dir.exists()
+            && let Err(e) = fs::remove_dir_all(&dir)
+        {
+            error!(instrument = name, path = %dir.display(), "cannot remove instance directory: {e}");
+        }
+    }
+
+    async fn stop_and_destroy(&mut self, name: &str) {
+        if let Some(inst) = self.instances.get_mut(name) {
+            inst.generation += 1; // the exit that follows is ours
+            if let Some(w) = inst.watcher.take() {
+                w.abort();
+            }
+        }
+        if self.instances.contains_key(name) {
+            self.set_state(name, state::STOPPING, "stopping");
+        }
+        let rt = self.rt.clone();
+        let n = name.to_string();
+        let grace = self.cfg.stop_grace;
+        match tokio::task::spawn_blocking(move || rt.stop(&n, grace)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(instrument = name, "{e}"),
+            Err(e) => error!(instrument = name, "stop task failed: {e}"),
+        }
+        if self.instances.contains_key(name) {
+            let exit = self.read_exit(name);
+            let inst = self.instances.get_mut(name).expect("present");
+            inst.status.init_pid = None;
+            inst.status.last_exit = Some(exit);
+            inst.started = None;
+        }
+        self.destroy(name).await;
+    }
+
+    /// Stops and removes an instrument that is no longer wanted. Its
+    /// persistent storage and logs stay until `outpostd purge`.
+    async fn remove_instance(&mut self, name: &str) {
+        let defined = !matches!(self.observe(name).await, Observed::Absent);
+        if defined {
+            info!(
+                instrument = name,
+                "no longer in the desired state; removing it (persistent storage is kept)"
+            );
+            self.stop_and_destroy(name).await;
+        }
+        let dir = self.cfg.state.instance(name);
+        if dir.exists() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        self.instances.remove(name);
+        if let Err(e) = self.db.delete_status(name) {
+            error!(instrument = name, "cannot forget status: {e}");
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let names: Vec<String> = self.instances.keys().cloned().collect();
+        for name in &names {
+            if let Some(inst) = self.instances.get_mut(name)
+                && let Some(w) = inst.watcher.take()
+            {
+                w.abort();
+            }
+        }
+        if self.cfg.stop_on_exit {
+            info!("stopping every instrument (--stop-on-exit)");
+            for name in &names {
+                if !matches!(self.observe(name).await, Observed::Absent) {
+                    self.stop_and_destroy(name).await;
+                }
+                self.set_state(
+                    name,
+                    state::STOPPED,
+                    "stopped with outpostd (--stop-on-exit)",
+                );
+            }
+        } else {
+            info!("outpostd exits; instruments keep running and will be re-adopted");
+        }
+    }
+}
+
+/// Resolves when process `pid` has exited.
+async fn wait_exit(pid: i32) {
+    match ffi::pidfd_open(pid) {
+        Ok(fd) => match ffi::wait_pidfd(fd).await {
+            Ok(()) => {}
+            Err(e) => {
+                warn!(pid, "cannot watch pidfd ({e}); polling instead");
+                poll_exit(pid).await;
+            }
+        },
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+        Err(e) => {
+            warn!(pid, "pidfd_open failed ({e}); polling instead");
+            poll_exit(pid).await;
+        }
+    }
+}
+
+async fn poll_exit(pid: i32) {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    while proc_dir.exists() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,30 @@
+//! outpostd: the daemon that runs a sensor's instruments.
+//!
+//! It keeps the sensor's *desired state* (which instruments, from which
+//! image, with which limits and config) in SQLite, runs every instrument in
+//! its own hardened LXC container, supervises it, and re-adopts running
+//! containers after its own crash.
+//!
+//! # Layout
+//! - [`daemon`]: the actor that reconciles desired state with reality and
+//!   supervises instruments.
+//! - [`supervisor`]: pure restart decisions (policies, back-off, exits).
+//! - [`runtime`]: the container seam: the [`runtime::Runtime`] trait, the
+//!   liblxc implementation, the LXC config renderer, and the one module with
+//!   `unsafe` code ([`runtime::ffi`]).
+//! - [`images`]: the image store (import, list, remove, recovery).
+//! - [`db`]: the SQLite state (desired-state versions, config versions,
+//!   images, status, exit history).
+//! - [`paths`]: what lives where under the state directory.
+//! - [`commands`]: one module per `outpostd` subcommand; the binary only
+//!   parses arguments.
+//! - [`observability`]: logging set-up.
+
+pub mod commands;
+pub mod daemon;
+pub mod db;
+pub mod images;
+pub mod observability;
+pub mod paths;
+pub mod runtime;
+pub mod supervisor;

@@ -1,0 +1,71 @@
+//! The state directory and what lives where in it.
+//!
+//! ```text
+//! <state>/
+//!   outpostd.db               desired state, images, instrument status (SQLite)
+//!   outpostd.lock             held (flock) by the running daemon
+//!   images/<name>/<version>/  manifest.toml + rootfs/ (read-only lower dirs)
+//!   images/.staging-*         imports in progress (removed on start)
+//!   containers/<name>/        LXC config (lxcpath)
+//!   instances/<name>/         upper/, work/, status/ of a defined container
+//!   persist/<name>/           persistent storage; removed only by purge
+//!   logs/<name>/              console.log (+ .1), lxc.log
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// Paths under one state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> StateDir {
+        StateDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn db(&self) -> PathBuf {
+        self.root.join("outpostd.db")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("outpostd.lock")
+    }
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    pub fn image(&self, name: &str, version: &str) -> PathBuf {
+        self.images().join(name).join(version)
+    }
+    pub fn lxcpath(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+    pub fn instances(&self) -> PathBuf {
+        self.root.join("instances")
+    }
+    pub fn instance(&self, name: &str) -> PathBuf {
+        self.instances().join(name)
+    }
+    pub fn upper(&self, name: &str) -> PathBuf {
+        self.instance(name).join("upper")
+    }
+    /// The overlay work dir LXC uses next to the upper dir.
+    pub fn overlay_work(&self, name: &str) -> PathBuf {
+        self.instance(name).join("work")
+    }
+    pub fn status_dir(&self, name: &str) -> PathBuf {
+        self.instance(name).join("status")
+    }
+    pub fn persist(&self, name: &str) -> PathBuf {
+        self.root.join("persist").join(name)
+    }
+    pub fn logs(&self, name: &str) -> PathBuf {
+        self.root.join("logs").join(name)
+    }
+    pub fn console_log(&self, name: &str) -> PathBuf {
+        self.logs(name).join("console.log")
+    }
+}

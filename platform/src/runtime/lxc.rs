@@ -1,0 +1,270 @@
+//! The real runtime: liblxc containers under outpostd's own lxcpath.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+use super::ffi::{self, Container};
+use super::lxc_config::{self, HostFacts};
+use super::{ContainerSpec, Observed, Runtime, RuntimeError};
+
+/// liblxc forks in `start`; doing that from one thread at a time keeps the
+/// forked children free of other starts' locks.
+static START_LOCK: Mutex<()> = Mutex::new(());
+
+/// Containers under `lxcpath`, one directory each.
+pub struct LxcRuntime {
+    lxcpath: PathBuf,
+    facts: HostFacts,
+}
+
+impl LxcRuntime {
+    /// A runtime keeping its containers under `lxcpath` (created if needed).
+    pub fn new(lxcpath: &Path) -> std::io::Result<LxcRuntime> {
+        fs::create_dir_all(lxcpath)?;
+        let facts = HostFacts::detect();
+        debug!(lxcpath = %lxcpath.display(), ?facts, lxc = %ffi::lxc_version(), "lxc runtime ready");
+        Ok(LxcRuntime {
+            lxcpath: lxcpath.to_path_buf(),
+            facts,
+        })
+    }
+
+    pub fn lxcpath(&self) -> &Path {
+        &self.lxcpath
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.lxcpath.join(name)
+    }
+
+    fn open(&self, name: &str) -> Result<Container, RuntimeError> {
+        Container::open(name, &self.lxcpath).map_err(|e| RuntimeError::Container {
+            name: name.into(),
+            detail: e.0,
+        })
+    }
+}
+
+/// The last error lines liblxc wrote to a container's log, to explain a
+/// failed start.
+fn lxc_log_errors(log: &Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains(" ERROR ")).collect();
+    let tail = &errors[errors.len().saturating_sub(4)..];
+    tail.iter()
+        .map(|l| l.split_once(" - ").map_or(*l, |(_, m)| m.trim()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Cgroup directories liblxc made for container `name` (`lxc.payload.*`
+/// and `lxc.monitor.*`) under every mounted hierarchy, deepest first.
+fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fstype = right.split_whitespace().next().unwrap_or("");
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        let Some(mnt) = left.split_whitespace().nth(4) else {
+            continue;
+        };
+        let mnt = PathBuf::from(mnt);
+        let mut bases = vec![mnt.clone()];
+        // liblxc nests its cgroups under the caller's own cgroup when it
+        // is not the root (e.g. under a systemd service).
+        for l in own.lines() {
+            if let Some(rel) = l.splitn(3, ':').nth(2) {
+                let rel = rel.trim_start_matches('/');
+                if !rel.is_empty() && mnt.join(rel).is_dir() {
+                    bases.push(mnt.join(rel));
+                }
+            }
+        }
+        for b in bases {
+            for kind in ["payload", "monitor"] {
+                let d = b.join(format!("lxc.{kind}.{name}"));
+                if d.is_dir() {
+                    out.push(d);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Removes the (empty) cgroups liblxc leaves behind for a stopped
+/// container; liblxc 5 on cgroup v1 keeps `lxc.monitor.<name>`.
+fn remove_cgroups(name: &str) {
+    for _ in 0..20 {
+        let dirs = cgroup_dirs(name);
+        if dirs.is_empty() {
+            return;
+        }
+        for d in dirs {
+            rmdir_tree(&d);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for d in cgroup_dirs(name) {
+        warn!(instrument = name, path = %d.display(), "cgroup could not be removed (still in use?)");
+    }
+}
+
+/// Removes a cgroup directory and its children, deepest first (cgroupfs
+/// allows `rmdir` of a directory whose only files are its controls).
+fn rmdir_tree(d: &Path) {
+    if let Ok(entries) = fs::read_dir(d) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                rmdir_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(d);
+}
+
+impl Runtime for LxcRuntime {
+    fn define(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let dir = self.dir(&spec.name);
+        let io = |path: &Path, source| RuntimeError::Io {
+            name: spec.name.clone(),
+            path: path.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let seccomp = dir.join("seccomp");
+        fs::write(&seccomp, lxc_config::SECCOMP_POLICY).map_err(|e| io(&seccomp, e))?;
+        let config = dir.join("config");
+        let tmp = dir.join("config.tmp");
+        fs::write(&tmp, lxc_config::render(spec, self.facts, &seccomp)).map_err(|e| io(&tmp, e))?;
+        fs::rename(&tmp, &config).map_err(|e| io(&config, e))?;
+        Ok(())
+    }
+
+    fn start(&self, spec: &ContainerSpec) -> Result<i32, RuntimeError> {
+        let c = self.open(&spec.name)?;
+        let _ = fs::remove_file(&spec.lxc_log);
+        {
+            let _guard = START_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            c.start(&spec.init_argv()).map_err(|e| {
+                let why = lxc_log_errors(&spec.lxc_log);
+                RuntimeError::Container {
+                    name: spec.name.clone(),
+                    detail: if why.is_empty() {
+                        e.0
+                    } else {
+                        format!("{}: {why}", e.0)
+                    },
+                }
+            })?;
+        }
+        c.init_pid().ok_or_else(|| RuntimeError::Container {
+            name: spec.name.clone(),
+            detail: format!(
+                "started but has no init process (it exited at once; see {})",
+                spec.console_log.display()
+            ),
+        })
+    }
+
+    fn observe(&self, name: &str) -> Result<Observed, RuntimeError> {
+        if !self.dir(name).join("config").exists() {
+            return Ok(Observed::Absent);
+        }
+        let c = self.open(name)?;
+        if !c.is_defined() {
+            return Ok(Observed::Absent);
+        }
+        if c.is_running()
+            && let Some(pid) = c.init_pid()
+        {
+            return Ok(Observed::Running { init_pid: pid });
+        }
+        Ok(Observed::Stopped)
+    }
+
+    fn defined_hash(&self, name: &str) -> Option<String> {
+        let text = fs::read_to_string(self.dir(name).join("config")).ok()?;
+        lxc_config::hash_of(&text)
+    }
+
+    fn stop(&self, name: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let c = self.open(name)?;
+        if !c.is_running() {
+            return Ok(());
+        }
+        if !c.shutdown(grace) {
+            warn!(
+                instrument = name,
+                ?grace,
+                "did not stop within its grace period; killing it"
+            );
+            if !c.stop() && c.is_running() {
+                return Err(RuntimeError::Container {
+                    name: name.into(),
+                    detail: "could not be killed".into(),
+                });
+            }
+        }
+        c.wait("STOPPED", Duration::from_secs(10));
+        Ok(())
+    }
+
+    fn wait_stopped(&self, name: &str, timeout: Duration) -> bool {
+        match self.open(name) {
+            Ok(c) => !c.is_running() || c.wait("STOPPED", timeout),
+            Err(_) => true,
+        }
+    }
+
+    fn destroy(&self, name: &str) -> Result<(), RuntimeError> {
+        let dir = self.dir(name);
+        if !dir.exists() {
+            return Ok(());
+        }
+        let c = self.open(name)?;
+        if c.is_running() {
+            return Err(RuntimeError::Container {
+                name: name.into(),
+                detail: "is still running; stop it before removing it".into(),
+            });
+        }
+        drop(c);
+        remove_cgroups(name);
+        // Our containers own nothing in their directory but the config and
+        // the seccomp policy (the rootfs lives elsewhere), so removing the
+        // directory is the whole of it; liblxc's destroy would also try to
+        // remove the rootfs.
+        fs::remove_dir_all(&dir).map_err(|source| RuntimeError::Io {
+            name: name.into(),
+            path: dir,
+            source,
+        })
+    }
+
+    fn list(&self) -> Result<Vec<String>, RuntimeError> {
+        let mut names = Vec::new();
+        let entries = fs::read_dir(&self.lxcpath).map_err(|source| RuntimeError::Io {
+            name: "*".into(),
+            path: self.lxcpath.clone(),
+            source,
+        })?;
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}

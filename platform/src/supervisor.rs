@@ -1,0 +1,235 @@
+//! Supervision decisions, kept pure: how an instrument ended, and what
+//! happens next under its restart policy and back-off.
+
+use std::time::Duration;
+
+use outpost_protocol::RestartPolicy;
+use outpost_protocol::desired::Backoff;
+use serde::{Deserialize, Serialize};
+
+/// How a container's entrypoint ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Unix time in milliseconds.
+    pub at_ms: i64,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub signal_name: Option<String>,
+    /// Human summary, e.g. `exited with status 3`.
+    pub detail: String,
+}
+
+/// `exit.json` as outpost-init writes it.
+#[derive(Debug, Deserialize)]
+struct InitRecord {
+    code: Option<i32>,
+    signal: Option<i32>,
+    signal_name: Option<String>,
+    #[serde(default)]
+    core_dumped: bool,
+    error: Option<String>,
+}
+
+impl ExitRecord {
+    /// Reads outpost-init's `exit.json`; `None` text means the file was
+    /// missing (init itself was killed, or the container was torn down).
+    pub fn from_init(text: Option<&str>, at_ms: i64) -> ExitRecord {
+        let parsed = text.and_then(|t| serde_json::from_str::<InitRecord>(t).ok());
+        match parsed {
+            Some(r) => {
+                let detail = match (&r.code, &r.signal, &r.error) {
+                    (_, _, Some(e)) => e.clone(),
+                    (Some(c), _, _) => format!("exited with status {c}"),
+                    (None, Some(s), _) => format!(
+                        "killed by signal {s} ({}){}",
+                        r.signal_name.as_deref().unwrap_or("?"),
+                        if r.core_dumped { ", core dumped" } else { "" }
+                    ),
+                    _ => "ended without a status".into(),
+                };
+                ExitRecord {
+                    at_ms,
+                    code: r.code,
+                    signal: r.signal,
+                    signal_name: r.signal_name,
+                    detail,
+                }
+            }
+            None => ExitRecord {
+                at_ms,
+                code: None,
+                signal: None,
+                signal_name: None,
+                detail:
+                    "the container's init ended without recording a status (killed from outside?)"
+                        .into(),
+            },
+        }
+    }
+
+    /// Exit status 0.
+    pub fn is_clean(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// What to do after an exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Start again after `after`; `failures` consecutive quick exits so far.
+    Restart {
+        after: Duration,
+        failures: u32,
+        crash_loop: bool,
+    },
+    /// Leave it down.
+    StayDown,
+}
+
+/// Decides what follows an exit. `ran_for` is how long it had been running;
+/// `failures` counts the consecutive quick exits before this one.
+pub fn after_exit(
+    policy: RestartPolicy,
+    backoff: &Backoff,
+    exit: &ExitRecord,
+    ran_for: Duration,
+    failures: u32,
+) -> Decision {
+    if !policy.restarts_after(exit.is_clean()) {
+        return Decision::StayDown;
+    }
+    let failures = if ran_for >= backoff.stable_after {
+        1
+    } else {
+        failures.saturating_add(1)
+    };
+    Decision::Restart {
+        after: backoff.delay(failures),
+        failures,
+        crash_loop: backoff.is_crash_loop(failures),
+    }
+}
+
+/// Lifecycle state names, as stored and shown.
+pub mod state {
+    /// Waiting for something outside it (e.g. its image).
+    pub const PENDING: &str = "pending";
+    pub const STARTING: &str = "starting";
+    pub const RUNNING: &str = "running";
+    pub const STOPPING: &str = "stopping";
+    /// Down, restart scheduled.
+    pub const BACKOFF: &str = "backoff";
+    /// Failing again and again; still retried at the capped back-off.
+    pub const CRASH_LOOPING: &str = "crash-looping";
+    /// Exited with status 0 and not restarted.
+    pub const EXITED: &str = "exited";
+    /// Failed and not restarted (policy `never` or `on-failure` exhausted).
+    pub const CRASHED: &str = "crashed";
+    /// Stopped on purpose (disabled).
+    pub const STOPPED: &str = "stopped";
+    /// Cannot be started as specified (bad config, broken image).
+    pub const FAILED: &str = "failed";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(code: Option<i32>) -> ExitRecord {
+        ExitRecord {
+            at_ms: 0,
+            code,
+            signal: None,
+            signal_name: None,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn reads_init_records() {
+        let e = ExitRecord::from_init(Some("{\"code\":3}\n"), 5);
+        assert_eq!(e.code, Some(3));
+        assert_eq!(e.detail, "exited with status 3");
+        let e = ExitRecord::from_init(
+            Some("{\"signal\":9,\"signal_name\":\"SIGKILL\",\"core_dumped\":false}"),
+            5,
+        );
+        assert_eq!(e.signal, Some(9));
+        assert_eq!(e.detail, "killed by signal 9 (SIGKILL)");
+        let e = ExitRecord::from_init(None, 5);
+        assert!(e.detail.contains("without recording"));
+        assert!(!e.is_clean());
+        let e = ExitRecord::from_init(
+            Some("{\"code\":127,\"error\":\"cannot start \\\"/x\\\"\"}"),
+            5,
+        );
+        assert_eq!(e.detail, "cannot start \"/x\"");
+    }
+
+    #[test]
+    fn policies_and_backoff() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(400),
+            stable_after: Duration::from_secs(10),
+            crash_loop_after: 3,
+        };
+        let quick = Duration::from_millis(50);
+        assert_eq!(
+            after_exit(RestartPolicy::OnFailure, &b, &exit(Some(0)), quick, 0),
+            Decision::StayDown
+        );
+        assert_eq!(
+            after_exit(RestartPolicy::Never, &b, &exit(Some(1)), quick, 0),
+            Decision::StayDown
+        );
+        let mut failures = 0;
+        let mut seen = vec![];
+        for _ in 0..5 {
+            match after_exit(
+                RestartPolicy::OnFailure,
+                &b,
+                &exit(Some(1)),
+                quick,
+                failures,
+            ) {
+                Decision::Restart {
+                    after,
+                    failures: f,
+                    crash_loop,
+                } => {
+                    failures = f;
+                    seen.push((after.as_millis(), crash_loop));
+                }
+                Decision::StayDown => panic!("on-failure must restart a failure"),
+            }
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (100, false),
+                (200, false),
+                (400, true),
+                (400, true),
+                (400, true)
+            ]
+        );
+        // A long run resets the count.
+        match after_exit(
+            RestartPolicy::Always,
+            &b,
+            &exit(Some(0)),
+            Duration::from_secs(11),
+            7,
+        ) {
+            Decision::Restart {
+                after,
+                failures,
+                crash_loop,
+            } => {
+                assert_eq!((after.as_millis(), failures, crash_loop), (100, 1, false));
+            }
+            Decision::StayDown => panic!("always restarts"),
+        }
+    }
+}
