@@ -136,7 +136,7 @@ impl Db {
             .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
-        let db = Db {
+        let mut db = Db {
             conn,
             path: path.to_path_buf(),
         };
@@ -151,68 +151,72 @@ impl Db {
         }
     }
 
-    fn migrate(&self) -> Result<(), DbError> {
-        let v: i64 = self
+    fn migrate(&mut self) -> Result<(), DbError> {
+        let path = self.path.clone();
+        let err = |source| DbError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        // Immediate: the daemon and a CLI command may open a new database
+        // at the same moment; one migrates, the other then sees it done.
+        let tx = self
             .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let v: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| self.err(e))?;
+            .map_err(err)?;
         if v > SCHEMA_VERSION {
-            return Err(DbError::TooNew {
-                path: self.path.clone(),
-                found: v,
-            });
+            return Err(DbError::TooNew { path, found: v });
         }
         if v < 1 {
-            self.conn
-                .execute_batch(
-                    "BEGIN;
-                    CREATE TABLE desired_state (
-                        version INTEGER PRIMARY KEY AUTOINCREMENT,
-                        format INTEGER NOT NULL,
-                        body TEXT NOT NULL,
-                        sha256 TEXT NOT NULL,
-                        source TEXT NOT NULL,
-                        created_at_ms INTEGER NOT NULL
-                    );
-                    CREATE TABLE config_versions (
-                        instrument TEXT NOT NULL,
-                        version INTEGER NOT NULL,
-                        body TEXT NOT NULL,
-                        desired_version INTEGER NOT NULL,
-                        created_at_ms INTEGER NOT NULL,
-                        PRIMARY KEY (instrument, version)
-                    );
-                    -- The last config version number ever given, so a number
-                    -- is never reused, even after an instrument is removed.
-                    CREATE TABLE config_seq (
-                        instrument TEXT PRIMARY KEY,
-                        last INTEGER NOT NULL
-                    );
-                    CREATE TABLE images (
-                        name TEXT NOT NULL,
-                        version TEXT NOT NULL,
-                        sha256 TEXT NOT NULL,
-                        manifest TEXT NOT NULL,
-                        imported_at_ms INTEGER NOT NULL,
-                        bytes INTEGER NOT NULL,
-                        PRIMARY KEY (name, version)
-                    );
-                    CREATE TABLE instruments (
-                        name TEXT PRIMARY KEY,
-                        body TEXT NOT NULL
-                    );
-                    CREATE TABLE exits (
-                        id INTEGER PRIMARY KEY AUTOINCREMENT,
-                        instrument TEXT NOT NULL,
-                        body TEXT NOT NULL
-                    );
-                    CREATE INDEX exits_by_instrument ON exits (instrument, id);
-                    PRAGMA user_version = 1;
-                    COMMIT;",
-                )
-                .map_err(|e| self.err(e))?;
+            tx.execute_batch(
+                "CREATE TABLE desired_state (
+                    version INTEGER PRIMARY KEY AUTOINCREMENT,
+                    format INTEGER NOT NULL,
+                    body TEXT NOT NULL,
+                    sha256 TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    created_at_ms INTEGER NOT NULL
+                );
+                CREATE TABLE config_versions (
+                    instrument TEXT NOT NULL,
+                    version INTEGER NOT NULL,
+                    body TEXT NOT NULL,
+                    desired_version INTEGER NOT NULL,
+                    created_at_ms INTEGER NOT NULL,
+                    PRIMARY KEY (instrument, version)
+                );
+                -- The last config version number ever given, so a number
+                -- is never reused, even after an instrument is removed.
+                CREATE TABLE config_seq (
+                    instrument TEXT PRIMARY KEY,
+                    last INTEGER NOT NULL
+                );
+                CREATE TABLE images (
+                    name TEXT NOT NULL,
+                    version TEXT NOT NULL,
+                    sha256 TEXT NOT NULL,
+                    manifest TEXT NOT NULL,
+                    imported_at_ms INTEGER NOT NULL,
+                    bytes INTEGER NOT NULL,
+                    PRIMARY KEY (name, version)
+                );
+                CREATE TABLE instruments (
+                    name TEXT PRIMARY KEY,
+                    body TEXT NOT NULL
+                );
+                CREATE TABLE exits (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    instrument TEXT NOT NULL,
+                    body TEXT NOT NULL
+                );
+                CREATE INDEX exits_by_instrument ON exits (instrument, id);
+                PRAGMA user_version = 1;",
+            )
+            .map_err(err)?;
         }
-        Ok(())
+        tx.commit().map_err(err)
     }
 
     /// The newest desired state, with its version.

@@ -65,6 +65,17 @@ enum Cmd {
     Logs { instrument: String },
     /// Delete a removed instrument's persistent storage and logs.
     Purge { instrument: String },
+    /// Internal: start one container with liblxc and print its init PID
+    /// (run by the daemon as a short-lived helper process).
+    #[command(hide = true)]
+    StartContainer {
+        #[arg(long)]
+        lxcpath: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,6 +131,11 @@ fn main() {
         Cmd::Check { sensor_file } => commands::check::check(&sd, &sensor_file),
         Cmd::Logs { instrument } => commands::instrument::logs(&sd, &instrument),
         Cmd::Purge { instrument } => commands::instrument::purge(&sd, &instrument),
+        Cmd::StartContainer {
+            lxcpath,
+            name,
+            argv,
+        } => commands::start_container(&lxcpath, &name, &argv),
     };
     if let Err(e) = res {
         eprintln!("outpostd: error: {e:#}");

@@ -6,6 +6,14 @@ pub mod instrument;
 pub mod run;
 pub mod status;
 
+/// `outpostd start-container`: the helper process that starts one
+/// container with liblxc (see `runtime::lxc::LxcRuntime`).
+pub fn start_container(lxcpath: &Path, name: &str, argv: &[String]) -> anyhow::Result<()> {
+    let pid = crate::runtime::lxc::start_here(lxcpath, name, argv).map_err(anyhow::Error::msg)?;
+    println!("{pid}");
+    Ok(())
+}
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;

@@ -61,7 +61,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         stop_grace: opts.stop_grace,
         console_log_size: opts.console_log_size,
     };
-    let rt = LxcRuntime::new(&state.lxcpath())
+    let helper = std::env::current_exe().context("cannot find the outpostd binary")?;
+    let rt = LxcRuntime::new(&state.lxcpath(), &helper)
         .with_context(|| format!("cannot create {}", state.lxcpath().display()))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tracing::{debug, warn};
@@ -11,25 +11,31 @@ use super::ffi::{self, Container};
 use super::lxc_config::{self, HostFacts};
 use super::{ContainerSpec, Observed, Runtime, RuntimeError};
 
-/// liblxc forks in `start`; doing that from one thread at a time keeps the
-/// forked children free of other starts' locks.
-static START_LOCK: Mutex<()> = Mutex::new(());
-
 /// Containers under `lxcpath`, one directory each.
+///
+/// Starting is delegated to a short-lived helper process (`outpostd
+/// start-container`, see [`start_here`]), as LXD does with `forkstart`:
+/// liblxc's daemonized start forks from the calling process and moves the
+/// caller into the new container's monitor cgroup, which must not happen
+/// to the long-running, multi-threaded daemon.
 pub struct LxcRuntime {
     lxcpath: PathBuf,
     facts: HostFacts,
+    helper: PathBuf,
 }
 
 impl LxcRuntime {
-    /// A runtime keeping its containers under `lxcpath` (created if needed).
-    pub fn new(lxcpath: &Path) -> std::io::Result<LxcRuntime> {
+    /// A runtime keeping its containers under `lxcpath` (created if
+    /// needed); `helper` is the `outpostd` binary that runs
+    /// `start-container`.
+    pub fn new(lxcpath: &Path, helper: &Path) -> std::io::Result<LxcRuntime> {
         fs::create_dir_all(lxcpath)?;
         let facts = HostFacts::detect();
         debug!(lxcpath = %lxcpath.display(), ?facts, lxc = %ffi::lxc_version(), "lxc runtime ready");
         Ok(LxcRuntime {
             lxcpath: lxcpath.to_path_buf(),
             facts,
+            helper: helper.to_path_buf(),
         })
     }
 
@@ -47,6 +53,20 @@ impl LxcRuntime {
             detail: e.0,
         })
     }
+}
+
+/// Starts container `name` from this process and returns its init's PID.
+/// This is the body of the `outpostd start-container` helper; the daemon
+/// itself never calls it (see [`LxcRuntime`]).
+pub fn start_here(lxcpath: &Path, name: &str, argv: &[String]) -> Result<i32, String> {
+    let c = Container::open(name, lxcpath).map_err(|e| e.0)?;
+    if c.is_running() {
+        return Err(format!("container {name} is already running"));
+    }
+    c.start(argv).map_err(|e| e.0)?;
+    c.init_pid().ok_or_else(|| {
+        format!("container {name} started but has no init process (it exited at once; see its console log)")
+    })
 }
 
 /// The last error lines liblxc wrote to a container's log, to explain a
@@ -104,8 +124,10 @@ fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
 
 /// Removes the (empty) cgroups liblxc leaves behind for a stopped
 /// container; liblxc 5 on cgroup v1 keeps `lxc.monitor.<name>`.
-fn remove_cgroups(name: &str) {
-    for _ in 0..20 {
+pub fn remove_cgroups(name: &str) {
+    // The monitor leaves its cgroup a few milliseconds after the container
+    // is reported stopped.
+    for _ in 0..100 {
         let dirs = cgroup_dirs(name);
         if dirs.is_empty() {
             return;
@@ -152,29 +174,39 @@ impl Runtime for LxcRuntime {
     }
 
     fn start(&self, spec: &ContainerSpec) -> Result<i32, RuntimeError> {
-        let c = self.open(&spec.name)?;
         let _ = fs::remove_file(&spec.lxc_log);
-        {
-            let _guard = START_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-            c.start(&spec.init_argv()).map_err(|e| {
-                let why = lxc_log_errors(&spec.lxc_log);
-                RuntimeError::Container {
-                    name: spec.name.clone(),
-                    detail: if why.is_empty() {
-                        e.0
-                    } else {
-                        format!("{}: {why}", e.0)
-                    },
-                }
-            })?;
-        }
-        c.init_pid().ok_or_else(|| RuntimeError::Container {
+        let fail = |detail: String| RuntimeError::Container {
             name: spec.name.clone(),
-            detail: format!(
-                "started but has no init process (it exited at once; see {})",
-                spec.console_log.display()
-            ),
-        })
+            detail,
+        };
+        let out = Command::new(&self.helper)
+            .arg("start-container")
+            .arg("--lxcpath")
+            .arg(&self.lxcpath)
+            .arg("--name")
+            .arg(&spec.name)
+            .arg("--")
+            .args(spec.init_argv())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                fail(format!(
+                    "cannot run {} start-container: {e}",
+                    self.helper.display()
+                ))
+            })?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        match said.trim().parse::<i32>() {
+            Ok(pid) if out.status.success() && pid > 0 => Ok(pid),
+            _ => {
+                let mut why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                let log = lxc_log_errors(&spec.lxc_log);
+                if !log.is_empty() {
+                    why = format!("{why}: {log}");
+                }
+                Err(fail(why))
+            }
+        }
     }
 
     fn observe(&self, name: &str) -> Result<Observed, RuntimeError> {
