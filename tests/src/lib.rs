@@ -1,1 +1,443 @@
-//! Test harness (filled below).
+//! Harness for Outpost's end-to-end tests: real `outpostd` processes on
+//! real liblxc containers, each in its own temporary state directory, with
+//! unique instrument names, cleaned up in `Drop` also when a test fails.
+//!
+//! Binaries and images come from the shared build (see the Makefile):
+//! - `OUTPOSTD` (default `target/debug/outpostd`),
+//! - `OUTPOST_INIT` (default the static `outpost-init` under
+//!   `target/<host>/release/`),
+//! - `OUTPOST_TEST_IMAGES` (default `target/images`), holding
+//!   `example-0.1.0.tar.gz` and its `.sha256`.
+
+pub mod archive;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn env_or(var: &str, default: PathBuf) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or(default)
+}
+
+fn host_triple() -> String {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("host triple")
+}
+
+/// The `outpostd` binary under test.
+pub fn outpostd_bin() -> PathBuf {
+    let p = env_or("OUTPOSTD", workspace().join("target/debug/outpostd"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `make build` first",
+        p.display()
+    );
+    p
+}
+
+/// The static `outpost-init`.
+pub fn init_bin() -> PathBuf {
+    let p = env_or(
+        "OUTPOST_INIT",
+        workspace().join(format!("target/{}/release/outpost-init", host_triple())),
+    );
+    assert!(
+        p.exists(),
+        "{} is missing: run `make init` first",
+        p.display()
+    );
+    p
+}
+
+/// Folder of built test images.
+pub fn images_dir() -> PathBuf {
+    env_or("OUTPOST_TEST_IMAGES", workspace().join("target/images"))
+}
+
+/// An image archive and its sha256.
+#[derive(Debug, Clone)]
+pub struct ImageFile {
+    pub archive: PathBuf,
+    pub sha256: String,
+}
+
+/// The example image built by `make images`.
+pub fn example_image() -> ImageFile {
+    let archive = images_dir().join("example-0.1.0.tar.gz");
+    let side = images_dir().join("example-0.1.0.tar.gz.sha256");
+    let sha = fs::read_to_string(&side)
+        .unwrap_or_else(|e| panic!("{}: {e}: run `make images` first", side.display()));
+    ImageFile {
+        archive,
+        sha256: sha.split_whitespace().next().unwrap().to_string(),
+    }
+}
+
+/// A unique, valid instrument name: `<prefix>-<6 hex>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+/// One sensor: a state directory, a sensor file and (while started) an
+/// `outpostd run` process.
+pub struct Sensor {
+    pub dir: tempfile::TempDir,
+    pub state: PathBuf,
+    pub sensor_file: PathBuf,
+    daemon: Option<Child>,
+    log: PathBuf,
+    starts: u32,
+}
+
+impl Default for Sensor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sensor {
+    pub fn new() -> Sensor {
+        let dir = tempfile::Builder::new()
+            .prefix("outpost-test-")
+            .tempdir()
+            .expect("temp dir");
+        let state = dir.path().join("state");
+        let sensor_file = dir.path().join("sensor.toml");
+        let log = dir.path().join("outpostd.log");
+        Sensor {
+            dir,
+            state,
+            sensor_file,
+            daemon: None,
+            log,
+            starts: 0,
+        }
+    }
+
+    /// Runs `outpostd --state-dir <state> <args>` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(outpostd_bin())
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .env("OUTPOST_LOG", "warn")
+            .output()
+            .expect("run outpostd")
+    }
+
+    /// Imports an image; panics with outpostd's words if it fails.
+    pub fn import(&self, img: &ImageFile) {
+        let out = self.cli(&[
+            "image",
+            "import",
+            img.archive.to_str().unwrap(),
+            "--sha256",
+            &img.sha256,
+        ]);
+        assert!(
+            out.status.success(),
+            "import of {} failed: {}",
+            img.archive.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Writes the sensor file: `[sensor] name = "test"` plus `body`.
+    pub fn write_sensor(&self, body: &str) {
+        fs::write(
+            &self.sensor_file,
+            format!("[sensor]\nname = \"test\"\n\n{body}"),
+        )
+        .expect("write sensor file");
+    }
+
+    /// Starts `outpostd run` on this sensor and waits until it is ready
+    /// (it has adopted or started what it should).
+    pub fn start(&mut self, extra: &[&str]) {
+        self.spawn(extra);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log_text().matches("outpostd ready").count() < self.starts as usize {
+            if let Some(c) = self.daemon.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("outpostd exited at start ({st})\n{}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "outpostd not ready within 30s\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts `outpostd run` without waiting for it.
+    pub fn spawn(&mut self, extra: &[&str]) {
+        assert!(self.daemon.is_none(), "daemon already started");
+        self.starts += 1;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(outpostd_bin())
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("run")
+            .arg("--sensor-file")
+            .arg(&self.sensor_file)
+            .arg("--init")
+            .arg(init_bin())
+            .args(["--reconcile-every", "500ms", "--stop-grace", "3s"])
+            .args(extra)
+            .env("OUTPOST_LOG", "info,outpost_platform=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn outpostd");
+        self.daemon = Some(child);
+    }
+
+    /// The daemon's PID while started.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        self.daemon.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Sends SIGHUP: re-read the sensor file.
+    pub fn reload(&self) {
+        let pid = self.daemon_pid().expect("daemon started");
+        kill(Pid::from_raw(pid), Signal::SIGHUP).expect("SIGHUP");
+    }
+
+    /// `kill -9` of the daemon.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM to the daemon; waits for it and returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.daemon.take().expect("daemon started");
+        kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!(
+                    "outpostd did not exit within 30s of SIGTERM\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the daemon to exit on its own (e.g. on a bad sensor file).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut c = self.daemon.take().expect("daemon started");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("outpostd kept running\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `outpostd status --json`.
+    pub fn status(&self) -> Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status is JSON")
+    }
+
+    /// The status of one instrument.
+    pub fn instrument(&self, name: &str) -> Option<Value> {
+        self.status()["instruments"]
+            .as_array()?
+            .iter()
+            .find(|i| i["name"] == name)
+            .cloned()
+    }
+
+    /// Polls the instrument's status until `pred` holds; panics with the
+    /// daemon log on timeout.
+    pub fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Some(s) = self.instrument(name) {
+                if pred(&s) {
+                    return s;
+                }
+                last = s;
+            } else {
+                last = Value::Null;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "instrument {name} never became {what} within {timeout:?}; last status: {last:#}\n--- outpostd log ---\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Waits until the instrument is `running`; returns its init pid.
+    pub fn wait_running(&self, name: &str) -> i32 {
+        let s = self.wait_for(name, "running", Duration::from_secs(30), |s| {
+            s["state"] == "running" && s["init_pid"].is_i64()
+        });
+        s["init_pid"].as_i64().unwrap() as i32
+    }
+
+    pub fn lxcpath(&self) -> PathBuf {
+        self.state.join("containers")
+    }
+
+    pub fn persist(&self, name: &str) -> PathBuf {
+        self.state.join("persist").join(name)
+    }
+
+    /// Runs a command inside a running instrument with `lxc-attach`.
+    pub fn attach(&self, name: &str, argv: &[&str]) -> Output {
+        Command::new("lxc-attach")
+            .arg("-P")
+            .arg(self.lxcpath())
+            .args(["-n", name, "--"])
+            .args(argv)
+            .output()
+            .expect("run lxc-attach")
+    }
+
+    /// The `boots.jsonl` records the example instrument kept.
+    pub fn boots(&self, name: &str) -> Vec<Value> {
+        fs::read_to_string(self.persist(name).join("boots.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("boot record is JSON"))
+            .collect()
+    }
+
+    /// Stops and removes every container under this sensor (used by Drop,
+    /// and by tests that need a clean host after killing outpostd).
+    pub fn force_cleanup(&mut self) {
+        self.kill9();
+        let names: Vec<String> = fs::read_dir(self.lxcpath())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for n in &names {
+            let _ = Command::new("lxc-stop")
+                .arg("-P")
+                .arg(self.lxcpath())
+                .args(["-n", n, "-k"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            outpost_platform::runtime::lxc::remove_cgroups(n);
+        }
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        self.force_cleanup();
+    }
+}
+
+/// The cgroup directories liblxc made for container `name`, at the root of
+/// every hierarchy. Deliberately simpler than outpostd's own search, so a
+/// test checks outpostd's cleanup with an independent look.
+pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 2 && (f[2] == "cgroup" || f[2] == "cgroup2") {
+            for kind in ["payload", "monitor"] {
+                let d = Path::new(f[1]).join(format!("lxc.{kind}.{name}"));
+                if d.exists() {
+                    out.push(d);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether process `pid` exists.
+pub fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}
+
+/// The host PID of the entrypoint: the first child of the container init.
+pub fn entrypoint_pid(init_pid: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let children = fs::read_to_string(format!("/proc/{init_pid}/task/{init_pid}/children"))
+            .unwrap_or_default();
+        if let Some(p) = children.split_whitespace().next() {
+            return p.parse().expect("pid");
+        }
+        assert!(Instant::now() < deadline, "init {init_pid} has no child");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every mount on the host whose source, target or options mention `path`.
+pub fn host_mounts_under(path: &Path) -> Vec<String> {
+    let p = path.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&p))
+        .map(str::to_string)
+        .collect()
+}

@@ -1,0 +1,131 @@
+//! The sensor file and the stored desired state, through a real outpostd.
+
+use std::time::Duration;
+
+use outpost_tests::{Sensor, example_image, unique};
+
+#[test]
+fn invalid_sensor_file_stops_a_first_start_with_a_clear_error() {
+    let mut s = Sensor::new();
+    s.write_sensor("[[instrument]]\nname = \"Bad Name\"\nimage = \"example\"\nversion = \"0.1.0\"\nprivileged = true\n");
+    s.spawn(&[]);
+    let st = s.wait_exit(Duration::from_secs(20));
+    assert!(!st.success());
+    let log = s.log_text();
+    assert!(log.contains("privileged"), "{log}");
+    assert!(log.contains("sensor file"), "{log}");
+
+    // `outpostd check` says the same without starting anything.
+    let out = s.cli(&["check", s.sensor_file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("privileged"));
+}
+
+#[test]
+fn a_bad_reload_keeps_the_previous_desired_state() {
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let name = unique("keep");
+    s.write_sensor(&format!(
+        "[[instrument]]\nname = \"{name}\"\nimage = \"example\"\nversion = \"0.1.0\"\n"
+    ));
+    s.start(&[]);
+    let pid = s.wait_running(&name);
+    let v1 = s.status()["desired_version"].clone();
+
+    std::fs::write(&s.sensor_file, "this is [not toml").unwrap();
+    s.reload();
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = s.instrument(&name).unwrap();
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["init_pid"], pid);
+    assert_eq!(s.status()["desired_version"], v1);
+    assert!(s.log_text().contains("keeping the previous desired state"));
+}
+
+#[test]
+fn config_that_breaks_the_schema_is_refused_and_named() {
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let name = unique("cfg");
+    s.write_sensor(&format!(
+        "[[instrument]]\nname = \"{name}\"\nimage = \"example\"\nversion = \"0.1.0\"\nconfig = {{ greeting = 42, colour = \"red\" }}\n"
+    ));
+    let out = s.cli(&["check", s.sensor_file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config/greeting") || err.contains("greeting"),
+        "{err}"
+    );
+
+    s.start(&[]);
+    let st = s.wait_for(&name, "failed", Duration::from_secs(20), |v| {
+        v["state"] == "failed"
+    });
+    let detail = st["detail"].as_str().unwrap();
+    assert!(detail.contains("greeting"), "{detail}");
+    assert!(detail.contains("colour"), "{detail}");
+    assert!(!s.lxcpath().join(&name).exists(), "nothing was created");
+
+    // Fixing the file brings it up.
+    s.write_sensor(&format!(
+        "[[instrument]]\nname = \"{name}\"\nimage = \"example\"\nversion = \"0.1.0\"\nconfig = {{ greeting = \"hello\" }}\n"
+    ));
+    s.reload();
+    s.wait_running(&name);
+    let out = s.cli(&["check", s.sensor_file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn instrument_waits_for_its_image_then_starts() {
+    let mut s = Sensor::new();
+    let name = unique("wait");
+    s.write_sensor(&format!(
+        "[[instrument]]\nname = \"{name}\"\nimage = \"example\"\nversion = \"0.1.0\"\n"
+    ));
+    s.start(&[]);
+    let st = s.wait_for(&name, "pending", Duration::from_secs(20), |v| {
+        v["state"] == "pending"
+    });
+    assert!(
+        st["detail"].as_str().unwrap().contains("not imported"),
+        "{st:#}"
+    );
+    // Imported while the daemon runs: picked up without a reload.
+    s.import(&example_image());
+    s.wait_running(&name);
+}
+
+#[test]
+fn disabling_stops_and_enabling_starts_again() {
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let name = unique("toggle");
+    let spec = |enabled: bool| {
+        format!(
+            "[[instrument]]\nname = \"{name}\"\nimage = \"example\"\nversion = \"0.1.0\"\nenabled = {enabled}\n"
+        )
+    };
+    s.write_sensor(&spec(true));
+    s.start(&[]);
+    let pid = s.wait_running(&name);
+    s.write_sensor(&spec(false));
+    s.reload();
+    s.wait_for(&name, "stopped", Duration::from_secs(20), |v| {
+        v["state"] == "stopped"
+    });
+    assert!(!outpost_tests::alive(pid));
+    assert!(!s.lxcpath().join(&name).exists());
+    s.write_sensor(&spec(true));
+    s.reload();
+    s.wait_running(&name);
+    assert_eq!(s.boots(&name).len(), 2);
+    // Every change was stored as a new desired-state version.
+    assert_eq!(s.status()["desired_version"], 3);
+}
