@@ -589,6 +589,7 @@ impl<R: Runtime> Daemon<R> {
             },
             format!("starting {}:{}", ins.image, ins.version),
         );
+        let t0 = Instant::now();
         if let Err(e) = self.reset_instance_dirs(name) {
             let why = format!(
                 "cannot prepare its directories under {}: {e}",
@@ -597,11 +598,21 @@ impl<R: Runtime> Daemon<R> {
             self.fail_start(name, ins, why).await;
             return;
         }
+        let prepared = t0.elapsed();
         let rt = self.rt.clone();
         let s = spec.clone();
         let started = tokio::task::spawn_blocking(move || -> Result<i32, RuntimeError> {
+            let t = Instant::now();
             rt.define(&s)?;
-            rt.start(&s)
+            let defined = t.elapsed();
+            let pid = rt.start(&s)?;
+            debug!(
+                instrument = %s.name,
+                define_ms = defined.as_secs_f64() * 1e3,
+                start_ms = (t.elapsed() - defined).as_secs_f64() * 1e3,
+                "container started"
+            );
+            Ok(pid)
         })
         .await
         .unwrap_or_else(|e| {
@@ -610,6 +621,11 @@ impl<R: Runtime> Daemon<R> {
                 detail: format!("start task failed: {e}"),
             })
         });
+        debug!(
+            instrument = name,
+            prepare_ms = prepared.as_secs_f64() * 1e3,
+            "directories prepared"
+        );
         match started {
             Ok(pid) => {
                 let inst = self.instances.get_mut(name).expect("present");

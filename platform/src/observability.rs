@@ -10,11 +10,14 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber, writing to stderr.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("OUTPOST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber, writing to stderr. `default` is the
+/// filter when `OUTPOST_LOG` is not set (the daemon logs `info`; one-shot
+/// commands only warnings, as they print their own results).
+pub fn init(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_env("OUTPOST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => b.with_target(false).try_init(),

@@ -98,10 +98,11 @@ enum ImageCmd {
 
 fn main() {
     let cli = Cli::parse();
-    if !matches!(cli.command, Cmd::Run { .. }) {
+    let daemon = matches!(cli.command, Cmd::Run { .. });
+    if !daemon {
         outpost_platform::runtime::ffi::default_sigpipe();
     }
-    observability::init(cli.log_format);
+    observability::init(cli.log_format, if daemon { "info" } else { "warn" });
     let sd = cli.state_dir;
     let res = match cli.command {
         Cmd::Run {

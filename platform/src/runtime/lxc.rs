@@ -179,7 +179,16 @@ impl Runtime for LxcRuntime {
             name: spec.name.clone(),
             detail,
         };
-        let out = Command::new(&self.helper)
+        // The helper's output goes to a file, not a pipe: liblxc's forked
+        // monitor may hold inherited descriptors for a while after the
+        // helper exits, and the daemon should not wait for that.
+        let out_path = self.dir(&spec.name).join("start.out");
+        let out_file = fs::File::create(&out_path)
+            .map_err(|e| fail(format!("cannot create {}: {e}", out_path.display())))?;
+        let err_file = out_file
+            .try_clone()
+            .map_err(|e| fail(format!("cannot use {}: {e}", out_path.display())))?;
+        let status = Command::new(&self.helper)
             .arg("start-container")
             .arg("--lxcpath")
             .arg(&self.lxcpath)
@@ -188,18 +197,26 @@ impl Runtime for LxcRuntime {
             .arg("--")
             .args(spec.init_argv())
             .stdin(Stdio::null())
-            .output()
+            .stdout(out_file)
+            .stderr(err_file)
+            .status()
             .map_err(|e| {
                 fail(format!(
                     "cannot run {} start-container: {e}",
                     self.helper.display()
                 ))
             })?;
-        let said = String::from_utf8_lossy(&out.stdout);
-        match said.trim().parse::<i32>() {
-            Ok(pid) if out.status.success() && pid > 0 => Ok(pid),
+        let said = fs::read_to_string(&out_path).unwrap_or_default();
+        debug!(instrument = %spec.name, helper = %said.trim().replace('\n', "; "), "start-container helper finished");
+        let _ = fs::remove_file(&out_path);
+        let pid = said
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("init-pid "))
+            .and_then(|p| p.parse::<i32>().ok());
+        match pid {
+            Some(pid) if status.success() && pid > 0 => Ok(pid),
             _ => {
-                let mut why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                let mut why = said.trim().replace("outpostd: error: ", "");
                 let log = lxc_log_errors(&spec.lxc_log);
                 if !log.is_empty() {
                     why = format!("{why}: {log}");
