@@ -1,0 +1,344 @@
+//! `outpost-bench`: prints figures for the platform foundation, each next to
+//! a baseline measured in the same run. It asserts nothing about time.
+//!
+//! - image import time (`outpostd image import`, whole command);
+//! - instrument create+start to running, p50/p99 over N starts through a
+//!   real outpostd, timed from its own log (start → running);
+//! - baseline: raw `lxc-start -d` and `lxc-attach -- /bin/true` on the same
+//!   image rootfs (an overlay, as outpostd uses);
+//! - re-adopt time after `kill -9` of outpostd with 10 instruments;
+//! - outpostd RSS with 0 and with 10 idle instruments.
+//!
+//! Usage: `outpost-bench [--starts N] [--instruments N]` (run by `./run bench`).
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use outpost_tests::{Sensor, example_image, unique};
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
+    s[idx]
+}
+
+fn row(what: &str, v: &[f64], unit: &str) {
+    println!(
+        "{what:<52} {:>9.1} {:>9.1} {unit:<3} n={}",
+        percentile(v, 50.0),
+        percentile(v, 99.0),
+        v.len()
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn instrument(name: &str) -> String {
+    format!("[[instrument]]\nname = \"{name}\"\nimage = \"example\"\nversion = \"0.1.0\"\n")
+}
+
+/// Milliseconds between "starting" and "running" log lines of each
+/// instrument, from outpostd's own timestamps.
+fn start_latencies(log: &str, names: &[String]) -> Vec<f64> {
+    let ts = |line: &str| -> Option<f64> {
+        // 2026-11-24T11:28:02.612510Z
+        let t = line.split_whitespace().next()?;
+        let time = t.split('T').nth(1)?.trim_end_matches('Z');
+        let mut it = time.split(':');
+        let h: f64 = it.next()?.parse().ok()?;
+        let m: f64 = it.next()?.parse().ok()?;
+        let s: f64 = it.next()?.parse().ok()?;
+        Some(((h * 60.0 + m) * 60.0 + s) * 1000.0)
+    };
+    let mut out = Vec::new();
+    for n in names {
+        let tag = format!("instrument=\"{n}\"");
+        let start = log
+            .lines()
+            .find(|l| l.contains(&tag) && l.contains("state=\"starting\""))
+            .and_then(ts);
+        let run = log
+            .lines()
+            .find(|l| l.contains(&tag) && l.contains("state=\"running\""))
+            .and_then(ts);
+        if let (Some(a), Some(b)) = (start, run) {
+            out.push(b - a);
+        }
+    }
+    out
+}
+
+fn rss_kib(pid: i32) -> (u64, u64) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn lxc(args: &[&str], lxcpath: &Path) -> Duration {
+    let t0 = Instant::now();
+    let st = Command::new(args[0])
+        .arg("-P")
+        .arg(lxcpath)
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("lxc command");
+    assert!(st.success(), "{args:?} failed");
+    t0.elapsed()
+}
+
+fn main() {
+    let mut starts = 20usize;
+    let mut idle = 10usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--starts" => {
+                starts = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--starts N")
+            }
+            "--instruments" => {
+                idle = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--instruments N")
+            }
+            _ => {
+                eprintln!("usage: outpost-bench [--starts N] [--instruments N]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let img = example_image();
+    let size = fs::metadata(&img.archive).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "outpost-bench: {} cores, image {} ({:.1} MiB)\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        img.archive.display(),
+        size as f64 / 1048576.0
+    );
+    println!("{:<52} {:>9} {:>9}", "", "p50", "p99");
+
+    // Image import.
+    let mut import = Vec::new();
+    for _ in 0..5 {
+        let s = Sensor::new();
+        let t0 = Instant::now();
+        s.import(&img);
+        import.push(ms(t0.elapsed()));
+    }
+    row(
+        "image import (verify + unpack, whole command)",
+        &import,
+        "ms",
+    );
+
+    // Create+start through outpostd.
+    let mut s = Sensor::new();
+    s.import(&img);
+    s.write_sensor("");
+    s.start(&[]);
+    let (rss0, _) = rss_kib(s.daemon_pid().unwrap());
+    let mut names = Vec::new();
+    let mut body = String::new();
+    for _ in 0..starts {
+        let n = unique("bench");
+        body.push_str(&instrument(&n));
+        s.write_sensor(&body);
+        s.reload();
+        s.wait_running(&n);
+        names.push(n);
+    }
+    let lat = start_latencies(&s.log_text(), &names);
+    row(
+        "instrument create+start -> running (outpostd log)",
+        &lat,
+        "ms",
+    );
+
+    // Baseline on the same rootfs.
+    let lower = s.state.join("images/example/0.1.0/rootfs");
+    let base = tempfile::tempdir().unwrap();
+    let lxcpath = base.path().join("lxc");
+    fs::create_dir_all(&lxcpath).unwrap();
+    let (mut b_start, mut b_attach, mut b_both) = (Vec::new(), Vec::new(), Vec::new());
+    let mut base_names = Vec::new();
+    for _ in 0..starts {
+        let n = unique("raw");
+        let dir = lxcpath.join(&n);
+        fs::create_dir_all(dir.join("upper")).unwrap();
+        fs::write(
+            dir.join("config"),
+            format!(
+                "lxc.uts.name = {n}\nlxc.rootfs.path = overlay:{}:{}\nlxc.net.0.type = empty\nlxc.apparmor.profile = unconfined\nlxc.mount.auto = proc:mixed sys:ro\nlxc.autodev = 1\nlxc.init.cmd = /bin/sleep 3600\n",
+                lower.display(),
+                dir.join("upper").display()
+            ),
+        )
+        .unwrap();
+        let a = lxc(&["lxc-start", "-n", &n, "-d"], &lxcpath);
+        let b = lxc(&["lxc-attach", "-n", &n, "--", "/bin/true"], &lxcpath);
+        b_start.push(ms(a));
+        b_attach.push(ms(b));
+        b_both.push(ms(a + b));
+        base_names.push(n);
+    }
+    // The same, with the config outpostd generates (seccomp, cgroup
+    // limits, device list, mounts, console log), to separate the cost of
+    // the hardening from outpostd's own.
+    let template = fs::read_to_string(s.lxcpath().join(&names[0]).join("config")).unwrap();
+    let mut b_full = Vec::new();
+    for _ in 0..starts {
+        let n = unique("rawcfg");
+        let dir = lxcpath.join(&n);
+        fs::create_dir_all(dir.join("upper")).unwrap();
+        let upper_old = s.state.join("instances").join(&names[0]).join("upper");
+        let cfg = template
+            .replace(
+                &upper_old.display().to_string(),
+                &dir.join("upper").display().to_string(),
+            )
+            .replace(
+                &format!("lxc.uts.name = {}", names[0]),
+                &format!("lxc.uts.name = {n}"),
+            )
+            .replace("/console.log\n", &format!("/console-{n}.log\n"))
+            .replace("/lxc.log\n", &format!("/lxc-{n}.log\n"));
+        fs::write(dir.join("config"), cfg).unwrap();
+        let a = lxc(
+            &[
+                "lxc-start",
+                "-n",
+                &n,
+                "-d",
+                "--",
+                "/.outpost/init",
+                "--",
+                "/usr/bin/example-instrument",
+            ],
+            &lxcpath,
+        );
+        b_full.push(ms(a));
+        base_names.push(n);
+    }
+    row(
+        "baseline: lxc-start -d (same rootfs, overlay)",
+        &b_start,
+        "ms",
+    );
+    row(
+        "baseline: lxc-start -d with outpostd's config",
+        &b_full,
+        "ms",
+    );
+    row("baseline: lxc-attach -- /bin/true", &b_attach, "ms");
+    row(
+        "baseline: lxc-start -d + lxc-attach -- /bin/true",
+        &b_both,
+        "ms",
+    );
+    for n in &base_names {
+        let _ = Command::new("lxc-stop")
+            .arg("-P")
+            .arg(&lxcpath)
+            .args(["-n", n, "-k"])
+            .status();
+        outpost_platform::runtime::lxc::remove_cgroups(n);
+    }
+    println!(
+        "{:<52} {:>9.2}x",
+        "ratio: outpostd start p50 / plain lxc-start p50",
+        percentile(&lat, 50.0) / percentile(&b_start, 50.0)
+    );
+    println!(
+        "{:<52} {:>9.2}x",
+        "ratio: outpostd start p50 / lxc-start (its config) p50",
+        percentile(&lat, 50.0) / percentile(&b_full, 50.0)
+    );
+
+    // Keep `idle` instruments, then measure RSS and re-adoption.
+    let keep: Vec<String> = names.iter().take(idle).cloned().collect();
+    s.write_sensor(&keep.iter().map(|n| instrument(n)).collect::<String>());
+    s.reload();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.status()["instruments"].as_array().map_or(0, |a| a.len()) != keep.len() {
+        assert!(Instant::now() < deadline, "extra instruments not removed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (rss, hwm) = rss_kib(s.daemon_pid().unwrap());
+
+    let mut adopt_wall = Vec::new();
+    let mut adopt_self = Vec::new();
+    for _ in 0..5 {
+        s.kill9();
+        let before = s.log_text().matches("outpostd ready").count();
+        let t0 = Instant::now();
+        s.start(&[]);
+        adopt_wall.push(ms(t0.elapsed()));
+        let log = s.log_text();
+        let line = log
+            .lines()
+            .filter(|l| l.contains("outpostd ready"))
+            .nth(before)
+            .unwrap_or("");
+        if let Some(v) = line
+            .split("elapsed_ms=")
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            adopt_self.push(v);
+        }
+        for n in &keep {
+            assert_eq!(s.instrument(n).unwrap()["state"], "running");
+        }
+    }
+    row(
+        &format!("re-adopt {idle} instruments after kill -9 (spawn -> ready)"),
+        &adopt_wall,
+        "ms",
+    );
+    row("  same, outpostd's own start-up time", &adopt_self, "ms");
+    println!(
+        "{:<52} {:>9} KiB",
+        "outpostd RSS, no instruments (baseline)", rss0
+    );
+    println!(
+        "{:<52} {:>9} KiB (peak {hwm} KiB)",
+        format!("outpostd RSS, {idle} idle instruments"),
+        rss
+    );
+    s.write_sensor("");
+    s.reload();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.status()["instruments"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        if Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
