@@ -604,6 +604,7 @@ impl<R: Runtime> Daemon<R> {
         let started = tokio::task::spawn_blocking(move || -> Result<i32, RuntimeError> {
             let t = Instant::now();
             rt.define(&s)?;
+            crate::failpoint::hit("after-define");
             let defined = t.elapsed();
             let pid = rt.start(&s)?;
             debug!(

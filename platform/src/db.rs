@@ -114,6 +114,14 @@ pub struct DesiredVersion {
     pub created_at_ms: i64,
 }
 
+/// Maps SQLite errors to [`DbError`] naming the database file.
+fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> DbError + '_ {
+    move |source| DbError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// A connection to the state database.
 pub struct Db {
     conn: Connection,
@@ -123,19 +131,16 @@ pub struct Db {
 impl Db {
     /// Opens (creating and migrating as needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Db, DbError> {
-        let err = |source| DbError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(err)?;
+        let err = sql_err(path);
+        let conn = Connection::open(path).map_err(&err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
+            .map_err(&err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
+            .map_err(&err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
+            .map_err(&err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(err)?;
+            .map_err(&err)?;
         let mut db = Db {
             conn,
             path: path.to_path_buf(),
@@ -145,29 +150,32 @@ impl Db {
     }
 
     fn err(&self, source: rusqlite::Error) -> DbError {
-        DbError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        sql_err(&self.path)(source)
     }
 
-    fn migrate(&mut self) -> Result<(), DbError> {
-        let path = self.path.clone();
-        let err = |source| DbError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        // Immediate: the daemon and a CLI command may open a new database
-        // at the same moment; one migrates, the other then sees it done.
+    /// A write transaction taken at once, so concurrent writers (the daemon
+    /// and a CLI command) queue instead of failing half-way.
+    fn immediate(&mut self) -> Result<(rusqlite::Transaction<'_>, &Path), DbError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
+            .map_err(sql_err(&self.path))?;
+        Ok((tx, &self.path))
+    }
+
+    fn migrate(&mut self) -> Result<(), DbError> {
+        // The daemon and a CLI command may open a new database at the same
+        // moment; one migrates, the other then sees it done.
+        let (tx, path) = self.immediate()?;
+        let err = sql_err(path);
         let v: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
+            .map_err(&err)?;
         if v > SCHEMA_VERSION {
-            return Err(DbError::TooNew { path, found: v });
+            return Err(DbError::TooNew {
+                path: path.to_path_buf(),
+                found: v,
+            });
         }
         if v < 1 {
             tx.execute_batch(
@@ -214,9 +222,9 @@ impl Db {
                 CREATE INDEX exits_by_instrument ON exits (instrument, id);
                 PRAGMA user_version = 1;",
             )
-            .map_err(err)?;
+            .map_err(&err)?;
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(&err)
     }
 
     /// The newest desired state, with its version.
@@ -248,12 +256,8 @@ impl Db {
     pub fn store_desired(&mut self, spec: &SensorSpec, source: &str) -> Result<Stored, DbError> {
         let body = spec.to_canonical_json();
         let sha = hex::encode(Sha256::digest(body.as_bytes()));
-        let path = self.path.clone();
-        let err = |source| DbError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
+        let (tx, path) = self.immediate()?;
+        let err = sql_err(path);
         let latest: Option<(i64, String)> = tx
             .query_row(
                 "SELECT version, sha256 FROM desired_state ORDER BY version DESC LIMIT 1",
@@ -261,7 +265,7 @@ impl Db {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
-            .map_err(err)?;
+            .map_err(&err)?;
         if let Some((version, latest_sha)) = &latest
             && *latest_sha == sha
         {
@@ -275,7 +279,7 @@ impl Db {
             "INSERT INTO desired_state (format, body, sha256, source, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![FORMAT_VERSION, body, sha, source, now],
         )
-        .map_err(err)?;
+        .map_err(&err)?;
         let version = tx.last_insert_rowid();
         for ins in &spec.instruments {
             let cfg = serde_json::to_string(&ins.config).expect("json value serializes");
@@ -286,7 +290,7 @@ impl Db {
                     |r| r.get(0),
                 )
                 .optional()
-                .map_err(err)?;
+                .map_err(&err)?;
             if last_body.as_deref() == Some(cfg.as_str()) {
                 continue;
             }
@@ -297,7 +301,7 @@ impl Db {
                     |r| r.get(0),
                 )
                 .optional()
-                .map_err(err)?
+                .map_err(&err)?
                 .unwrap_or(0)
                 + 1;
             tx.execute(
@@ -305,14 +309,14 @@ impl Db {
                  ON CONFLICT (instrument) DO UPDATE SET last = excluded.last",
                 params![ins.name, next],
             )
-            .map_err(err)?;
+            .map_err(&err)?;
             tx.execute(
                 "INSERT INTO config_versions (instrument, version, body, desired_version, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![ins.name, next, cfg, version, now],
             )
-            .map_err(err)?;
+            .map_err(&err)?;
         }
-        tx.commit().map_err(err)?;
+        tx.commit().map_err(&err)?;
         Ok(Stored {
             version,
             changed: true,
@@ -387,22 +391,15 @@ impl Db {
     /// Deletes an image's record unless the desired state or an existing
     /// instrument uses it. The check and the delete are one transaction.
     pub fn delete_image_if_unused(&mut self, name: &str, version: &str) -> Result<(), DbError> {
-        let path = self.path.clone();
-        let err = |source| DbError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
+        let (tx, path) = self.immediate()?;
+        let err = sql_err(path);
         let exists: bool = tx
             .query_row(
                 "SELECT COUNT(*) FROM images WHERE name = ?1 AND version = ?2",
                 params![name, version],
                 |r| r.get::<_, i64>(0),
             )
-            .map_err(err)?
+            .map_err(&err)?
             > 0;
         if !exists {
             return Err(DbError::NoSuchImage {
@@ -418,7 +415,7 @@ impl Db {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(err)?;
+            .map_err(&err)?;
         if let Some(body) = desired
             && let Ok(spec) = SensorSpec::from_json(&body)
         {
@@ -429,10 +426,10 @@ impl Db {
             }
         }
         {
-            let mut st = tx.prepare("SELECT body FROM instruments").map_err(err)?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
+            let mut st = tx.prepare("SELECT body FROM instruments").map_err(&err)?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(&err)?;
             for body in rows {
-                let body = body.map_err(err)?;
+                let body = body.map_err(&err)?;
                 if let Ok(s) = serde_json::from_str::<InstrumentStatus>(&body)
                     && s.image == name
                     && s.version == version
@@ -459,8 +456,8 @@ impl Db {
             "DELETE FROM images WHERE name = ?1 AND version = ?2",
             params![name, version],
         )
-        .map_err(err)?;
-        tx.commit().map_err(err)
+        .map_err(&err)?;
+        tx.commit().map_err(&err)
     }
 
     /// Saves an instrument's status.

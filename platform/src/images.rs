@@ -94,6 +94,7 @@ impl ImageStore {
             rand::random::<u32>()
         ));
         let unpacked = unpack(archive, sha256, &staging, Limits::default(), progress)?;
+        crate::failpoint::hit("import-after-unpack");
         let m = &unpacked.manifest;
         let result = self.place(
             db,

@@ -18,11 +18,13 @@
 //! - [`paths`]: what lives where under the state directory.
 //! - [`commands`]: one module per `outpostd` subcommand; the binary only
 //!   parses arguments.
-//! - [`observability`]: logging set-up.
+//! - [`observability`]: logging set-up; [`failpoint`]: crash injection
+//!   for the crash-safety tests.
 
 pub mod commands;
 pub mod daemon;
 pub mod db;
+pub mod failpoint;
 pub mod images;
 pub mod observability;
 pub mod paths;

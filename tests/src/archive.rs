@@ -13,6 +13,16 @@ use crate::ImageFile;
 /// A copy of `base` with its manifest changed by `edit`, packed into
 /// `out_dir` (same rootfs, so the same binaries).
 pub fn variant(base: &ImageFile, out_dir: &Path, edit: impl FnOnce(&mut Manifest)) -> ImageFile {
+    variant_with(base, out_dir, edit, &[])
+}
+
+/// [`variant`] that also adds files `(path in rootfs, mode, content)`.
+pub fn variant_with(
+    base: &ImageFile,
+    out_dir: &Path,
+    edit: impl FnOnce(&mut Manifest),
+    files: &[(&str, u32, &[u8])],
+) -> ImageFile {
     let work = tempfile::tempdir_in(out_dir).expect("temp dir");
     let tree = work.path().join("tree");
     let u = outpost_image::unpack(
@@ -25,6 +35,12 @@ pub fn variant(base: &ImageFile, out_dir: &Path, edit: impl FnOnce(&mut Manifest
     .expect("unpack base image");
     let mut m = u.manifest;
     edit(&mut m);
+    for (path, mode, content) in files {
+        let p = tree.join("rootfs").join(path.trim_start_matches('/'));
+        std::fs::write(&p, content).expect("write extra file");
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(*mode))
+            .expect("chmod extra file");
+    }
     let packed = outpost_image::pack(&tree.join("rootfs"), &m, out_dir).expect("pack variant");
     ImageFile {
         archive: packed.archive,

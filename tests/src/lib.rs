@@ -105,7 +105,6 @@ pub struct Sensor {
     pub sensor_file: PathBuf,
     daemon: Option<Child>,
     log: PathBuf,
-    starts: u32,
 }
 
 impl Default for Sensor {
@@ -129,17 +128,22 @@ impl Sensor {
             sensor_file,
             daemon: None,
             log,
-            starts: 0,
         }
     }
 
     /// Runs `outpostd --state-dir <state> <args>` and returns its output.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_env(args, &[])
+    }
+
+    /// [`Sensor::cli`] with extra environment variables.
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(outpostd_bin())
             .arg("--state-dir")
             .arg(&self.state)
             .args(args)
             .env("OUTPOST_LOG", "warn")
+            .envs(env.iter().copied())
             .output()
             .expect("run outpostd")
     }
@@ -173,9 +177,10 @@ impl Sensor {
     /// Starts `outpostd run` on this sensor and waits until it is ready
     /// (it has adopted or started what it should).
     pub fn start(&mut self, extra: &[&str]) {
+        let before = self.log_text().matches("outpostd ready").count();
         self.spawn(extra);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.log_text().matches("outpostd ready").count() < self.starts as usize {
+        while self.log_text().matches("outpostd ready").count() <= before {
             if let Some(c) = self.daemon.as_mut()
                 && let Ok(Some(st)) = c.try_wait()
             {
@@ -192,8 +197,12 @@ impl Sensor {
 
     /// Starts `outpostd run` without waiting for it.
     pub fn spawn(&mut self, extra: &[&str]) {
+        self.spawn_env(extra, &[]);
+    }
+
+    /// [`Sensor::spawn`] with extra environment variables.
+    pub fn spawn_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "daemon already started");
-        self.starts += 1;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -210,6 +219,7 @@ impl Sensor {
             .args(["--reconcile-every", "500ms", "--stop-grace", "3s"])
             .args(extra)
             .env("OUTPOST_LOG", "info,outpost_platform=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

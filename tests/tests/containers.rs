@@ -493,3 +493,130 @@ fn persistent_data_survives_restart_and_upgrade_and_transient_does_not() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
 }
+
+#[test]
+fn a_crash_mid_operation_leaves_nothing_half_made() {
+    let mut s = Sensor::new();
+    let img = example_image();
+    // outpostd dies after unpacking an import, before placing it.
+    let out = s.cli_env(
+        &[
+            "image",
+            "import",
+            img.archive.to_str().unwrap(),
+            "--sha256",
+            &img.sha256,
+        ],
+        &[("OUTPOST_FAILPOINT", "import-after-unpack")],
+    );
+    assert!(!out.status.success());
+    let staging: Vec<_> = fs::read_dir(s.state.join("images"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+        .collect();
+    assert_eq!(staging.len(), 1, "the crash left its staging directory");
+    s.import(&img);
+
+    // outpostd dies after defining a container, before starting it.
+    let name = unique("half");
+    s.write_sensor(&instrument(&name, ""));
+    s.spawn_env(&[], &[("OUTPOST_FAILPOINT", "after-define")]);
+    assert!(!s.wait_exit(Duration::from_secs(20)).success());
+    assert!(
+        s.lxcpath().join(&name).join("config").exists(),
+        "half-made container"
+    );
+    assert!(s.state.join("instances").join(&name).exists());
+
+    // The next start clears both and starts the instrument cleanly.
+    s.start(&[]);
+    s.wait_running(&name);
+    assert!(
+        s.log_text()
+            .contains("never started (half made by a crash)"),
+        "{}",
+        s.log_text()
+    );
+    assert!(
+        s.log_text()
+            .contains("removed what an interrupted image import left")
+    );
+    let left: Vec<_> = fs::read_dir(s.state.join("images"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "staging left: {left:?}");
+    assert_eq!(s.boots(&name).len(), 1);
+}
+
+#[test]
+fn console_log_is_rotated_by_size() {
+    let mut s = Sensor::new();
+    let dir = tempfile::tempdir().unwrap();
+    let img = variant(&example_image(), dir.path(), |m| {
+        m.name = "chatty".into();
+        m.entrypoint = vec![
+            "/usr/bin/example-instrument".into(),
+            "--heartbeat".into(),
+            "2ms".into(),
+        ];
+    });
+    s.import(&img);
+    let name = unique("chatty");
+    s.write_sensor(&format!(
+        "[[instrument]]\nname = \"{name}\"\nimage = \"chatty\"\nversion = \"0.1.0\"\n"
+    ));
+    s.start(&["--console-log-size", "8192"]);
+    s.wait_running(&name);
+    let logs = s.state.join("logs").join(&name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !logs.join("console.log.1").exists() {
+        assert!(Instant::now() < deadline, "console.log was never rotated");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for f in ["console.log", "console.log.1"] {
+        let len = fs::metadata(logs.join(f)).unwrap().len();
+        assert!(len <= 8192, "{f} is {len} bytes, over the 8192 limit");
+    }
+    // Lines are intact and byte-exact (raw console: no \r).
+    let out = s.cli(&["logs", &name]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("heartbeat"), "{text}");
+    assert!(!text.contains('\r'));
+}
+
+#[test]
+fn an_entrypoint_that_cannot_run_is_reported_by_name() {
+    let mut s = Sensor::new();
+    let dir = tempfile::tempdir().unwrap();
+    let img = outpost_tests::archive::variant_with(
+        &example_image(),
+        dir.path(),
+        |m| {
+            m.name = "broken".into();
+            m.entrypoint = vec!["/usr/bin/broken".into()];
+        },
+        &[("/usr/bin/broken", 0o755, b"#!/nonexistent/interpreter\n")],
+    );
+    s.import(&img);
+    let name = unique("broken");
+    s.write_sensor(&format!(
+        "[[instrument]]\nname = \"{name}\"\nimage = \"broken\"\nversion = \"0.1.0\"\nbackoff = {{ initial = \"200ms\" }}\n"
+    ));
+    s.start(&[]);
+    let st = s.wait_for(&name, "failing", Duration::from_secs(20), |v| {
+        v["last_exit"]["code"] == 127
+    });
+    let detail = st["last_exit"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("cannot start") && detail.contains("/usr/bin/broken"),
+        "{detail}"
+    );
+    assert!(
+        ["backoff", "starting", "running", "crash-looping"]
+            .contains(&st["state"].as_str().unwrap()),
+        "it is retried: {st:#}"
+    );
+}

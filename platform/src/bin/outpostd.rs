@@ -1,10 +1,9 @@
 //! `outpostd`: the Outpost sensor daemon and its local commands.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use outpost_platform::commands::{self, run::RunOptions};
+use outpost_platform::commands::{self, run::RunArgs};
 use outpost_platform::observability::{self, LogFormat};
 
 #[derive(Parser)]
@@ -29,26 +28,7 @@ struct Cli {
 enum Cmd {
     /// Run the daemon (SIGHUP re-reads the sensor file; SIGTERM exits and
     /// leaves instruments running unless --stop-on-exit).
-    Run {
-        /// The sensor file with the desired state (TOML; see README).
-        #[arg(long)]
-        sensor_file: Option<PathBuf>,
-        /// The static outpost-init binary.
-        #[arg(long, env = "OUTPOST_INIT")]
-        init: Option<PathBuf>,
-        /// Stop every instrument when outpostd exits.
-        #[arg(long)]
-        stop_on_exit: bool,
-        /// Reconcile at least this often.
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-        reconcile_every: Duration,
-        /// Time an instrument gets to stop after SIGTERM.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        stop_grace: Duration,
-        /// Rotate an instrument's console log at this many bytes.
-        #[arg(long, default_value_t = 1 << 20)]
-        console_log_size: u64,
-    },
+    Run(RunArgs),
     /// Manage images.
     Image {
         #[command(subcommand)]
@@ -98,29 +78,14 @@ enum ImageCmd {
 
 fn main() {
     let cli = Cli::parse();
-    let daemon = matches!(cli.command, Cmd::Run { .. });
+    let daemon = matches!(cli.command, Cmd::Run(_));
     if !daemon {
         outpost_platform::runtime::ffi::default_sigpipe();
     }
     observability::init(cli.log_format, if daemon { "info" } else { "warn" });
     let sd = cli.state_dir;
     let res = match cli.command {
-        Cmd::Run {
-            sensor_file,
-            init,
-            stop_on_exit,
-            reconcile_every,
-            stop_grace,
-            console_log_size,
-        } => commands::run::run(RunOptions {
-            state_dir: sd,
-            sensor_file,
-            init,
-            stop_on_exit,
-            reconcile_every,
-            stop_grace,
-            console_log_size,
-        }),
+        Cmd::Run(args) => commands::run::run(&sd, args),
         Cmd::Image { command } => match command {
             ImageCmd::Import { archive, sha256 } => {
                 commands::image::import(&sd, &archive, sha256.as_deref())

@@ -2,7 +2,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -16,25 +16,36 @@ use crate::runtime::lxc::LxcRuntime;
 use crate::runtime::lxc_config::path_problem;
 
 /// Options of `outpostd run`.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub state_dir: PathBuf,
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The sensor file with the desired state (TOML; see README).
+    #[arg(long)]
     pub sensor_file: Option<PathBuf>,
+    /// The static outpost-init binary.
+    #[arg(long, env = "OUTPOST_INIT")]
     pub init: Option<PathBuf>,
+    /// Stop every instrument when outpostd exits.
+    #[arg(long)]
     pub stop_on_exit: bool,
+    /// Reconcile at least this often.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub reconcile_every: Duration,
+    /// Time an instrument gets to stop after SIGTERM.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub stop_grace: Duration,
+    /// Rotate an instrument's console log at this many bytes.
+    #[arg(long, default_value_t = 1 << 20)]
     pub console_log_size: u64,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. SIGHUP re-reads the sensor file.
-pub fn run(opts: RunOptions) -> anyhow::Result<()> {
-    if let Some(p) = path_problem(&opts.state_dir) {
+pub fn run(state_dir: &Path, opts: RunArgs) -> anyhow::Result<()> {
+    if let Some(p) = path_problem(state_dir) {
         bail!("state directory: {p}");
     }
-    std::fs::create_dir_all(&opts.state_dir)
-        .with_context(|| format!("cannot create state directory {}", opts.state_dir.display()))?;
-    let state = StateDir::new(&opts.state_dir);
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    let state = StateDir::new(state_dir);
 
     let lock_file = OpenOptions::new()
         .create(true)
@@ -45,7 +56,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
         anyhow::anyhow!(
             "another outpostd already runs on state directory {} (fix: stop it, or use another --state-dir)",
-            opts.state_dir.display()
+            state_dir.display()
         )
     })?;
     lock.set_len(0)?;
