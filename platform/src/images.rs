@@ -198,7 +198,15 @@ impl ImageStore {
         for e in entries.flatten() {
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".staging-") {
+            if let Some(rest) = name.strip_prefix(".staging-") {
+                // `.staging-<pid>-<random>`: leave an import that is still
+                // running in another process alone.
+                let owner = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+                if owner.is_some_and(|pid| {
+                    pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+                }) {
+                    continue;
+                }
                 fs::remove_dir_all(&path).map_err(|e| Self::io(&path, e))?;
                 removed.push(path);
                 continue;
