@@ -55,8 +55,10 @@ const SKELETON_FILES: &[(&str, &str)] = &[
     ),
     ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
     ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
-    // Placeholder for the bind mount of the platform's outpost-init.
+    // Placeholders for the bind mounts of the platform's outpost-init and
+    // of the instrument's bus credentials.
     (".outpost/init", ""),
+    (".outpost/nats.nkey", ""),
 ];
 
 /// Fills `<work>/rootfs` (which must not exist) from `base`. `say` gets one

@@ -17,10 +17,12 @@ use sha2::{Digest, Sha256};
 
 use crate::supervisor::ExitRecord;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Exits kept per instrument.
 const EXIT_HISTORY: i64 = 100;
+/// Health checks kept per instrument.
+pub const HEALTH_HISTORY: i64 = 1000;
 
 /// Database failure.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +95,43 @@ pub struct InstrumentStatus {
     pub next_restart_ms: Option<i64>,
     pub last_exit: Option<ExitRecord>,
     pub spec_hash: Option<String>,
+    /// The newest config version of the desired state.
     pub config_version: Option<i64>,
+    /// The config version the running instrument applied.
+    #[serde(default)]
+    pub config_applied: Option<i64>,
+    /// The newest version it rejected, and why.
+    #[serde(default)]
+    pub config_rejected: Option<ConfigRejection>,
+    /// Health as the platform sees it (see `outpost_protocol::messages::InstrumentHealth`).
+    #[serde(default = "unknown_health")]
+    pub health: String,
+    #[serde(default)]
+    pub health_message: String,
+    /// The instrument's own health details (its last reply).
+    #[serde(default)]
+    pub health_details: serde_json::Value,
     pub updated_at_ms: i64,
+}
+
+fn unknown_health() -> String {
+    "stopped".into()
+}
+
+/// A config version an instrument refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRejection {
+    pub version: i64,
+    pub reason: String,
+}
+
+/// One health check, as kept in the history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthCheck {
+    pub at_ms: i64,
+    pub state: String,
+    pub message: String,
+    pub latency_ms: Option<f64>,
 }
 
 /// What storing a desired state did.
@@ -224,6 +261,29 @@ impl Db {
             )
             .map_err(&err)?;
         }
+        if v < 2 {
+            tx.execute_batch(
+                "CREATE TABLE health_checks (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    instrument TEXT NOT NULL,
+                    at_ms INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    message TEXT NOT NULL,
+                    latency_ms REAL
+                );
+                CREATE INDEX health_by_instrument ON health_checks (instrument, id);
+                CREATE TABLE config_results (
+                    instrument TEXT NOT NULL,
+                    version INTEGER NOT NULL,
+                    applied INTEGER NOT NULL,
+                    reason TEXT,
+                    at_ms INTEGER NOT NULL,
+                    PRIMARY KEY (instrument, version, at_ms)
+                );
+                PRAGMA user_version = 2;",
+            )
+            .map_err(&err)?;
+        }
         tx.commit().map_err(&err)
     }
 
@@ -338,6 +398,86 @@ impl Db {
                     sha256: r.get(1)?,
                     source: r.get(2)?,
                     created_at_ms: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The newest config version of an instrument and its body.
+    pub fn latest_config_body(
+        &self,
+        instrument: &str,
+    ) -> Result<Option<(i64, serde_json::Value)>, DbError> {
+        let row: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT version, body FROM config_versions WHERE instrument = ?1 ORDER BY version DESC LIMIT 1",
+                params![instrument],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|(v, b)| (v, serde_json::from_str(&b).unwrap_or_default())))
+    }
+
+    /// Records what an instrument said of a config version.
+    pub fn record_config_result(
+        &self,
+        instrument: &str,
+        version: i64,
+        applied: bool,
+        reason: Option<&str>,
+    ) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO config_results (instrument, version, applied, reason, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![instrument, version, applied, reason, now_ms()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Appends a health check to the (bounded) history.
+    pub fn record_health(&self, instrument: &str, c: &HealthCheck) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "INSERT INTO health_checks (instrument, at_ms, state, message, latency_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![instrument, c.at_ms, c.state, c.message, c.latency_ms],
+            )
+            .map_err(|e| self.err(e))?;
+        let id = self.conn.last_insert_rowid();
+        if id % 64 == 0 {
+            self.conn
+                .execute(
+                    "DELETE FROM health_checks WHERE instrument = ?1 AND id NOT IN
+                       (SELECT id FROM health_checks WHERE instrument = ?1 ORDER BY id DESC LIMIT ?2)",
+                    params![instrument, HEALTH_HISTORY],
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// An instrument's health checks, newest first.
+    pub fn health_history(
+        &self,
+        instrument: &str,
+        limit: i64,
+    ) -> Result<Vec<HealthCheck>, DbError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT at_ms, state, message, latency_ms FROM health_checks WHERE instrument = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![instrument, limit], |r| {
+                Ok(HealthCheck {
+                    at_ms: r.get(0)?,
+                    state: r.get(1)?,
+                    message: r.get(2)?,
+                    latency_ms: r.get(3)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -641,6 +781,24 @@ mod tests {
             db.delete_image_if_unused("example", "0.1.0"),
             Err(DbError::NoSuchImage { .. })
         ));
+    }
+
+    #[test]
+    fn health_history_is_kept_and_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Db::open(&d.path().join("db")).unwrap();
+        for i in 0..(HEALTH_HISTORY + 200) {
+            let c = HealthCheck {
+                at_ms: i,
+                state: "ok".into(),
+                message: String::new(),
+                latency_ms: Some(1.0),
+            };
+            db.record_health("a", &c).unwrap();
+        }
+        let h = db.health_history("a", 10_000).unwrap();
+        assert!(h.len() as i64 <= HEALTH_HISTORY + 64, "{}", h.len());
+        assert_eq!(h[0].at_ms, HEALTH_HISTORY + 199);
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! - [`daemon`]: the actor that reconciles desired state with reality and
 //!   supervises instruments.
 //! - [`supervisor`]: pure restart decisions (policies, back-off, exits).
+//! - [`health`]: pure health state per instrument run.
+//! - [`messaging`]: nats-server, identities, the loopback proxy, the
+//!   platform's bus client; [`netns`]: entering an instrument's namespace.
 //! - [`runtime`]: the container seam: the [`runtime::Runtime`] trait, the
 //!   liblxc implementation, the LXC config renderer, and the one module with
 //!   `unsafe` code ([`runtime::ffi`]).
@@ -25,7 +28,10 @@ pub mod commands;
 pub mod daemon;
 pub mod db;
 pub mod failpoint;
+pub mod health;
 pub mod images;
+pub mod messaging;
+pub mod netns;
 pub mod observability;
 pub mod paths;
 pub mod runtime;

@@ -14,7 +14,8 @@ pub enum LogFormat {
 /// filter when `OUTPOST_LOG` is not set (the daemon logs `info`; one-shot
 /// commands only warnings, as they print their own results).
 pub fn init(format: LogFormat, default: &str) {
-    let filter = EnvFilter::try_from_env("OUTPOST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_env("OUTPOST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},async_nats=warn")));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

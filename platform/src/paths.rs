@@ -10,6 +10,8 @@
 //!   instances/<name>/         upper/, work/, status/ of a defined container
 //!   persist/<name>/           persistent storage; removed only by purge
 //!   logs/<name>/              console.log (+ .1), lxc.log
+//!   secrets/<name>.nkey       bus identities (0600); outpostd.nkey is the platform's
+//!   nats/                     nats-server config, pid, log, port, JetStream store
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -67,5 +69,11 @@ impl StateDir {
     }
     pub fn console_log(&self, name: &str) -> PathBuf {
         self.logs(name).join("console.log")
+    }
+    pub fn secrets(&self) -> PathBuf {
+        self.root.join("secrets")
+    }
+    pub fn nats(&self) -> PathBuf {
+        self.root.join("nats")
     }
 }

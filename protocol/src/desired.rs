@@ -66,6 +66,10 @@ pub struct InstrumentSpec {
     pub restart: RestartPolicy,
     #[serde(default)]
     pub backoff: Backoff,
+    /// Failed or unanswered health checks in a row that restart the
+    /// instrument (as its restart policy allows).
+    #[serde(default = "default_health_failures")]
+    pub health_failures: u32,
     /// Overrides of the manifest's limits.
     #[serde(default)]
     pub limits: LimitOverrides,
@@ -76,6 +80,10 @@ pub struct InstrumentSpec {
 
 fn yes() -> bool {
     true
+}
+
+fn default_health_failures() -> u32 {
+    3
 }
 
 fn empty_object() -> serde_json::Value {
@@ -244,6 +252,12 @@ impl SensorSpec {
             let at = |f: &str| format!("instrument[{i}].{f}");
             if let Some(p) = names::name_problem(&ins.name) {
                 c.push(at("name"), p, NAME_FIX);
+            } else if ins.name == crate::subjects::PLATFORM {
+                c.push(
+                    at("name"),
+                    format!("{:?} is the platform's own name on the bus", ins.name),
+                    "choose another instrument name",
+                );
             }
             if !seen.insert(&ins.name) {
                 c.push(
@@ -293,6 +307,13 @@ impl SensorSpec {
                     at("limits.cpu"),
                     format!("{cpu} is not between 0 and {MAX_CPU} cores"),
                     "give a fraction of cores, e.g. 0.5",
+                );
+            }
+            if ins.health_failures == 0 {
+                c.push(
+                    at("health-failures"),
+                    "is zero",
+                    "give the number of failed checks in a row that restart it, e.g. 3",
                 );
             }
             if ins.limits.pids == Some(0) {

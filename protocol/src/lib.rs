@@ -10,14 +10,21 @@
 //!   what an instrument is, what it may do, and what it needs.
 //! - [`desired`]: the sensor's desired state (the sensor file): which
 //!   instruments run, from which image, with which limits and config.
+//! - [`envelope`]: the envelope every message payload travels in.
+//! - [`subjects`]: the NATS subjects and the permissions a manifest gives.
+//! - [`messages`]: the platform ↔ instrument payloads and their schemas.
 //! - [`validate`]: the field-error type both validators report with.
 //! - [`names`]: the rules for instrument, image and role names.
 
 pub mod desired;
+pub mod envelope;
 pub mod manifest;
+pub mod messages;
 pub mod names;
+pub mod subjects;
 pub mod validate;
 
 pub use desired::{InstrumentSpec, RestartPolicy, SensorSpec};
+pub use envelope::Envelope;
 pub use manifest::Manifest;
 pub use validate::{FieldError, Invalid};

@@ -216,7 +216,14 @@ impl Sensor {
             .arg(&self.sensor_file)
             .arg("--init")
             .arg(init_bin())
-            .args(["--reconcile-every", "500ms", "--stop-grace", "3s"])
+            .args([
+                "--reconcile-every",
+                "500ms",
+                "--stop-grace",
+                "3s",
+                "--nats-port",
+                "0",
+            ])
             .args(extra)
             .env("OUTPOST_LOG", "info,outpost_platform=debug")
             .envs(env.iter().copied())
@@ -363,6 +370,46 @@ impl Sensor {
             .expect("run lxc-attach")
     }
 
+    /// The pid of this sensor's nats-server, if it runs.
+    pub fn nats_pid(&self) -> Option<i32> {
+        let pid: i32 = fs::read_to_string(self.state.join("nats/nats-server.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        alive(pid).then_some(pid)
+    }
+
+    /// The port of this sensor's nats-server.
+    pub fn nats_port(&self) -> u16 {
+        fs::read_to_string(self.state.join("nats/port"))
+            .expect("nats port file")
+            .trim()
+            .parse()
+            .expect("port")
+    }
+
+    /// `outpostd events --json [--instrument NAME]`, decoded.
+    pub fn events(&self, instrument: Option<&str>) -> Vec<outpost_protocol::Envelope> {
+        let mut args = vec!["events", "--json"];
+        if let Some(i) = instrument {
+            args.extend(["--instrument", i]);
+        }
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "events failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                outpost_protocol::Envelope::decode(l.as_bytes())
+                    .unwrap_or_else(|e| panic!("invalid envelope {l}: {e}"))
+            })
+            .collect()
+    }
+
     /// The `boots.jsonl` records the example instrument kept.
     pub fn boots(&self, name: &str) -> Vec<Value> {
         fs::read_to_string(self.persist(name).join("boots.jsonl"))
@@ -372,10 +419,33 @@ impl Sensor {
             .collect()
     }
 
+    /// Waits until the example instrument recorded `n` boots (it records a
+    /// boot once its SDK set-up is done, a moment after the container
+    /// runs), then returns the records.
+    pub fn wait_boots(&self, name: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let b = self.boots(name);
+            if b.len() >= n {
+                return b;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} recorded {} boots, not {n}\n{}",
+                b.len(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Stops and removes every container under this sensor (used by Drop,
     /// and by tests that need a clean host after killing outpostd).
     pub fn force_cleanup(&mut self) {
         self.kill9();
+        if let Some(pid) = self.nats_pid() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
         let names: Vec<String> = fs::read_dir(self.lxcpath())
             .map(|d| {
                 d.flatten()

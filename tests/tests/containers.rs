@@ -127,6 +127,7 @@ fn instrument_runs_with_exactly_its_capabilities_limits_and_mounts() {
     assert!(out.status.success());
     assert_eq!(fs::read(lower.join("etc/passwd")).unwrap(), passwd);
     // The instrument's own output reached its log.
+    s.wait_boots(&name, 1);
     let log = fs::read_to_string(s.state.join(format!("logs/{name}/console.log"))).unwrap();
     assert!(
         log.contains(&format!("example-instrument {name}: boot 1 started")),
@@ -144,6 +145,7 @@ fn removing_an_instrument_leaves_no_container_mount_cgroup_or_directory() {
     s.start(&[]);
     let init_pid = s.wait_running(&name);
     let entry = entrypoint_pid(init_pid);
+    s.wait_boots(&name, 1);
     assert!(
         !cgroup_dirs(&name).is_empty(),
         "a running container has cgroups"
@@ -178,7 +180,11 @@ fn removing_an_instrument_leaves_no_container_mount_cgroup_or_directory() {
     }
     // Its log ends with the clean stop it was asked for.
     let log = fs::read_to_string(s.state.join(format!("logs/{name}/console.log"))).unwrap();
-    assert!(log.contains("SIGTERM received, stopping"), "{log}");
+    assert!(
+        log.contains("SIGTERM received; stopping"),
+        "console log:\n{log}\n--- outpostd log ---\n{}",
+        s.log_text()
+    );
 
     // Persistent data stays until an explicit purge.
     assert!(s.persist(&name).join("boots.jsonl").exists());
@@ -203,6 +209,7 @@ fn purge_is_refused_while_the_instrument_exists() {
     s.write_sensor(&instrument(&name, ""));
     s.start(&[]);
     s.wait_running(&name);
+    s.wait_boots(&name, 1);
     let out = s.cli(&["purge", &name]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -227,6 +234,8 @@ fn restart_policies_act_on_a_real_crash() {
     s.start(&[]);
     let first = s.wait_running(&restarts);
     let never_pid = s.wait_running(&stays);
+    s.wait_boots(&restarts, 1);
+    s.wait_boots(&stays, 1);
 
     // Kill the instruments' own processes, as a crash would.
     nix::sys::signal::kill(
@@ -246,7 +255,7 @@ fn restart_policies_act_on_a_real_crash() {
     assert_eq!(st["restarts"], 1);
     assert_eq!(st["last_exit"]["signal"], 9);
     assert_eq!(st["last_exit"]["signal_name"], "SIGKILL");
-    assert_eq!(s.boots(&restarts).len(), 2, "started twice");
+    assert_eq!(s.wait_boots(&restarts, 2).len(), 2, "started twice");
 
     let st = s.wait_for(&stays, "crashed", Duration::from_secs(20), |v| {
         v["state"] == "crashed"
@@ -368,6 +377,9 @@ fn instruments_survive_kill_9_of_outpostd_and_are_readopted_not_restarted() {
     let pa = s.wait_running(&a);
     let pb = s.wait_running(&b);
     let pc = s.wait_running(&c);
+    for n in [&a, &b, &c] {
+        s.wait_boots(n, 1);
+    }
 
     s.kill9();
     std::thread::sleep(Duration::from_millis(300));
@@ -424,11 +436,7 @@ fn persistent_data_survives_restart_and_upgrade_and_transient_does_not() {
     s.start(&[]);
     let p1 = s.wait_running(&name);
     let wait_boots = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while s.boots(&name).len() < n {
-            assert!(Instant::now() < deadline, "boot {n} never recorded");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        s.wait_boots(&name, n);
     };
     wait_boots(1);
     let out = s.attach(
@@ -548,7 +556,7 @@ fn a_crash_mid_operation_leaves_nothing_half_made() {
         .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
         .collect();
     assert!(left.is_empty(), "staging left: {left:?}");
-    assert_eq!(s.boots(&name).len(), 1);
+    assert_eq!(s.wait_boots(&name, 1).len(), 1);
 }
 
 #[test]

@@ -115,6 +115,7 @@ fn disabling_stops_and_enabling_starts_again() {
     s.write_sensor(&spec(true));
     s.start(&[]);
     let pid = s.wait_running(&name);
+    s.wait_boots(&name, 1);
     s.write_sensor(&spec(false));
     s.reload();
     s.wait_for(&name, "stopped", Duration::from_secs(20), |v| {
@@ -125,7 +126,7 @@ fn disabling_stops_and_enabling_starts_again() {
     s.write_sensor(&spec(true));
     s.reload();
     s.wait_running(&name);
-    assert_eq!(s.boots(&name).len(), 2);
+    assert_eq!(s.wait_boots(&name, 2).len(), 2);
     // Every change was stored as a new desired-state version.
     assert_eq!(s.status()["desired_version"], 3);
 }

@@ -14,7 +14,10 @@
 //!   container, and exits with the same status.
 //!
 //! It uses no `unsafe`: processes are spawned through `std::process`, and
-//! signals are taken synchronously with `sigwait`.
+//! signals are taken with `signal-hook`'s handler-and-pipe iterator. The
+//! signal mask is never changed: a child inherits the mask (std does not
+//! reset it), so blocking signals here would leave the instrument deaf to
+//! SIGTERM.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -26,7 +29,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{self, Signal};
 use nix::sys::termios::{self, OutputFlags, SetArg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -85,15 +88,18 @@ fn main() {
 
 fn run(args: Args) -> i32 {
     let console = open_console();
-    let mut all = SigSet::empty();
-    all.add(Signal::SIGCHLD);
-    for s in FORWARDED {
-        all.add(s);
-    }
-    if let Err(e) = signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None) {
-        eprintln!("outpost-init: cannot block signals: {e}");
-        return 1;
-    }
+    let wanted: Vec<i32> = FORWARDED
+        .iter()
+        .chain([Signal::SIGCHLD].iter())
+        .map(|s| *s as i32)
+        .collect();
+    let mut signals = match signal_hook::iterator::Signals::new(&wanted) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("outpost-init: cannot handle signals: {e}");
+            return 1;
+        }
+    };
 
     let _ = fs::remove_file(args.status_dir.join("exit.json"));
     let mut cmd = Command::new(&args.program[0]);
@@ -105,7 +111,7 @@ fn run(args: Args) -> i32 {
             cmd.stdout(out).stderr(err);
         }
     }
-    // std resets the signal mask in the child before exec.
+    // Caught signals return to their default action in the child at exec.
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -122,24 +128,25 @@ fn run(args: Args) -> i32 {
     // We reap with waitpid(-1); the std handle is not waited on.
     drop(child);
 
-    let status = loop {
-        let sig = match all.wait() {
-            Ok(s) => s,
-            Err(Errno::EINTR) => continue,
-            Err(e) => {
-                say(&console, &format!("outpost-init: sigwait failed: {e}\n"));
+    // The entrypoint may have ended before the handler saw SIGCHLD.
+    let mut status = reap(main);
+    while status.is_none() {
+        for raw in signals.wait() {
+            let Ok(sig) = Signal::try_from(raw) else {
                 continue;
+            };
+            if sig == Signal::SIGCHLD {
+                if let Some(st) = reap(main) {
+                    status = Some(st);
+                    break;
+                }
+            } else {
+                // Forward to the entrypoint's whole process group.
+                let _ = signal::kill(Pid::from_raw(-main.as_raw()), sig);
             }
-        };
-        if sig == Signal::SIGCHLD {
-            if let Some(st) = reap(main) {
-                break st;
-            }
-        } else {
-            // Forward to the entrypoint's whole process group.
-            let _ = signal::kill(Pid::from_raw(-main.as_raw()), sig);
         }
-    };
+    }
+    let status = status.expect("loop ends with a status");
 
     let (json, code) = match status {
         WaitStatus::Exited(_, code) => (format!("{{\"code\":{code}}}"), code),

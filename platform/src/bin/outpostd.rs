@@ -41,6 +41,8 @@ enum Cmd {
     },
     /// Validate a sensor file without applying it.
     Check { sensor_file: PathBuf },
+    /// Print the events in the sensor's EVENTS stream.
+    Events(commands::events::EventsArgs),
     /// Print an instrument's console log.
     Logs { instrument: String },
     /// Delete a removed instrument's persistent storage and logs.
@@ -95,6 +97,7 @@ fn main() {
         },
         Cmd::Status { json } => commands::status::status(&sd, json),
         Cmd::Check { sensor_file } => commands::check::check(&sd, &sensor_file),
+        Cmd::Events(args) => commands::events::events(&sd, args),
         Cmd::Logs { instrument } => commands::instrument::logs(&sd, &instrument),
         Cmd::Purge { instrument } => commands::instrument::purge(&sd, &instrument),
         Cmd::StartContainer {

@@ -1,6 +1,7 @@
 //! `outpostd` subcommands, one module each.
 
 pub mod check;
+pub mod events;
 pub mod image;
 pub mod instrument;
 pub mod run;

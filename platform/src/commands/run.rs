@@ -36,6 +36,19 @@ pub struct RunArgs {
     /// Rotate an instrument's console log at this many bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub console_log_size: u64,
+    /// The nats-server binary (default: found on PATH).
+    #[arg(long, env = "OUTPOST_NATS_SERVER")]
+    pub nats_server: Option<PathBuf>,
+    /// Port of the sensor's nats-server on 127.0.0.1 (0: pick a free one
+    /// once and keep it).
+    #[arg(long, default_value_t = 4222)]
+    pub nats_port: u16,
+    /// Size limit of the EVENTS stream, in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub events_max_bytes: i64,
+    /// Age limit of the EVENTS stream.
+    #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
+    pub events_max_age: Duration,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. SIGHUP re-reads the sensor file.
@@ -71,6 +84,12 @@ pub fn run(state_dir: &Path, opts: RunArgs) -> anyhow::Result<()> {
         reconcile_every: opts.reconcile_every,
         stop_grace: opts.stop_grace,
         console_log_size: opts.console_log_size,
+        nats_server: opts.nats_server.clone(),
+        nats_port: opts.nats_port,
+        events: crate::messaging::bus::EventsLimits {
+            max_bytes: opts.events_max_bytes,
+            max_age: opts.events_max_age,
+        },
     };
     let helper = std::env::current_exe().context("cannot find the outpostd binary")?;
     let rt = LxcRuntime::new(&state.lxcpath(), &helper)

@@ -51,8 +51,8 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "{:<16} {:<14} {:<16} {:>8} {:>8} {:>8}  DETAIL",
-        "INSTRUMENT", "STATE", "IMAGE", "PID", "UPTIME", "RESTARTS"
+        "{:<16} {:<14} {:<13} {:<16} {:>8} {:>8} {:>8} {:>7}  DETAIL",
+        "INSTRUMENT", "STATE", "HEALTH", "IMAGE", "PID", "UPTIME", "RESTARTS", "CONFIG"
     );
     let now = now_ms();
     for s in report.instruments {
@@ -60,15 +60,30 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
             (Some(_), Some(t)) => format!("{}s", (now - t).max(0) / 1000),
             _ => "-".into(),
         };
+        // Applied / desired config version.
+        let config = match (s.config_applied, s.config_version) {
+            (_, None) => "-".to_string(),
+            (Some(a), Some(d)) => format!("{a}/{d}"),
+            (None, Some(d)) => format!("-/{d}"),
+        };
+        let mut detail = s.detail.clone();
+        if !s.health_message.is_empty() {
+            detail = format!("{detail}; health: {}", s.health_message);
+        }
+        if let Some(r) = &s.config_rejected {
+            detail = format!("{detail}; config {} rejected: {}", r.version, r.reason);
+        }
         println!(
-            "{:<16} {:<14} {:<16} {:>8} {:>8} {:>8}  {}",
+            "{:<16} {:<14} {:<13} {:<16} {:>8} {:>8} {:>8} {:>7}  {}",
             s.name,
             s.state,
+            s.health,
             format!("{}:{}", s.image, s.version),
             s.init_pid.map(|p| p.to_string()).unwrap_or("-".into()),
             uptime,
             s.restarts,
-            s.detail
+            config,
+            detail
         );
     }
     Ok(())

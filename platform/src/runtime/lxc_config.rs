@@ -148,6 +148,13 @@ pub fn render(spec: &ContainerSpec, facts: HostFacts, seccomp: &Path) -> String 
     line(
         "lxc.mount.entry",
         &format!(
+            "{} .outpost/nats.nkey none bind,ro,create=file 0 0",
+            p(&spec.nkey)
+        ),
+    );
+    line(
+        "lxc.mount.entry",
+        &format!(
             "{} var/lib/instrument none bind,create=dir 0 0",
             p(&spec.persist)
         ),
@@ -238,6 +245,7 @@ mod tests {
             persist: "/s/persist/beacon".into(),
             status_dir: "/s/instances/beacon/status".into(),
             init: "/usr/lib/outpost/outpost-init".into(),
+            nkey: "/s/secrets/beacon.nkey".into(),
             console_log: "/s/logs/beacon/console.log".into(),
             console_log_size: 1 << 20,
             lxc_log: "/s/logs/beacon/lxc.log".into(),
@@ -267,6 +275,7 @@ mod tests {
             "lxc.rootfs.path = overlay:/s/images/beacon/1.0.0/rootfs:/s/instances/beacon/upper\n"
         ));
         assert!(c.contains("/s/persist/beacon var/lib/instrument none bind,create=dir"));
+        assert!(c.contains("/s/secrets/beacon.nkey .outpost/nats.nkey none bind,ro,create=file"));
         assert!(c.contains("tmpfs run/instrument tmpfs size=8388608,"));
         assert!(c.contains("lxc.net.0.type = empty\n"));
         assert!(c.contains("lxc.environment = OUTPOST_INSTRUMENT=beacon\n"));

@@ -30,6 +30,9 @@ pub struct ContainerSpec {
     pub status_dir: PathBuf,
     /// The static `outpost-init`, bind-mounted read-only at `/.outpost/init`.
     pub init: PathBuf,
+    /// The instrument's bus credentials (nkey seed), bind-mounted read-only
+    /// at `/.outpost/nats.nkey`.
+    pub nkey: PathBuf,
     /// Console log (stdout and stderr of the instrument), rotated by size.
     pub console_log: PathBuf,
     pub console_log_size: u64,

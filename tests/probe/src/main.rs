@@ -11,6 +11,13 @@
 //! - `env`: the `OUTPOST_*` variables of the entrypoint.
 //!
 //! The host side decodes and asserts; the probe only reports.
+//!
+//! With arguments it tries one thing with the instrument's own identity
+//! and prints the outcome as JSON (see `actions.rs`):
+//! `nats publish|subscribe|request <subject>`, `nats event <kind>`,
+//! `connect <host:port>`.
+
+mod actions;
 
 use std::fs;
 
@@ -129,6 +136,10 @@ fn env_of(pid: &str) -> Value {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.is_empty() {
+        std::process::exit(actions::run(&args));
+    }
     let entry = entrypoint_pid();
     let report = json!({
         "processes": {

@@ -9,6 +9,11 @@
 //! Reconciling from observed reality (not from a journal) is also what makes
 //! outpostd crash-safe: after a `kill -9` it finds running containers and
 //! adopts them, and finds half-made ones and removes them.
+//!
+//! The bus side (nats-server, proxies, health checks, config delivery) is
+//! in [`bus`].
+
+mod bus;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -22,7 +27,12 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::db::{Db, DbError, InstrumentStatus, now_ms};
+use crate::health;
 use crate::images::ImageStore;
+use crate::messaging::bus::{Bus, EventsLimits};
+use crate::messaging::keys::Keys;
+use crate::messaging::proxy::Proxy;
+use crate::messaging::server::NatsServer;
 use crate::paths::StateDir;
 use crate::runtime::{ContainerSpec, Observed, Runtime, RuntimeError, ffi};
 use crate::supervisor::{self, Decision, ExitRecord, state};
@@ -44,6 +54,12 @@ pub struct DaemonConfig {
     pub stop_grace: Duration,
     /// Size at which an instrument's console log is rotated.
     pub console_log_size: u64,
+    /// The nats-server binary (found on PATH when `None`).
+    pub nats_server: Option<PathBuf>,
+    /// Port of nats-server on 127.0.0.1; 0 picks a free one (kept).
+    pub nats_port: u16,
+    /// Limits of the `EVENTS` stream.
+    pub events: EventsLimits,
 }
 
 /// What the daemon is asked to do.
@@ -55,6 +71,23 @@ pub enum Command {
     Exited { name: String, generation: u64 },
     /// Reconcile now (a restart is due).
     Wake,
+    /// A health check ended.
+    Health {
+        name: String,
+        generation: u64,
+        outcome: health::Outcome,
+        latency_ms: Option<f64>,
+    },
+    /// An instrument answered a config push.
+    ConfigResult {
+        name: String,
+        generation: u64,
+        version: i64,
+        applied: bool,
+        reason: Option<String>,
+    },
+    /// nats-server (this pid) ended.
+    NatsExited { pid: i32 },
     /// Stop the daemon.
     Shutdown,
 }
@@ -78,6 +111,12 @@ pub enum DaemonError {
     Db(#[from] DbError),
     #[error(transparent)]
     Images(#[from] crate::images::ImageError),
+    #[error(transparent)]
+    Nats(#[from] crate::messaging::server::ServerError),
+    #[error(transparent)]
+    Bus(#[from] crate::messaging::bus::BusError),
+    #[error(transparent)]
+    Keys(#[from] crate::messaging::keys::KeyError),
     #[error("{0}")]
     Setup(String),
 }
@@ -94,6 +133,12 @@ struct Instance {
     down_for_good: bool,
     /// The spec hash `down_for_good` and the failure count refer to.
     last_hash: Option<String>,
+    /// Bus side of a running instrument: its loopback proxy, health
+    /// checker, config push in flight and health state.
+    proxy: Option<Proxy>,
+    health_task: Option<JoinHandle<()>>,
+    config_task: Option<(i64, JoinHandle<()>)>,
+    tracker: Option<health::Tracker>,
 }
 
 impl Instance {
@@ -106,6 +151,10 @@ impl Instance {
             watcher: None,
             down_for_good: false,
             last_hash: None,
+            proxy: None,
+            health_task: None,
+            config_task: None,
+            tracker: None,
         }
     }
 }
@@ -125,6 +174,11 @@ fn blank_status(ins: &InstrumentSpec) -> InstrumentStatus {
         last_exit: None,
         spec_hash: None,
         config_version: None,
+        config_applied: None,
+        config_rejected: None,
+        health: "stopped".into(),
+        health_message: String::new(),
+        health_details: serde_json::Value::Null,
         updated_at_ms: now_ms(),
     }
 }
@@ -139,6 +193,12 @@ pub struct Daemon<R: Runtime> {
     rx: Option<mpsc::Receiver<Command>>,
     desired: Option<(i64, SensorSpec)>,
     instances: BTreeMap<String, Instance>,
+    keys: Keys,
+    nats: Option<NatsServer>,
+    bus: Option<Bus>,
+    /// The nats-server config last written.
+    nats_users: Option<String>,
+    nats_failures: u32,
 }
 
 impl<R: Runtime> Daemon<R> {
@@ -147,6 +207,7 @@ impl<R: Runtime> Daemon<R> {
     pub fn new(cfg: DaemonConfig, rt: R) -> Result<Daemon<R>, DaemonError> {
         let db = Db::open(&cfg.state.db())?;
         let images = ImageStore::new(&cfg.state);
+        let keys = Keys::new(&cfg.state.secrets());
         let (tx, rx) = mpsc::channel(256);
         Ok(Daemon {
             cfg,
@@ -157,6 +218,11 @@ impl<R: Runtime> Daemon<R> {
             rx: Some(rx),
             desired: None,
             instances: BTreeMap::new(),
+            keys,
+            nats: None,
+            bus: None,
+            nats_users: None,
+            nats_failures: 0,
         })
     }
 
@@ -172,6 +238,7 @@ impl<R: Runtime> Daemon<R> {
         let mut rx = self.rx.take().expect("run is called once");
         let t0 = Instant::now();
         self.startup()?;
+        self.start_bus().await?;
         self.reconcile().await;
         let running = self
             .instances
@@ -193,6 +260,13 @@ impl<R: Runtime> Daemon<R> {
                     Some(Command::Reload) => self.reload(),
                     Some(Command::Exited { name, generation }) => self.on_exit(&name, generation).await,
                     Some(Command::Wake) => {}
+                    Some(Command::Health { name, generation, outcome, latency_ms }) => {
+                        self.on_health(&name, generation, outcome, latency_ms).await
+                    }
+                    Some(Command::ConfigResult { name, generation, version, applied, reason }) => {
+                        self.on_config_result(&name, generation, version, applied, reason)
+                    }
+                    Some(Command::NatsExited { pid }) => self.on_nats_exit(pid).await,
                 },
                 _ = tick.tick() => {}
             }
@@ -317,6 +391,9 @@ impl<R: Runtime> Daemon<R> {
         for name in unwanted {
             self.remove_instance(&name).await;
         }
+        // After removals (a removed instrument keeps its identity while it
+        // stops), before starts (a new one needs its identity to connect).
+        self.sync_bus_users(&wanted);
         for ins in &wanted {
             self.reconcile_one(ins).await;
         }
@@ -337,6 +414,7 @@ impl<R: Runtime> Daemon<R> {
             persist: st.persist(&ins.name),
             status_dir: st.status_dir(&ins.name),
             init: self.cfg.init.clone(),
+            nkey: self.keys.seed_path(&ins.name),
             console_log: st.console_log(&ins.name),
             console_log_size: self.cfg.console_log_size,
             lxc_log: st.logs(&ins.name).join("lxc.log"),
@@ -452,9 +530,10 @@ impl<R: Runtime> Daemon<R> {
                 if defined.as_deref() == Some(hash.as_str()) {
                     let inst = self.instances.get_mut(name).expect("present");
                     if inst.watcher.is_none() {
-                        self.adopt(name, init_pid);
+                        self.adopt(name, init_pid).await;
                     } else {
                         self.check_stable(name, ins);
+                        self.push_config(name);
                     }
                     return;
                 }
@@ -494,7 +573,7 @@ impl<R: Runtime> Daemon<R> {
 
     /// Takes over a container that is already running (after a restart of
     /// outpostd), without touching it.
-    fn adopt(&mut self, name: &str, init_pid: i32) {
+    async fn adopt(&mut self, name: &str, init_pid: i32) {
         let inst = self.instances.get_mut(name).expect("present");
         let known = inst.status.init_pid;
         let since_ms = inst.status.started_at_ms.unwrap_or_else(now_ms);
@@ -521,6 +600,7 @@ impl<R: Runtime> Daemon<R> {
         }
         self.watch(name, init_pid);
         self.set_state(name, st, format!("running (init pid {init_pid}); adopted"));
+        self.attach_bus(name, init_pid, true).await;
     }
 
     /// Resets the failure count of an instrument that has run long enough.
@@ -646,6 +726,7 @@ impl<R: Runtime> Daemon<R> {
                     state::RUNNING
                 };
                 self.set_state(name, st, format!("running (init pid {pid})"));
+                self.attach_bus(name, pid, false).await;
             }
             Err(e) => self.fail_start(name, ins, e.to_string()).await,
         }
@@ -675,6 +756,7 @@ impl<R: Runtime> Daemon<R> {
         }
         inst.watcher = None;
         let ran_for = inst.started.map(|s| s.elapsed()).unwrap_or_default();
+        self.detach_bus(name, true);
         let rt = self.rt.clone();
         let n = name.to_string();
         let _ =
@@ -828,6 +910,9 @@ impl<R: Runtime> Daemon<R> {
         if self.instances.contains_key(name) {
             self.set_state(name, state::STOPPING, "stopping");
         }
+        // Its proxy stays up while it stops, so it can flush its events.
+        let proxy = self.instances.get_mut(name).and_then(|i| i.proxy.take());
+        self.detach_bus(name, false);
         let rt = self.rt.clone();
         let n = name.to_string();
         let grace = self.cfg.stop_grace;
@@ -836,6 +921,7 @@ impl<R: Runtime> Daemon<R> {
             Ok(Err(e)) => error!(instrument = name, "{e}"),
             Err(e) => error!(instrument = name, "stop task failed: {e}"),
         }
+        drop(proxy);
         if self.instances.contains_key(name) {
             let exit = self.read_exit(name);
             let inst = self.instances.get_mut(name).expect("present");
@@ -862,6 +948,7 @@ impl<R: Runtime> Daemon<R> {
             let _ = fs::remove_dir_all(&dir);
         }
         self.instances.remove(name);
+        self.keys.remove(name);
         if let Err(e) = self.db.delete_status(name) {
             error!(instrument = name, "cannot forget status: {e}");
         }
@@ -875,6 +962,16 @@ impl<R: Runtime> Daemon<R> {
             {
                 w.abort();
             }
+            if let Some(inst) = self.instances.get_mut(name) {
+                // Checks end with outpostd (proxies too, when it exits); a
+                // restarted outpostd re-creates them for what it adopts.
+                if let Some(t) = inst.health_task.take() {
+                    t.abort();
+                }
+                if let Some((_, t)) = inst.config_task.take() {
+                    t.abort();
+                }
+            }
         }
         if self.cfg.stop_on_exit {
             info!("stopping every instrument (--stop-on-exit)");
@@ -887,6 +984,9 @@ impl<R: Runtime> Daemon<R> {
                     state::STOPPED,
                     "stopped with outpostd (--stop-on-exit)",
                 );
+            }
+            if let Some(n) = self.nats.as_mut() {
+                n.stop().await;
             }
         } else {
             info!("outpostd exits; instruments keep running and will be re-adopted");

@@ -1,0 +1,117 @@
+//! `outpostd events`: prints the events in the sensor's `EVENTS` stream,
+//! and with `--follow` keeps printing new ones.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use futures::StreamExt;
+use outpost_protocol::Envelope;
+use outpost_protocol::subjects::{self, EVENTS_ALL, EVENTS_STREAM, PLATFORM};
+
+use crate::messaging::keys::Keys;
+use crate::messaging::server;
+
+/// What to print.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventsArgs {
+    /// Keep printing new events as they arrive.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only this instrument's events (`outpostd` for the platform's).
+    #[arg(long)]
+    pub instrument: Option<String>,
+    /// Print each envelope as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn print(msg: &[u8], json: bool) {
+    match Envelope::decode(msg) {
+        Ok(e) if json => println!("{}", String::from_utf8_lossy(&e.encode())),
+        Ok(e) => println!(
+            "{}  {:<16} {:<14} {:<28} {}",
+            e.ts, e.instrument, e.kind, e.schema, e.payload
+        ),
+        Err(err) => println!(
+            "(not a valid envelope: {err}) {}",
+            String::from_utf8_lossy(msg)
+        ),
+    }
+}
+
+pub fn events(state_dir: &Path, args: EventsArgs) -> anyhow::Result<()> {
+    let (st, _) = super::open_state(state_dir)?;
+    let port = server::read_port(&st.nats()).with_context(|| {
+        format!(
+            "outpostd has not started its bus under {} yet (no {}/port)",
+            state_dir.display(),
+            st.nats().display()
+        )
+    })?;
+    let seed = Keys::new(&st.secrets()).seed(PLATFORM)?;
+    let filter = match &args.instrument {
+        Some(i) => {
+            if let Some(p) = outpost_protocol::names::name_problem(i) {
+                bail!("--instrument {p}");
+            }
+            subjects::events_of(i)
+        }
+        None => EVENTS_ALL.to_string(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let url = format!("nats://127.0.0.1:{port}");
+        let client = async_nats::ConnectOptions::with_nkey(seed)
+            .name("outpostd events")
+            .custom_inbox_prefix(subjects::PLATFORM_INBOX_PREFIX)
+            .connect(url.as_str())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to the sensor's nats-server at {url} (is outpostd running?)"
+                )
+            })?;
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(EVENTS_STREAM).await.with_context(|| {
+            format!("stream {EVENTS_STREAM} is not there (has outpostd started?)")
+        })?;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: filter.clone(),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot read {EVENTS_STREAM} ({filter})"))?;
+        if args.follow {
+            let mut msgs = consumer.messages().await?;
+            while let Some(m) = msgs.next().await {
+                print(&m?.payload, args.json);
+            }
+            return Ok(());
+        }
+        loop {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1000)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await?;
+            let mut got = 0;
+            while let Some(m) = batch.next().await {
+                let m = m.map_err(|e| anyhow::anyhow!("reading {EVENTS_STREAM}: {e}"))?;
+                print(&m.payload, args.json);
+                got += 1;
+            }
+            if got == 0 {
+                return Ok(());
+            }
+        }
+    })
+}

@@ -1,0 +1,574 @@
+//! The daemon's bus side: its nats-server and platform connection, each
+//! running instrument's proxy, health checks and config delivery.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use outpost_protocol::InstrumentSpec;
+use outpost_protocol::messages::{
+    ConfigReply, ConfigRequest, ConfigResult, HealthReply, HealthTransition, InstrumentHealth,
+    schema,
+};
+use outpost_protocol::subjects::{self, PLATFORM, instrument_permissions};
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+use super::{Command, Daemon, DaemonError};
+use crate::db::{ConfigRejection, HealthCheck, now_ms};
+use crate::health::{Outcome, Tracker};
+use crate::messaging::bus::{Bus, BusError};
+use crate::messaging::proxy;
+use crate::messaging::server::{self, NatsServer};
+use crate::messaging::server_config::{self, ServerSettings, User};
+use crate::runtime::Runtime;
+
+/// JetStream storage limits of the sensor's own server.
+const JETSTREAM_MAX_FILE: u64 = 2 << 30;
+const JETSTREAM_MAX_MEMORY: u64 = 64 << 20;
+/// How often a starting instrument is asked, until it first answers.
+const STARTING_POLL: Duration = Duration::from_millis(250);
+
+impl<R: Runtime> Daemon<R> {
+    fn sensor_name(&self) -> String {
+        self.desired
+            .as_ref()
+            .map(|(_, s)| s.sensor.name.clone())
+            .unwrap_or_else(|| "sensor".into())
+    }
+
+    /// Starts (or adopts) nats-server with the current identities, connects
+    /// the platform, and makes sure the `EVENTS` stream exists.
+    pub(super) async fn start_bus(&mut self) -> Result<(), DaemonError> {
+        let dir = self.cfg.state.nats();
+        fs::create_dir_all(&dir)
+            .map_err(|e| DaemonError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+        let binary = server::find_binary(self.cfg.nats_server.as_deref())?;
+        let port = server::choose_port(&dir, self.cfg.nats_port)?;
+        self.keys.ensure(PLATFORM)?;
+        self.nats = Some(NatsServer::new(binary, &dir, port));
+        let wanted: Vec<InstrumentSpec> = self
+            .desired
+            .as_ref()
+            .map(|(_, s)| s.instruments.clone())
+            .unwrap_or_default();
+        self.sync_bus_users(&wanted);
+        let nats = self.nats.as_mut().expect("just set");
+        let (pid, adopted) = nats.start_or_adopt()?;
+        if adopted {
+            // Identities may have changed while outpostd was down.
+            nats.reload();
+        }
+        nats.wait_ready(Duration::from_secs(15)).await?;
+        self.watch_nats(pid);
+        let bus = Bus::connect(port, self.keys.seed(PLATFORM)?, &self.sensor_name()).await?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match bus.ensure_events_stream(self.cfg.events).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() < deadline => {
+                    info!("waiting for JetStream: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        info!(port, "bus ready: nats-server on 127.0.0.1, stream EVENTS");
+        self.bus = Some(bus);
+        Ok(())
+    }
+
+    fn watch_nats(&self, pid: i32) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            NatsServer::exited(pid).await;
+            let _ = tx.send(Command::NatsExited { pid }).await;
+        });
+    }
+
+    /// nats-server ended: start it again (with back-off while it keeps
+    /// failing). Instruments and the platform reconnect by themselves.
+    pub(super) async fn on_nats_exit(&mut self, pid: i32) {
+        let Some(nats) = self.nats.as_mut() else {
+            return;
+        };
+        if nats.pid().is_some_and(|p| p != pid) {
+            return;
+        }
+        if pid != 0 {
+            warn!(pid, "nats-server exited; restarting it");
+        }
+        nats.forget();
+        self.nats_failures += 1;
+        let delay = Duration::from_millis(100 * (1 << self.nats_failures.min(6)))
+            .min(Duration::from_secs(5));
+        tokio::time::sleep(delay).await;
+        let nats = self.nats.as_mut().expect("present");
+        let started = match nats.start_or_adopt() {
+            Ok((pid, _)) => nats.wait_ready(Duration::from_secs(15)).await.map(|_| pid),
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(pid) => {
+                self.nats_failures = 0;
+                self.watch_nats(pid);
+                if let Some(bus) = self.bus.clone() {
+                    let limits = self.cfg.events;
+                    tokio::spawn(async move {
+                        for _ in 0..50 {
+                            if bus.ensure_events_stream(limits).await.is_ok() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        error!("stream EVENTS could not be checked after the nats-server restart");
+                    });
+                }
+            }
+            Err(e) => {
+                error!("nats-server could not be restarted: {e}; retrying");
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(Command::NatsExited { pid: 0 }).await;
+                });
+            }
+        }
+    }
+
+    /// Writes nats-server's config for the platform and every wanted
+    /// instrument (its nkey and the permissions its manifest gives), and
+    /// reloads the server when that changed.
+    pub(super) fn sync_bus_users(&mut self, wanted: &[InstrumentSpec]) {
+        let Some(nats) = self.nats.as_ref() else {
+            return;
+        };
+        let platform = match self.keys.ensure(PLATFORM) {
+            Ok(k) => k,
+            Err(e) => {
+                error!("{e}");
+                return;
+            }
+        };
+        let mut users = vec![User {
+            name: PLATFORM.into(),
+            nkey: platform,
+            permissions: None,
+        }];
+        for ins in wanted {
+            let perms = match self.images.get(&self.db, &ins.image, &ins.version) {
+                Ok(Some((_, m))) => m.permissions,
+                _ => Default::default(),
+            };
+            match self.keys.ensure(&ins.name) {
+                Ok(nkey) => users.push(User {
+                    name: ins.name.clone(),
+                    nkey,
+                    permissions: Some(instrument_permissions(&ins.name, &perms)),
+                }),
+                Err(e) => error!(instrument = %ins.name, "{e}"),
+            }
+        }
+        let dir = self.cfg.state.nats();
+        let sensor = self.sensor_name();
+        let text = server_config::render(
+            &ServerSettings {
+                port: nats.port(),
+                server_name: &sensor,
+                dir: &dir,
+                jetstream_max_file: JETSTREAM_MAX_FILE,
+                jetstream_max_memory: JETSTREAM_MAX_MEMORY,
+            },
+            &users,
+        );
+        if self.nats_users.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        match nats.write_config(&text) {
+            Ok(changed) => {
+                if changed && nats.pid().is_some() {
+                    nats.reload();
+                    info!(
+                        identities = users.len(),
+                        "bus identities updated; nats-server reloaded"
+                    );
+                }
+                self.nats_users = Some(text);
+            }
+            Err(e) => error!("{e}"),
+        }
+    }
+
+    /// Health interval and timeout from the instrument's manifest.
+    fn health_timing(&self, name: &str) -> (Duration, Duration, u32) {
+        let ins = self.wanted(name);
+        let m = ins
+            .as_ref()
+            .and_then(|i| {
+                self.images
+                    .get(&self.db, &i.image, &i.version)
+                    .ok()
+                    .flatten()
+            })
+            .map(|(_, m)| m.health)
+            .unwrap_or_default();
+        (m.interval, m.timeout, ins.map_or(3, |i| i.health_failures))
+    }
+
+    /// Connects a running instrument to the bus: its loopback proxy, its
+    /// health checks and its config.
+    pub(super) async fn attach_bus(&mut self, name: &str, pid: i32, adopted: bool) {
+        let (Some(nats), Some(bus)) = (self.nats.as_ref(), self.bus.clone()) else {
+            return;
+        };
+        let upstream = SocketAddr::from(([127, 0, 0, 1], nats.port()));
+        let proxy = match proxy::start(name, pid, upstream).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                error!(
+                    instrument = name,
+                    "cannot open the bus proxy in its namespace: {e}"
+                );
+                None
+            }
+        };
+        let (interval, timeout, threshold) = self.health_timing(name);
+        let Some(inst) = self.instances.get_mut(name) else {
+            return;
+        };
+        inst.proxy = proxy;
+        let grace = (interval * 3).max(Duration::from_secs(10));
+        let tracker = Tracker::new(Instant::now(), grace, threshold);
+        inst.status.health = tracker.state.to_string();
+        inst.status.health_message = tracker.message.clone();
+        inst.tracker = Some(tracker);
+        if !adopted {
+            // A new process starts without config.
+            inst.status.config_applied = None;
+            inst.status.config_rejected = None;
+        }
+        let generation = inst.generation;
+        let tx = self.tx.clone();
+        let n = name.to_string();
+        if let Some(t) = inst.health_task.take() {
+            t.abort();
+        }
+        inst.health_task = Some(tokio::spawn(async move {
+            let subject = subjects::health(&n);
+            let mut answered = false;
+            loop {
+                let t0 = Instant::now();
+                let res = bus
+                    .request::<_, HealthReply>(
+                        &subject,
+                        "health",
+                        schema::HEALTH_REQUEST,
+                        &serde_json::json!({}),
+                        schema::HEALTH_REPLY,
+                        timeout,
+                    )
+                    .await;
+                let latency = t0.elapsed();
+                let (outcome, latency_ms) = match res {
+                    Ok(r) => {
+                        answered = true;
+                        (Outcome::Reply(r), Some(latency.as_secs_f64() * 1e3))
+                    }
+                    Err(e) => (Outcome::NoReply(e.to_string()), None),
+                };
+                let cmd = Command::Health {
+                    name: n.clone(),
+                    generation,
+                    outcome,
+                    latency_ms,
+                };
+                if tx.send(cmd).await.is_err() {
+                    return;
+                }
+                let period = if answered { interval } else { STARTING_POLL };
+                tokio::time::sleep(period.saturating_sub(latency)).await;
+            }
+        }));
+        self.save(name);
+        self.push_config(name);
+    }
+
+    /// Ends a stopped instrument's bus side.
+    pub(super) fn detach_bus(&mut self, name: &str, crashed: bool) {
+        let Some(inst) = self.instances.get_mut(name) else {
+            return;
+        };
+        inst.proxy = None;
+        if let Some(t) = inst.health_task.take() {
+            t.abort();
+        }
+        if let Some((_, t)) = inst.config_task.take() {
+            t.abort();
+        }
+        let from = inst.tracker.take().map(|t| t.state);
+        let to = if crashed {
+            InstrumentHealth::Crashed
+        } else {
+            InstrumentHealth::Stopped
+        };
+        inst.status.health = to.to_string();
+        inst.status.health_message = String::new();
+        if let Some(from) = from
+            && from != to
+        {
+            self.publish_event(
+                "health",
+                schema::HEALTH_TRANSITION,
+                HealthTransition {
+                    instrument: name.into(),
+                    from,
+                    to,
+                    message: String::new(),
+                },
+            );
+        }
+    }
+
+    /// Publishes a platform event without waiting for it.
+    fn publish_event<T: Serialize + Send + Sync + 'static>(
+        &self,
+        kind: &'static str,
+        schema: &'static str,
+        payload: T,
+    ) {
+        if let Some(bus) = self.bus.clone() {
+            tokio::spawn(async move {
+                if let Err(e) = bus.publish_event(kind, schema, &payload).await {
+                    warn!("platform event {kind} not stored: {e}");
+                }
+            });
+        }
+    }
+
+    /// Takes a health check's outcome.
+    pub(super) async fn on_health(
+        &mut self,
+        name: &str,
+        generation: u64,
+        outcome: Outcome,
+        latency_ms: Option<f64>,
+    ) {
+        let Some(inst) = self.instances.get_mut(name) else {
+            return;
+        };
+        if inst.generation != generation {
+            return;
+        }
+        let Some(tracker) = inst.tracker.as_mut() else {
+            return;
+        };
+        let obs = tracker.observe(Instant::now(), outcome);
+        let (state, message, failures) = (tracker.state, tracker.message.clone(), tracker.failures);
+        inst.status.health = state.to_string();
+        inst.status.health_message = message.clone();
+        inst.status.health_details = tracker.details.clone();
+        let check = HealthCheck {
+            at_ms: now_ms(),
+            state: state.to_string(),
+            message: message.clone(),
+            latency_ms,
+        };
+        if let Err(e) = self.db.record_health(name, &check) {
+            error!(instrument = name, "cannot record health: {e}");
+        }
+        self.save(name);
+        if let Some((from, to)) = obs.transition {
+            info!(instrument = name, %from, %to, "health: {message}");
+            self.publish_event(
+                "health",
+                schema::HEALTH_TRANSITION,
+                HealthTransition {
+                    instrument: name.into(),
+                    from,
+                    to,
+                    message: message.clone(),
+                },
+            );
+        }
+        if !obs.restart {
+            return;
+        }
+        let Some(ins) = self.wanted(name) else {
+            return;
+        };
+        if ins.restart.restarts_after(false) {
+            warn!(
+                instrument = name,
+                failures, "failed health checks in a row; restarting it"
+            );
+            let ran_for = self.instances[name]
+                .started
+                .map(|s| s.elapsed())
+                .unwrap_or_default();
+            self.stop_and_destroy(name).await;
+            let exit = crate::supervisor::ExitRecord {
+                at_ms: now_ms(),
+                code: None,
+                signal: None,
+                signal_name: None,
+                detail: format!(
+                    "restarted after {failures} failed health checks ({state}: {message})"
+                ),
+            };
+            self.after_exit(name, &ins, exit, ran_for);
+        } else if let Some(t) = self
+            .instances
+            .get_mut(name)
+            .and_then(|i| i.tracker.as_mut())
+        {
+            // Policy `never`: report, keep it running, do not repeat.
+            t.failures = 0;
+            let st = self.instances[name].status.state.clone();
+            self.set_state(
+                name,
+                &st,
+                format!("{failures} failed health checks; restart policy never leaves it running"),
+            );
+        }
+    }
+
+    /// Pushes the newest config version to a running instrument, unless it
+    /// has it, rejected it, or a push of it is in flight.
+    pub(super) fn push_config(&mut self, name: &str) {
+        let Some(bus) = self.bus.clone() else {
+            return;
+        };
+        let latest = match self.db.latest_config_body(name) {
+            Ok(Some(v)) => v,
+            Ok(None) => return,
+            Err(e) => {
+                error!(instrument = name, "{e}");
+                return;
+            }
+        };
+        let Some(inst) = self.instances.get_mut(name) else {
+            return;
+        };
+        let (version, body) = latest;
+        if inst.watcher.is_none()
+            || inst.status.config_applied == Some(version)
+            || inst
+                .status
+                .config_rejected
+                .as_ref()
+                .is_some_and(|r| r.version == version)
+            || inst
+                .config_task
+                .as_ref()
+                .is_some_and(|(v, _)| *v == version)
+        {
+            return;
+        }
+        if let Some((_, t)) = inst.config_task.take() {
+            t.abort();
+        }
+        let generation = inst.generation;
+        let tx = self.tx.clone();
+        let n = name.to_string();
+        let task = tokio::spawn(async move {
+            let subject = subjects::config(&n);
+            let req = ConfigRequest {
+                version: version as u64,
+                config: body,
+            };
+            loop {
+                let res = bus
+                    .request::<_, ConfigReply>(
+                        &subject,
+                        "config",
+                        schema::CONFIG_REQUEST,
+                        &req,
+                        schema::CONFIG_REPLY,
+                        Duration::from_secs(10),
+                    )
+                    .await;
+                match res {
+                    Ok(reply) => {
+                        let _ = tx
+                            .send(Command::ConfigResult {
+                                name: n,
+                                generation,
+                                version,
+                                applied: reply.applied,
+                                reason: reply.reason,
+                            })
+                            .await;
+                        return;
+                    }
+                    Err(BusError::NoResponders { .. }) | Err(BusError::Timeout { .. }) => {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(e) => {
+                        warn!(instrument = %n, version, "config push failed: {e}; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        inst.config_task = Some((version, task));
+        info!(instrument = name, version, "pushing config");
+    }
+
+    /// Records what the instrument said of a config version.
+    pub(super) fn on_config_result(
+        &mut self,
+        name: &str,
+        generation: u64,
+        version: i64,
+        applied: bool,
+        reason: Option<String>,
+    ) {
+        let Some(inst) = self.instances.get_mut(name) else {
+            return;
+        };
+        if inst.generation != generation {
+            return;
+        }
+        inst.config_task = None;
+        if applied {
+            inst.status.config_applied = Some(version);
+            if inst
+                .status
+                .config_rejected
+                .as_ref()
+                .is_some_and(|r| r.version < version)
+            {
+                inst.status.config_rejected = None;
+            }
+            info!(instrument = name, version, "config applied");
+        } else {
+            let why = reason.clone().unwrap_or_else(|| "no reason given".into());
+            warn!(
+                instrument = name,
+                version,
+                "config rejected: {why}; it keeps running on version {:?}",
+                inst.status.config_applied
+            );
+            inst.status.config_rejected = Some(ConfigRejection {
+                version,
+                reason: why,
+            });
+        }
+        if let Err(e) = self
+            .db
+            .record_config_result(name, version, applied, reason.as_deref())
+        {
+            error!(instrument = name, "cannot record config result: {e}");
+        }
+        self.save(name);
+        self.publish_event(
+            "config",
+            schema::CONFIG_RESULT,
+            ConfigResult {
+                instrument: name.into(),
+                version: version as u64,
+                applied,
+                reason,
+            },
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! Payloads of the platform ↔ instrument messages, and their schema names.
+//! Each travels inside an [`Envelope`](crate::envelope::Envelope) whose
+//! `schema` is the constant next to the type.
+
+use serde::{Deserialize, Serialize};
+
+/// Schema names.
+pub mod schema {
+    pub const HEALTH_REQUEST: &str = "outpost.health-request/1";
+    pub const HEALTH_REPLY: &str = "outpost.health/1";
+    pub const CONFIG_REQUEST: &str = "outpost.config/1";
+    pub const CONFIG_REPLY: &str = "outpost.config-result/1";
+    pub const RETENTION_REQUEST: &str = "outpost.retention-request/1";
+    pub const RETENTION_REPLY: &str = "outpost.retention-result/1";
+    pub const ARTIFACT: &str = "outpost.artifact/1";
+    pub const HEALTH_TRANSITION: &str = "outpost.health-transition/1";
+    pub const CONFIG_RESULT: &str = "outpost.config-applied/1";
+    pub const RPC_ERROR: &str = "outpost.rpc-error/1";
+}
+
+/// What an instrument says of itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthStatus {
+    Ok,
+    Degraded,
+    Failed,
+}
+
+/// The platform's view of an instrument's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstrumentHealth {
+    /// Started, not answered yet.
+    Starting,
+    Ok,
+    Degraded,
+    Failed,
+    /// Did not answer within the timeout.
+    Unresponsive,
+    /// Not running, on purpose.
+    Stopped,
+    /// Not running, after a failure.
+    Crashed,
+}
+
+impl From<HealthStatus> for InstrumentHealth {
+    fn from(s: HealthStatus) -> Self {
+        match s {
+            HealthStatus::Ok => InstrumentHealth::Ok,
+            HealthStatus::Degraded => InstrumentHealth::Degraded,
+            HealthStatus::Failed => InstrumentHealth::Failed,
+        }
+    }
+}
+
+impl std::fmt::Display for InstrumentHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InstrumentHealth::Starting => "starting",
+            InstrumentHealth::Ok => "ok",
+            InstrumentHealth::Degraded => "degraded",
+            InstrumentHealth::Failed => "failed",
+            InstrumentHealth::Unresponsive => "unresponsive",
+            InstrumentHealth::Stopped => "stopped",
+            InstrumentHealth::Crashed => "crashed",
+        })
+    }
+}
+
+/// Reply to a health request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthReply {
+    pub status: HealthStatus,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+/// A config version pushed to an instrument.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigRequest {
+    pub version: u64,
+    pub config: serde_json::Value,
+}
+
+/// Whether the instrument applied a config version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigReply {
+    pub version: u64,
+    pub applied: bool,
+    /// Why it was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Delete what is older than `cutoff` (RFC 3339).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionRequest {
+    pub cutoff: String,
+}
+
+/// What a retention run removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionReply {
+    pub items: u64,
+    pub bytes: u64,
+    /// Files that could not be removed, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// A verified artifact was installed for the instrument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactNotice {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    /// Where it is inside the container.
+    pub path: String,
+}
+
+/// Platform event: an instrument's health changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthTransition {
+    pub instrument: String,
+    pub from: InstrumentHealth,
+    pub to: InstrumentHealth,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Platform event: an instrument applied or rejected a config version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigResult {
+    pub instrument: String,
+    pub version: u64,
+    pub applied: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Reply of an RPC handler that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpcError {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_forms() {
+        let r = HealthReply {
+            status: HealthStatus::Degraded,
+            message: "probe slow".into(),
+            details: serde_json::json!({"last": 3}),
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({"status": "degraded", "message": "probe slow", "details": {"last": 3}})
+        );
+        let c = ConfigReply {
+            version: 3,
+            applied: false,
+            reason: Some("bad".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"version":3,"applied":false,"reason":"bad"}"#
+        );
+        assert_eq!(InstrumentHealth::Unresponsive.to_string(), "unresponsive");
+        assert_eq!(
+            serde_json::to_string(&InstrumentHealth::Unresponsive).unwrap(),
+            "\"unresponsive\""
+        );
+    }
+}
