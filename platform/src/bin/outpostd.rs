@@ -43,6 +43,8 @@ enum Cmd {
     Check { sensor_file: PathBuf },
     /// Print the events in the sensor's EVENTS stream.
     Events(commands::events::EventsArgs),
+    /// Ask an instrument to delete what is older than a period.
+    Retention(commands::retention::RetentionArgs),
     /// Print an instrument's console log.
     Logs { instrument: String },
     /// Delete a removed instrument's persistent storage and logs.
@@ -98,6 +100,7 @@ fn main() {
         Cmd::Status { json } => commands::status::status(&sd, json),
         Cmd::Check { sensor_file } => commands::check::check(&sd, &sensor_file),
         Cmd::Events(args) => commands::events::events(&sd, args),
+        Cmd::Retention(args) => commands::retention::retention(&sd, args),
         Cmd::Logs { instrument } => commands::instrument::logs(&sd, &instrument),
         Cmd::Purge { instrument } => commands::instrument::purge(&sd, &instrument),
         Cmd::StartContainer {

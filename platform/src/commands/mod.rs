@@ -4,6 +4,7 @@ pub mod check;
 pub mod events;
 pub mod image;
 pub mod instrument;
+pub mod retention;
 pub mod run;
 pub mod status;
 
