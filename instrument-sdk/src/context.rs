@@ -48,10 +48,12 @@ pub struct Context {
     inner: Arc<Inner>,
 }
 
-/// Back-off between reconnect attempts: 100 ms doubling to 2 s.
+/// Back-off between reconnect attempts: 25 ms doubling to 2 s (the first
+/// attempts are quick: at start the platform may still be opening the
+/// instrument's proxy).
 fn reconnect_delay(attempts: usize) -> Duration {
-    let exp = attempts.min(5) as u32;
-    Duration::from_millis(100 * 2u64.pow(exp)).min(Duration::from_secs(2))
+    let exp = attempts.saturating_sub(1).min(7) as u32;
+    Duration::from_millis(25 * 2u64.pow(exp)).min(Duration::from_secs(2))
 }
 
 impl Context {

@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 use crate::error::SdkError;
 
 /// Events in flight (sent, not yet acknowledged) at most.
-pub const WINDOW: usize = 256;
+pub const WINDOW: usize = 1024;
 
 /// One encoded event.
 #[derive(Debug, Clone)]

@@ -139,9 +139,9 @@ impl<R: Runtime> Daemon<R> {
     /// instrument (its nkey and the permissions its manifest gives), and
     /// reloads the server when that changed.
     pub(super) fn sync_bus_users(&mut self, wanted: &[InstrumentSpec]) {
-        let Some(nats) = self.nats.as_ref() else {
+        if self.nats.is_none() {
             return;
-        };
+        }
         let platform = match self.keys.ensure(PLATFORM) {
             Ok(k) => k,
             Err(e) => {
@@ -155,8 +155,8 @@ impl<R: Runtime> Daemon<R> {
             permissions: None,
         }];
         for ins in wanted {
-            let perms = match self.images.get(&self.db, &ins.image, &ins.version) {
-                Ok(Some((_, m))) => m.permissions,
+            let perms = match self.manifest(&ins.image, &ins.version) {
+                Ok(Some(m)) => m.permissions,
                 _ => Default::default(),
             };
             match self.keys.ensure(&ins.name) {
@@ -170,6 +170,7 @@ impl<R: Runtime> Daemon<R> {
         }
         let dir = self.cfg.state.nats();
         let sensor = self.sensor_name();
+        let nats = self.nats.as_ref().expect("checked above");
         let text = server_config::render(
             &ServerSettings {
                 port: nats.port(),

@@ -199,6 +199,10 @@ pub struct Daemon<R: Runtime> {
     /// The nats-server config last written.
     nats_users: Option<String>,
     nats_failures: u32,
+    /// Parsed manifests by (image, version, sha256): images never change.
+    manifests: BTreeMap<(String, String, String), Manifest>,
+    /// Config checks by (image, version, config body).
+    config_checks: BTreeMap<(String, String, String), Result<(), String>>,
 }
 
 impl<R: Runtime> Daemon<R> {
@@ -223,6 +227,8 @@ impl<R: Runtime> Daemon<R> {
             bus: None,
             nats_users: None,
             nats_failures: 0,
+            manifests: BTreeMap::new(),
+            config_checks: BTreeMap::new(),
         })
     }
 
@@ -260,11 +266,16 @@ impl<R: Runtime> Daemon<R> {
                     Some(Command::Reload) => self.reload(),
                     Some(Command::Exited { name, generation }) => self.on_exit(&name, generation).await,
                     Some(Command::Wake) => {}
+                    // Health and config results change no desired or
+                    // observed container state (a health restart schedules
+                    // its own wake-up), so they do not reconcile.
                     Some(Command::Health { name, generation, outcome, latency_ms }) => {
-                        self.on_health(&name, generation, outcome, latency_ms).await
+                        self.on_health(&name, generation, outcome, latency_ms).await;
+                        continue;
                     }
                     Some(Command::ConfigResult { name, generation, version, applied, reason }) => {
-                        self.on_config_result(&name, generation, version, applied, reason)
+                        self.on_config_result(&name, generation, version, applied, reason);
+                        continue;
                     }
                     Some(Command::NatsExited { pid }) => self.on_nats_exit(pid).await,
                 },
@@ -458,12 +469,18 @@ impl<R: Runtime> Daemon<R> {
                 .insert(name.to_string(), Instance::new(blank_status(ins)));
             self.save(name);
         }
-        let observed = self.observe(name).await;
+        // A container outpostd watches (pidfd) is known to run; only the
+        // others are asked of liblxc.
+        let inst = &self.instances[name];
+        let observed = match (inst.watcher.is_some(), inst.status.init_pid) {
+            (true, Some(pid)) => Observed::Running { init_pid: pid },
+            _ => self.observe(name).await,
+        };
         let running = matches!(observed, Observed::Running { .. });
 
         // The image it should run.
-        let manifest = match self.images.get(&self.db, &ins.image, &ins.version) {
-            Ok(Some((_, m))) => m,
+        let manifest = match self.manifest(&ins.image, &ins.version) {
+            Ok(Some(m)) => m,
             Ok(None) => {
                 let why = format!(
                     "image {}:{} is not imported (fix: outpostd image import <archive>)",
@@ -481,8 +498,7 @@ impl<R: Runtime> Daemon<R> {
                 return;
             }
         };
-        if let Err(e) = SensorSpec::validate_against(ins, &manifest) {
-            let why = e.to_string().replace('\n', " ");
+        if let Err(why) = self.check_config(ins, &manifest) {
             if running {
                 self.note(
                     name,
@@ -519,6 +535,13 @@ impl<R: Runtime> Daemon<R> {
 
         match observed {
             Observed::Running { init_pid } => {
+                let inst = &self.instances[name];
+                if inst.watcher.is_some() && inst.status.spec_hash.as_deref() == Some(hash.as_str())
+                {
+                    self.check_stable(name, ins);
+                    self.push_config(name);
+                    return;
+                }
                 let defined = {
                     let rt = self.rt.clone();
                     let n = name.to_string();
@@ -530,6 +553,7 @@ impl<R: Runtime> Daemon<R> {
                 if defined.as_deref() == Some(hash.as_str()) {
                     let inst = self.instances.get_mut(name).expect("present");
                     if inst.watcher.is_none() {
+                        inst.status.spec_hash = Some(hash.clone());
                         self.adopt(name, init_pid).await;
                     } else {
                         self.check_stable(name, ins);
@@ -563,6 +587,45 @@ impl<R: Runtime> Daemon<R> {
             return;
         }
         self.start_instance(name, ins, spec).await;
+    }
+
+    /// The manifest of an imported image (parsed once per image).
+    fn manifest(
+        &mut self,
+        image: &str,
+        version: &str,
+    ) -> Result<Option<Manifest>, crate::images::ImageError> {
+        let Some(rec) = self.db.image(image, version)? else {
+            return Ok(None);
+        };
+        let key = (rec.name.clone(), rec.version.clone(), rec.sha256.clone());
+        if let Some(m) = self.manifests.get(&key) {
+            return Ok(Some(m.clone()));
+        }
+        let m = self.images.get(&self.db, image, version)?.map(|(_, m)| m);
+        if let Some(m) = &m {
+            self.manifests.insert(key, m.clone());
+        }
+        Ok(m)
+    }
+
+    /// Checks an instrument's spec against its manifest (remembered per
+    /// image and config body).
+    fn check_config(&mut self, ins: &InstrumentSpec, m: &Manifest) -> Result<(), String> {
+        let key = (
+            ins.image.clone(),
+            ins.version.clone(),
+            serde_json::to_string(&ins.config).unwrap_or_default(),
+        );
+        if let Some(r) = self.config_checks.get(&key) {
+            return r.clone();
+        }
+        let r = SensorSpec::validate_against(ins, m).map_err(|e| e.to_string().replace('\n', " "));
+        if self.config_checks.len() > 1000 {
+            self.config_checks.clear();
+        }
+        self.config_checks.insert(key, r.clone());
+        r
     }
 
     /// Changes the detail of the current state only.

@@ -56,7 +56,10 @@ pub async fn start(instrument: &str, pid: i32, upstream: SocketAddr) -> std::io:
                                 Ok(mut bus) => {
                                     let _ = inside.set_nodelay(true);
                                     let _ = bus.set_nodelay(true);
-                                    let r = tokio::io::copy_bidirectional(&mut inside, &mut bus).await;
+                                    let r = tokio::io::copy_bidirectional_with_sizes(
+                                        &mut inside, &mut bus, 64 * 1024, 64 * 1024,
+                                    )
+                                    .await;
                                     debug!(instrument = %name, "bus connection closed: {r:?}");
                                 }
                                 Err(e) => debug!(instrument = %name, "bus unreachable ({e}); closing the instrument's connection"),

@@ -9,7 +9,16 @@
 //! - re-adopt time after `kill -9` of outpostd with 10 instruments;
 //! - outpostd RSS with 0 and with 10 idle instruments.
 //!
-//! Usage: `outpost-bench [--starts N] [--instruments N]` (run by `./run bench`).
+//! The bus section (`bus`):
+//! - health round trip p50/p99 and CPU per check with 20 instruments
+//!   checked at 1 Hz, against an exec-based check (`lxc-attach -- /bin/true`,
+//!   what Docker/LXD health checks do);
+//! - event publish throughput from inside a container through the proxy,
+//!   against the same SDK publishing directly on the host;
+//! - instrument start to first healthy reply, p50.
+//!
+//! Usage: `outpost-bench [foundation] [bus] [--starts N] [--instruments N]`
+//! (run by `./run bench`; both sections by default).
 
 use std::fs;
 use std::path::Path;
@@ -18,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use outpost_tests::{Sensor, example_image, unique};
 
-fn percentile(v: &[f64], p: f64) -> f64 {
+mod bus;
+
+pub(crate) fn percentile(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).unwrap());
     if s.is_empty() {
@@ -28,7 +39,7 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     s[idx]
 }
 
-fn row(what: &str, v: &[f64], unit: &str) {
+pub(crate) fn row(what: &str, v: &[f64], unit: &str) {
     println!(
         "{what:<52} {:>9.1} {:>9.1} {unit:<3} n={}",
         percentile(v, 50.0),
@@ -37,17 +48,17 @@ fn row(what: &str, v: &[f64], unit: &str) {
     );
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn instrument(name: &str) -> String {
+pub(crate) fn instrument(name: &str) -> String {
     format!("[[instrument]]\nname = \"{name}\"\nimage = \"example\"\nversion = \"0.1.0\"\n")
 }
 
-/// Milliseconds between "starting" and "running" log lines of each
-/// instrument, from outpostd's own timestamps.
-fn start_latencies(log: &str, names: &[String]) -> Vec<f64> {
+/// Milliseconds between the first log line of each instrument holding
+/// `from` and the first holding `to`, from outpostd's own timestamps.
+pub(crate) fn log_latencies(log: &str, names: &[String], from: &str, to: &str) -> Vec<f64> {
     let ts = |line: &str| -> Option<f64> {
         // 2026-11-24T11:28:02.612510Z
         let t = line.split_whitespace().next()?;
@@ -63,11 +74,11 @@ fn start_latencies(log: &str, names: &[String]) -> Vec<f64> {
         let tag = format!("instrument=\"{n}\"");
         let start = log
             .lines()
-            .find(|l| l.contains(&tag) && l.contains("state=\"starting\""))
+            .find(|l| l.contains(&tag) && l.contains(from))
             .and_then(ts);
         let run = log
             .lines()
-            .find(|l| l.contains(&tag) && l.contains("state=\"running\""))
+            .find(|l| l.contains(&tag) && l.contains(to))
             .and_then(ts);
         if let (Some(a), Some(b)) = (start, run) {
             out.push(b - a);
@@ -76,7 +87,7 @@ fn start_latencies(log: &str, names: &[String]) -> Vec<f64> {
     out
 }
 
-fn rss_kib(pid: i32) -> (u64, u64) {
+pub(crate) fn rss_kib(pid: i32) -> (u64, u64) {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |k: &str| {
         status
@@ -89,7 +100,7 @@ fn rss_kib(pid: i32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn lxc(args: &[&str], lxcpath: &Path) -> Duration {
+pub(crate) fn lxc(args: &[&str], lxcpath: &Path) -> Duration {
     let t0 = Instant::now();
     let st = Command::new(args[0])
         .arg("-P")
@@ -106,9 +117,11 @@ fn lxc(args: &[&str], lxcpath: &Path) -> Duration {
 fn main() {
     let mut starts = 20usize;
     let mut idle = 10usize;
+    let mut sections = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "foundation" | "bus" => sections.push(a),
             "--starts" => {
                 starts = args
                     .next()
@@ -122,22 +135,35 @@ fn main() {
                     .expect("--instruments N")
             }
             _ => {
-                eprintln!("usage: outpost-bench [--starts N] [--instruments N]");
+                eprintln!("usage: outpost-bench [foundation] [bus] [--starts N] [--instruments N]");
                 std::process::exit(2);
             }
         }
     }
+    if sections.is_empty() {
+        sections = vec!["foundation".into(), "bus".into()];
+    }
     let img = example_image();
     let size = fs::metadata(&img.archive).map(|m| m.len()).unwrap_or(0);
     println!(
-        "outpost-bench: {} cores, image {} ({:.1} MiB)\n",
+        "outpost-bench: {} cores, image {} ({:.1} MiB)",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
         img.archive.display(),
         size as f64 / 1048576.0
     );
-    println!("{:<52} {:>9} {:>9}", "", "p50", "p99");
+    if sections.iter().any(|s| s == "foundation") {
+        foundation(&img, starts, idle);
+    }
+    if sections.iter().any(|s| s == "bus") {
+        bus::run(&img, starts);
+    }
+}
+
+fn foundation(img: &outpost_tests::ImageFile, starts: usize, idle: usize) {
+    let img = img.clone();
+    println!("\n== foundation\n{:<52} {:>9} {:>9}", "", "p50", "p99");
 
     // Image import.
     let mut import = Vec::new();
@@ -169,7 +195,12 @@ fn main() {
         s.wait_running(&n);
         names.push(n);
     }
-    let lat = start_latencies(&s.log_text(), &names);
+    let lat = log_latencies(
+        &s.log_text(),
+        &names,
+        "state=\"starting\"",
+        "state=\"running\"",
+    );
     row(
         "instrument create+start -> running (outpostd log)",
         &lat,
