@@ -18,11 +18,15 @@ pause() { sleep "${DEMO_PAUSE:-1}"; }
 
 daemon_pid() { [ -s "$STATE/outpostd.lock" ] && cat "$STATE/outpostd.lock" || true; }
 
-# Leaves no container, cgroup or daemon behind, also on Ctrl-C or error.
+# Leaves no container, cgroup, nats-server or daemon behind, also on
+# Ctrl-C or error.
 cleanup() {
   local pid
   pid=$(daemon_pid)
   [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+  if [ -s "$STATE/nats/nats-server.pid" ]; then
+    kill -9 "$(cat "$STATE/nats/nats-server.pid")" 2>/dev/null || true
+  fi
   if [ -d "$STATE/containers" ]; then
     for c in "$STATE"/containers/*/; do
       [ -d "$c" ] || continue
@@ -37,7 +41,7 @@ cleanup() {
 trap cleanup EXIT
 
 start_daemon() {
-  "$OUTPOSTD" run --sensor-file "$STATE/sensor.toml" --init "$INIT" "$@" \
+  "$OUTPOSTD" run --sensor-file "$STATE/sensor.toml" --init "$INIT" --nats-port 0 "$@" \
     >>"$STATE/outpostd.log" 2>&1 &
   disown
   local want=$(( $(grep -c 'outpostd ready' "$STATE/outpostd.log" 2>/dev/null || true) + 1 ))
@@ -53,6 +57,17 @@ wait_state() { # instrument state
     "$OUTPOSTD" status --json | python3 -c "
 import json,sys; d=json.load(sys.stdin)
 sys.exit(0 if any(i['name']=='$1' and i['state']=='$2' for i in d['instruments']) else 1)" && return 0
+    sleep 0.1
+  done
+  echo "instrument $1 did not become $2" >&2
+  return 1
+}
+
+wait_health() { # instrument health
+  for _ in $(seq 1 100); do
+    "$OUTPOSTD" status --json | python3 -c "
+import json,sys; d=json.load(sys.stdin)
+sys.exit(0 if any(i['name']=='$1' and i['health']=='$2' for i in d['instruments']) else 1)" && return 0
     sleep 0.1
   done
   echo "instrument $1 did not become $2" >&2
@@ -94,10 +109,15 @@ step "Import the example image (the sha256 is checked before anything is unpacke
 run "$OUTPOSTD" image import "$IMAGES/example-0.1.0.tar.gz"
 run "$OUTPOSTD" image list
 
-step "Start outpostd: it stores the desired state and starts both instruments"
+step "Start outpostd: it stores the desired state, starts its nats-server and both instruments"
 start_daemon
+wait_health hello ok
+wait_health quiet ok
 run "$OUTPOSTD" status
 pause
+
+step "The bus: each instrument has its own identity; events land in the EVENTS stream"
+run "$OUTPOSTD" events
 
 step "Inside 'hello': only the capabilities, limits and mounts its manifest asks for"
 run lxc-attach -P "$STATE/containers" -n hello -- /usr/bin/outpost-probe \
@@ -121,6 +141,7 @@ run kill -9 "$ENTRY"
 sleep 0.5
 run "$OUTPOSTD" status
 wait_state hello running
+wait_health hello ok
 run "$OUTPOSTD" status
 run tail -n 4 "$STATE/persist/hello/boots.jsonl"
 
@@ -138,7 +159,10 @@ run "$OUTPOSTD" status
   && echo "  re-adopted: hello pid $BEFORE_HELLO, quiet pid $BEFORE_QUIET (unchanged)"
 run grep -h 're-adopted' "$STATE/outpostd.log"
 
-step "Stop: SIGTERM to outpostd (started with --stop-on-exit) stops every instrument"
+step "Health and config results are platform events too"
+run "$OUTPOSTD" events --instrument outpostd
+
+step "Stop: SIGTERM to outpostd (started with --stop-on-exit) stops every instrument and its nats-server"
 run kill -TERM "$(daemon_pid)"
 for _ in $(seq 1 100); do [ -z "$(pgrep -f "outpostd run --sensor-file $STATE" || true)" ] && break; sleep 0.1; done
 run "$OUTPOSTD" status
