@@ -196,9 +196,10 @@ fn events_from_inside_land_in_events_with_a_valid_envelope() {
         .arg(&s.state)
         .args(["events", "--follow", "--json"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut errors = follow.stderr.take().unwrap();
     let lines = BufReader::new(follow.stdout.take().unwrap()).lines();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -215,9 +216,15 @@ fn events_from_inside_land_in_events_with_a_valid_envelope() {
     s.wait_running(&name);
     let deadline = Instant::now() + Duration::from_secs(20);
     let boot = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the followed stream shows the boot event");
+        let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = follow.kill();
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(&mut errors, &mut err);
+                panic!("the followed stream ended or stalled ({e}) before the boot event: {err}");
+            }
+        };
         let e = outpost_protocol::Envelope::decode(line.as_bytes()).expect("valid envelope");
         if e.instrument == name && e.kind == "boot" {
             break e;

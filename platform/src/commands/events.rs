@@ -79,22 +79,61 @@ pub fn events(state_dir: &Path, args: EventsArgs) -> anyhow::Result<()> {
         let stream = js.get_stream(EVENTS_STREAM).await.with_context(|| {
             format!("stream {EVENTS_STREAM} is not there (has outpostd started?)")
         })?;
-        let consumer = stream
-            .create_consumer(pull::Config {
-                filter_subject: filter.clone(),
-                deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("cannot read {EVENTS_STREAM} ({filter})"))?;
-        if args.follow {
-            let mut msgs = consumer.messages().await?;
-            while let Some(m) = msgs.next().await {
-                print(&m?.payload, args.json);
+        let make = |start: u64| {
+            let stream = stream.clone();
+            let filter = filter.clone();
+            async move {
+                stream
+                    .create_consumer(pull::Config {
+                        filter_subject: filter.clone(),
+                        deliver_policy: if start == 0 {
+                            DeliverPolicy::All
+                        } else {
+                            DeliverPolicy::ByStartSequence {
+                                start_sequence: start,
+                            }
+                        },
+                        ack_policy: AckPolicy::None,
+                        inactive_threshold: Duration::from_secs(30),
+                        ..Default::default()
+                    })
+                    .await
+                    .with_context(|| format!("cannot read {EVENTS_STREAM} ({filter})"))
             }
-            return Ok(());
+        };
+        let consumer = make(0).await?;
+        if args.follow {
+            // Keeps following across hiccups (a missed heartbeat, a
+            // restarted nats-server): a new consumer resumes after the
+            // last event printed.
+            let mut next = 0u64;
+            let mut consumer = consumer;
+            loop {
+                match consumer.messages().await {
+                    Ok(mut msgs) => {
+                        while let Some(m) = msgs.next().await {
+                            match m {
+                                Ok(m) => {
+                                    if let Ok(info) = m.info() {
+                                        next = info.stream_sequence + 1;
+                                    }
+                                    print(&m.payload, args.json);
+                                }
+                                Err(e) => {
+                                    eprintln!("outpostd events: {e}; resuming");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => eprintln!("outpostd events: {e}; resuming"),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match make(next).await {
+                    Ok(c) => consumer = c,
+                    Err(e) => eprintln!("outpostd events: {e:#}; retrying"),
+                }
+            }
         }
         loop {
             let mut batch = consumer
