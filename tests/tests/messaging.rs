@@ -503,8 +503,7 @@ fn instruments_answer_the_nats_micro_service_ping() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let names: Vec<String> = rt.block_on(async {
         use futures::StreamExt;
-        let client = async_nats::ConnectOptions::with_nkey(seed.trim().to_string())
-            .connect(format!("nats://127.0.0.1:{port}"))
+        let client = outpost_platform::messaging::bus::connect_platform_client(port, &seed, "test")
             .await
             .unwrap();
         let inbox = client.new_inbox();

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use outpost_protocol::Envelope;
 use outpost_protocol::subjects::{self, EVENTS_ALL, EVENTS_STREAM, PLATFORM};
 
+use crate::messaging::bus::connect_platform_client;
 use crate::messaging::keys::Keys;
 use crate::messaging::server;
 
@@ -64,17 +65,9 @@ pub fn events(state_dir: &Path, args: EventsArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let url = format!("nats://127.0.0.1:{port}");
-        let client = async_nats::ConnectOptions::with_nkey(seed)
-            .name("outpostd events")
-            .custom_inbox_prefix(subjects::PLATFORM_INBOX_PREFIX)
-            .connect(url.as_str())
+        let client = connect_platform_client(port, &seed, "outpostd events")
             .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to the sensor's nats-server at {url} (is outpostd running?)"
-                )
-            })?;
+            .with_context(|| format!("is outpostd running on {}?", state_dir.display()))?;
         let js = async_nats::jetstream::new(client);
         let stream = js.get_stream(EVENTS_STREAM).await.with_context(|| {
             format!("stream {EVENTS_STREAM} is not there (has outpostd started?)")

@@ -38,6 +38,46 @@ pub struct EventsLimits {
     pub max_age: Duration,
 }
 
+/// How long a one-shot client keeps retrying a refused login. nats-server
+/// (2.9, Debian 12) refuses nkey logins that race a config reload with
+/// "authorization violation" (measured: 300 of 500 connects while reloading
+/// every 30 ms), and outpostd reloads whenever instruments change.
+const LOGIN_RETRY: Duration = Duration::from_secs(5);
+
+/// Connects a one-shot platform client (a command, a test) to the sensor's
+/// nats-server on `port`. Unlike [`Bus::connect`] it fails fast when nothing
+/// listens, but rides out the reload race above.
+pub async fn connect_platform_client(
+    port: u16,
+    seed: &str,
+    name: &str,
+) -> Result<Client, BusError> {
+    let url = format!("nats://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + LOGIN_RETRY;
+    loop {
+        let attempt = ConnectOptions::with_nkey(seed.trim().to_string())
+            .name(name)
+            .custom_inbox_prefix(PLATFORM_INBOX_PREFIX)
+            .connect(url.as_str())
+            .await;
+        match attempt {
+            Ok(c) => return Ok(c),
+            Err(e)
+                if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                return Err(BusError::Connect {
+                    url,
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+}
+
 /// The platform's client.
 #[derive(Clone)]
 pub struct Bus {

@@ -92,8 +92,7 @@ fn host_core_publish(s: &Sensor, n: u64) -> Duration {
     let port = s.nats_port();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
-        let client = async_nats::ConnectOptions::with_nkey(seed.trim().to_string())
-            .connect(format!("nats://127.0.0.1:{port}"))
+        let client = outpost_platform::messaging::bus::connect_platform_client(port, &seed, "bench")
             .await
             .expect("connect");
         let body = bytes::Bytes::from(vec![b'x'; 200]);
