@@ -19,13 +19,14 @@
 //! assert_eq!(spec.instruments[0].restart, outpost_protocol::RestartPolicy::OnFailure);
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{Limits, MAX_CPU, MIN_MEMORY, Manifest};
+use crate::bindings::{self, Binding};
+use crate::manifest::{InterfaceType, Limits, MAX_CPU, MIN_MEMORY, Manifest};
 use crate::names::{self, NAME_FIX};
 use crate::validate::{Collector, Invalid};
 
@@ -73,6 +74,9 @@ pub struct InstrumentSpec {
     /// Overrides of the manifest's limits.
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// What each interface role of the image is bound to on the sensor.
+    #[serde(default)]
+    pub interfaces: BTreeMap<String, Binding>,
     /// The configuration body, checked against the image's schema.
     #[serde(default = "empty_object")]
     pub config: serde_json::Value,
@@ -319,6 +323,12 @@ impl SensorSpec {
             if ins.limits.pids == Some(0) {
                 c.push(at("limits.pids"), "is zero", "allow at least 1 process");
             }
+            for (role, b) in &ins.interfaces {
+                if let Some(p) = names::role_problem(role) {
+                    c.push(at(&format!("interfaces.{role}")), p, names::ROLE_FIX);
+                }
+                b.check(&at(&format!("interfaces.{role}")), &mut c);
+            }
             if !ins.config.is_object() {
                 c.push(
                     at("config"),
@@ -327,7 +337,41 @@ impl SensorSpec {
                 );
             }
         }
+        self.check_interface_conflicts(&mut c);
         c.finish("sensor file")
+    }
+
+    /// A host interface moved into one instrument (phy) or put on a bridge
+    /// cannot be used by another binding too.
+    fn check_interface_conflicts(&self, c: &mut Collector) {
+        let mut exclusive: BTreeMap<&str, String> = BTreeMap::new();
+        let mut used: Vec<(&str, String)> = Vec::new();
+        for (i, ins) in self.instruments.iter().enumerate() {
+            for (role, b) in &ins.interfaces {
+                let at = format!("instrument[{i}].interfaces.{role}");
+                for (field, dev) in b.host_interfaces() {
+                    let here = format!("{at}.{field}");
+                    let own = b.kind == InterfaceType::Phy || field == "enslave";
+                    if let Some(first) = exclusive.get(dev) {
+                        c.push(
+                            &here,
+                            format!("host interface {dev:?} is already taken by {first}"),
+                            "give each instrument its own host interface, or share through a bridge",
+                        );
+                    } else if own {
+                        if let Some((_, first)) = used.iter().find(|(d, _)| *d == dev) {
+                            c.push(
+                                &here,
+                                format!("host interface {dev:?} is already used by {first}"),
+                                "an interface moved into an instrument or put on a bridge serves nothing else",
+                            );
+                        }
+                        exclusive.insert(dev, here.clone());
+                    }
+                    used.push((dev, here));
+                }
+            }
+        }
     }
 
     /// Checks one instrument against the manifest of the image it names.
@@ -343,6 +387,7 @@ impl SensorSpec {
                 "import the image the sensor file names",
             );
         }
+        bindings::validate_against("interfaces", &ins.interfaces, manifest, &mut c);
         if let Err(errors) = manifest.check_config(&ins.config) {
             for e in errors {
                 c.push(
@@ -434,6 +479,46 @@ mod tests {
         assert!(err.contains("instrument[1].image"), "{err}");
         assert!(err.contains("instrument[1].version"), "{err}");
         assert!(err.contains("instrument[1].backoff.initial"), "{err}");
+    }
+
+    #[test]
+    fn a_host_interface_serves_one_exclusive_binding() {
+        let text = r#"
+            [sensor]
+            name = "lab"
+            [[instrument]]
+            name = "a"
+            image = "x"
+            version = "1.0.0"
+            [instrument.interfaces.cap0]
+            type = "phy"
+            device = "eth1"
+            [[instrument]]
+            name = "b"
+            image = "x"
+            version = "1.0.0"
+            [instrument.interfaces.mon0]
+            type = "mirror"
+            source = "eth1"
+            [instrument.interfaces.up0]
+            type = "macvlan"
+            parent = "eth0"
+            [[instrument]]
+            name = "c"
+            image = "x"
+            version = "1.0.0"
+            [instrument.interfaces.up0]
+            type = "macvlan"
+            parent = "eth0"
+        "#;
+        let Err(SpecError::Invalid(err)) = SensorSpec::parse_valid(text) else {
+            panic!("conflict not found");
+        };
+        let fields: Vec<&str> = err.errors.iter().map(|e| e.field.as_str()).collect();
+        // eth1 is moved into a, so b cannot mirror it; eth0 may parent
+        // two macvlans.
+        assert_eq!(fields, vec!["instrument[1].interfaces.mon0.source"]);
+        assert!(err.to_string().contains("instrument[0].interfaces.cap0.device"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`manifest`]: the instrument manifest (`manifest.toml` inside an image):
 //!   what an instrument is, what it may do, and what it needs.
+//! - [`bindings`]: what an instrument's interface roles are bound to.
 //! - [`desired`]: the sensor's desired state (the sensor file): which
 //!   instruments run, from which image, with which limits and config.
 //! - [`envelope`]: the envelope every message payload travels in.
@@ -16,6 +17,7 @@
 //! - [`validate`]: the field-error type both validators report with.
 //! - [`names`]: the rules for instrument, image and role names.
 
+pub mod bindings;
 pub mod desired;
 pub mod envelope;
 pub mod manifest;

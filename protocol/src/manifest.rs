@@ -448,6 +448,16 @@ impl Manifest {
                     "remove \"tx\", or set network = \"active\" if the instrument must send",
                 );
             }
+            if !tx && itf.kind != InterfaceType::Mirror && !itf.capabilities.is_empty() {
+                c.push(
+                    format!("{field}.type"),
+                    format!(
+                        "role {:?} is receive-only, and only a mirror is receive-only by the kernel",
+                        itf.role
+                    ),
+                    "make it a mirror role, or give it \"tx\" (in an active instrument)",
+                );
+            }
             if tx && itf.kind == InterfaceType::Mirror {
                 c.push(
                     format!("{field}.capabilities"),
