@@ -48,16 +48,27 @@ const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
 
 struct Args {
     status_dir: PathBuf,
+    /// A file to wait for before the entrypoint runs: outpostd writes it
+    /// once the instrument's interfaces are in place, so the instrument
+    /// never sees a half-made network.
+    wait_for: Option<PathBuf>,
     program: Vec<String>,
 }
 
+/// How long the entrypoint waits for its interfaces before init gives up.
+const WAIT_FOR_LIMIT: Duration = Duration::from_secs(60);
+
 fn parse_args() -> Result<Args, String> {
     let mut status_dir = PathBuf::from("/.outpost/status");
+    let mut wait_for = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--status-dir" => {
                 status_dir = it.next().ok_or("--status-dir needs a directory")?.into();
+            }
+            "--wait-for" => {
+                wait_for = Some(it.next().ok_or("--wait-for needs a file")?.into());
             }
             "--" => {
                 let program: Vec<String> = it.collect();
@@ -66,13 +77,14 @@ fn parse_args() -> Result<Args, String> {
                 }
                 return Ok(Args {
                     status_dir,
+                    wait_for,
                     program,
                 });
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Err("usage: outpost-init [--status-dir DIR] -- PROGRAM [ARGS...]".into())
+    Err("usage: outpost-init [--status-dir DIR] [--wait-for FILE] -- PROGRAM [ARGS...]".into())
 }
 
 fn main() {
@@ -102,6 +114,27 @@ fn run(args: Args) -> i32 {
     };
 
     let _ = fs::remove_file(args.status_dir.join("exit.json"));
+    if let Some(file) = &args.wait_for {
+        let t0 = std::time::Instant::now();
+        while !file.exists() {
+            if signals.pending().any(|s| s == Signal::SIGTERM as i32) {
+                return 143;
+            }
+            if t0.elapsed() > WAIT_FOR_LIMIT {
+                let msg = format!(
+                    "{} did not appear within {WAIT_FOR_LIMIT:?}",
+                    file.display()
+                );
+                say(&console, &format!("outpost-init: {msg}\n"));
+                record(
+                    &args.status_dir,
+                    &format!("{{\"code\":125,\"error\":{}}}", json_string(&msg)),
+                );
+                return 125;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
     let mut cmd = Command::new(&args.program[0]);
     cmd.args(&args.program[1..])
         .stdin(Stdio::null())

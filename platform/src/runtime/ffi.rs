@@ -240,3 +240,85 @@ pub fn default_sigpipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// Loads the two-instruction tc classifier `r0 = TC_ACT_SHOT; exit` (a
+/// `BPF_PROG_TYPE_SCHED_CLS` program for cls_bpf in direct-action mode):
+/// it drops every packet it sees. The kernel here has no `act_gact`, so a
+/// plain tc `drop` action does not exist; this is how a mirror interface
+/// becomes receive-only. The returned descriptor keeps the program alive
+/// until a filter holds it.
+pub fn load_drop_all_program() -> io::Result<OwnedFd> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+    const TC_ACT_SHOT: i32 = 2;
+    /// `struct bpf_insn`: code, dst/src registers, offset, immediate.
+    #[repr(C)]
+    struct Insn {
+        code: u8,
+        regs: u8,
+        off: i16,
+        imm: i32,
+    }
+    /// The leading fields of `union bpf_attr` for BPF_PROG_LOAD; the rest
+    /// of the 128-byte union stays zero.
+    #[repr(C)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        rest: [u8; 88],
+    }
+    let insns = [
+        // BPF_ALU64 | BPF_MOV | BPF_K: r0 = TC_ACT_SHOT
+        Insn {
+            code: 0xb7,
+            regs: 0,
+            off: 0,
+            imm: TC_ACT_SHOT,
+        },
+        // BPF_JMP | BPF_EXIT
+        Insn {
+            code: 0x95,
+            regs: 0,
+            off: 0,
+            imm: 0,
+        },
+    ];
+    let license = c"GPL";
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_SCHED_CLS,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        rest: [0; 88],
+    };
+    // SAFETY: bpf(BPF_PROG_LOAD, attr, size) reads `size` bytes of `attr`,
+    // and through it `insn_cnt` instructions at `insns` and the
+    // NUL-terminated license; all live on this stack frame until the call
+    // returns. It writes nothing of ours (no log buffer is given) and
+    // returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoad,
+            std::mem::size_of::<ProgLoad>() as u32,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}

@@ -256,6 +256,7 @@ mod tests {
             cpu: 0.25,
             pids: 32,
             transient_bytes: 8 << 20,
+            bindings: String::new(),
         }
     }
 

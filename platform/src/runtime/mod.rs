@@ -50,7 +50,13 @@ pub struct ContainerSpec {
     pub pids: u32,
     /// Size of the tmpfs at `/run/instrument`.
     pub transient_bytes: u64,
+    /// The interface bindings, canonical JSON (empty: none). With any, the
+    /// entrypoint waits until outpostd has put them in place.
+    pub bindings: String,
 }
+
+/// The file outpost-init waits for when an instrument has interfaces.
+pub const NET_READY: &str = "net-ready";
 
 impl ContainerSpec {
     /// A short hash of everything that needs a new container when it
@@ -67,8 +73,12 @@ impl ContainerSpec {
             "/.outpost/init".to_string(),
             "--status-dir".into(),
             "/.outpost/status".into(),
-            "--".into(),
         ];
+        if !self.bindings.is_empty() {
+            argv.push("--wait-for".into());
+            argv.push(format!("/.outpost/status/{NET_READY}"));
+        }
+        argv.push("--".into());
         argv.extend(self.entrypoint.iter().cloned());
         argv
     }
