@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::supervisor::ExitRecord;
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Exits kept per instrument.
 const EXIT_HISTORY: i64 = 100;
@@ -281,6 +281,21 @@ impl Db {
                     PRIMARY KEY (instrument, version, at_ms)
                 );
                 PRAGMA user_version = 2;",
+            )
+            .map_err(&err)?;
+        }
+        if v < 3 {
+            // One row per interface binding that may have touched the host:
+            // written before the first change, so a crash at any point
+            // leaves enough to undo it.
+            tx.execute_batch(
+                "CREATE TABLE bindings (
+                    instrument TEXT NOT NULL,
+                    role TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    PRIMARY KEY (instrument, role)
+                );
+                PRAGMA user_version = 3;",
             )
             .map_err(&err)?;
         }
@@ -598,6 +613,50 @@ impl Db {
         )
         .map_err(&err)?;
         tx.commit().map_err(&err)
+    }
+
+    /// Records (or updates) an interface binding's undo record.
+    pub fn put_binding(&self, instrument: &str, role: &str, body: &str) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "INSERT INTO bindings (instrument, role, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (instrument, role) DO UPDATE SET body = excluded.body",
+                params![instrument, role, body],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets a binding once it is undone.
+    pub fn delete_binding(&self, instrument: &str, role: &str) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "DELETE FROM bindings WHERE instrument = ?1 AND role = ?2",
+                params![instrument, role],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every recorded binding as (instrument, role, body), or one
+    /// instrument's.
+    pub fn bindings(
+        &self,
+        instrument: Option<&str>,
+    ) -> Result<Vec<(String, String, String)>, DbError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT instrument, role, body FROM bindings
+                 WHERE ?1 IS NULL OR instrument = ?1 ORDER BY instrument, role",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![instrument], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     /// Saves an instrument's status.

@@ -32,6 +32,7 @@ pub mod health;
 pub mod images;
 pub mod messaging;
 pub mod netns;
+pub mod network;
 pub mod observability;
 pub mod paths;
 pub mod runtime;

@@ -6,6 +6,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
 use crate::db::{InstrumentStatus, now_ms};
+use crate::network::{self, InterfaceStatus};
 use crate::paths::StateDir;
 
 #[derive(Serialize)]
@@ -13,7 +14,43 @@ struct Report {
     /// PID of the running daemon, if one holds the state directory.
     daemon_pid: Option<u32>,
     desired_version: Option<i64>,
-    instruments: Vec<InstrumentStatus>,
+    instruments: Vec<Row>,
+}
+
+#[derive(Serialize)]
+struct Row {
+    #[serde(flatten)]
+    status: InstrumentStatus,
+    /// Each bound interface's state and counters, read now inside the
+    /// instrument's namespace.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    interfaces: Vec<InterfaceStatus>,
+}
+
+/// Reads the interfaces of running instruments that have bindings.
+fn interfaces(db: &crate::db::Db, statuses: Vec<InstrumentStatus>) -> Vec<Row> {
+    let desired = db.latest_desired().ok().flatten();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok();
+    statuses
+        .into_iter()
+        .map(|status| {
+            let bindings = desired
+                .as_ref()
+                .and_then(|(_, d)| d.instrument(&status.name))
+                .map(|i| i.interfaces.clone())
+                .unwrap_or_default();
+            let interfaces = match (status.init_pid, &rt) {
+                (Some(pid), Some(rt)) if !bindings.is_empty() => rt
+                    .block_on(network::statuses(pid, &bindings))
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            Row { status, interfaces }
+        })
+        .collect()
 }
 
 /// PID of the daemon holding the state directory's lock, if any.
@@ -31,7 +68,7 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
     let report = Report {
         daemon_pid: daemon_pid(&st),
         desired_version: db.latest_desired()?.map(|(v, _)| v),
-        instruments: db.statuses()?,
+        instruments: interfaces(&db, db.statuses()?),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -55,7 +92,8 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
         "INSTRUMENT", "STATE", "HEALTH", "IMAGE", "PID", "UPTIME", "RESTARTS", "CONFIG"
     );
     let now = now_ms();
-    for s in report.instruments {
+    for row in report.instruments {
+        let s = row.status;
         let uptime = match (s.init_pid, s.started_at_ms) {
             (Some(_), Some(t)) => format!("{}s", (now - t).max(0) / 1000),
             _ => "-".into(),
@@ -85,6 +123,20 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
             config,
             detail
         );
+        for i in &row.interfaces {
+            println!(
+                "  {:<8} {:<8} {:<10} rx {} pkts {} B (dropped {})  tx {} pkts {} B (dropped {})",
+                i.role,
+                i.kind,
+                i.state,
+                i.rx_packets,
+                i.rx_bytes,
+                i.rx_dropped,
+                i.tx_packets,
+                i.tx_bytes,
+                i.tx_dropped
+            );
+        }
     }
     Ok(())
 }

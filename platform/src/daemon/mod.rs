@@ -14,6 +14,7 @@
 //! in [`bus`].
 
 mod bus;
+mod net;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -245,6 +246,7 @@ impl<R: Runtime> Daemon<R> {
         let t0 = Instant::now();
         self.startup()?;
         self.start_bus().await?;
+        self.release_orphaned_bindings().await;
         self.reconcile().await;
         let running = self
             .instances
@@ -443,6 +445,11 @@ impl<R: Runtime> Daemon<R> {
             cpu: limits.cpu,
             pids: limits.pids,
             transient_bytes: m.storage.transient.as_u64(),
+            bindings: if ins.interfaces.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&ins.interfaces).expect("bindings serialize")
+            },
         }
     }
 
@@ -637,6 +644,19 @@ impl<R: Runtime> Daemon<R> {
     /// Takes over a container that is already running (after a restart of
     /// outpostd), without touching it.
     async fn adopt(&mut self, name: &str, init_pid: i32) {
+        if !self.binding_records(Some(name)).is_empty() && !self.bindings_ready(name) {
+            warn!(
+                instrument = name,
+                "its interfaces were being bound when outpostd stopped; starting it again"
+            );
+            self.instances
+                .get_mut(name)
+                .expect("present")
+                .status
+                .init_pid = Some(init_pid);
+            self.stop_and_destroy(name).await;
+            return;
+        }
         let inst = self.instances.get_mut(name).expect("present");
         let known = inst.status.init_pid;
         let since_ms = inst.status.started_at_ms.unwrap_or_else(now_ms);
@@ -741,6 +761,10 @@ impl<R: Runtime> Daemon<R> {
             self.fail_start(name, ins, why).await;
             return;
         }
+        if let Err(why) = self.prepare_bindings(ins).await {
+            self.fail_start(name, ins, why).await;
+            return;
+        }
         let prepared = t0.elapsed();
         let rt = self.rt.clone();
         let s = spec.clone();
@@ -770,6 +794,22 @@ impl<R: Runtime> Daemon<R> {
             prepare_ms = prepared.as_secs_f64() * 1e3,
             "directories prepared"
         );
+        let started = match started {
+            Ok(pid) => match self.apply_bindings(name, pid).await {
+                Ok(()) => Ok(pid),
+                Err(why) => {
+                    self.instances
+                        .get_mut(name)
+                        .expect("present")
+                        .status
+                        .init_pid = Some(pid);
+                    self.stop_and_destroy(name).await;
+                    self.fail_start(name, ins, why).await;
+                    return;
+                }
+            },
+            Err(e) => Err(e),
+        };
         match started {
             Ok(pid) => {
                 let inst = self.instances.get_mut(name).expect("present");
@@ -948,6 +988,7 @@ impl<R: Runtime> Daemon<R> {
 
     /// Removes the container definition and the per-start directories.
     async fn destroy(&mut self, name: &str) {
+        self.release_bindings(name, None).await;
         let rt = self.rt.clone();
         let n = name.to_string();
         match tokio::task::spawn_blocking(move || rt.destroy(&n)).await {
@@ -976,6 +1017,10 @@ impl<R: Runtime> Daemon<R> {
         // Its proxy stays up while it stops, so it can flush its events.
         let proxy = self.instances.get_mut(name).and_then(|i| i.proxy.take());
         self.detach_bus(name, false);
+        // Interfaces go home while the namespace still exists (a phy would
+        // otherwise come back under another name, a virtual one not at all).
+        let pid = self.instances.get(name).and_then(|i| i.status.init_pid);
+        self.release_bindings(name, pid).await;
         let rt = self.rt.clone();
         let n = name.to_string();
         let grace = self.cfg.stop_grace;
