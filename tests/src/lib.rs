@@ -82,8 +82,13 @@ pub struct ImageFile {
 
 /// The example image built by `make images`.
 pub fn example_image() -> ImageFile {
-    let archive = images_dir().join("example-0.1.0.tar.gz");
-    let side = images_dir().join("example-0.1.0.tar.gz.sha256");
+    image("example")
+}
+
+/// A built test image, `images/<name>` at version 0.1.0.
+pub fn image(name: &str) -> ImageFile {
+    let archive = images_dir().join(format!("{name}-0.1.0.tar.gz"));
+    let side = images_dir().join(format!("{name}-0.1.0.tar.gz.sha256"));
     let sha = fs::read_to_string(&side)
         .unwrap_or_else(|e| panic!("{}: {e}: run `make images` first", side.display()));
     ImageFile {

@@ -92,9 +92,10 @@ fn host_core_publish(s: &Sensor, n: u64) -> Duration {
     let port = s.nats_port();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
-        let client = outpost_platform::messaging::bus::connect_platform_client(port, &seed, "bench")
-            .await
-            .expect("connect");
+        let client =
+            outpost_platform::messaging::bus::connect_platform_client(port, &seed, "bench")
+                .await
+                .expect("connect");
         let body = bytes::Bytes::from(vec![b'x'; 200]);
         let t0 = Instant::now();
         for _ in 0..n {
