@@ -17,8 +17,11 @@
 //!   against the same SDK publishing directly on the host;
 //! - instrument start to first healthy reply, p50.
 //!
-//! Usage: `outpost-bench [foundation] [bus] [--starts N] [--instruments N]`
-//! (run by `./run bench`; both sections by default).
+//! The network section (`network`): apply and remove time of each
+//! interface binding type, against iproute2 commands (see `net.rs`).
+//!
+//! Usage: `outpost-bench [foundation] [bus] [network] [--starts N] [--instruments N]`
+//! (run by `./run bench`; every section by default).
 
 use std::fs;
 use std::path::Path;
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 use outpost_tests::{Sensor, example_image, unique};
 
 mod bus;
+mod net;
 
 pub(crate) fn percentile(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();
@@ -121,7 +125,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "foundation" | "bus" => sections.push(a),
+            "foundation" | "bus" | "network" => sections.push(a),
             "--starts" => {
                 starts = args
                     .next()
@@ -135,13 +139,15 @@ fn main() {
                     .expect("--instruments N")
             }
             _ => {
-                eprintln!("usage: outpost-bench [foundation] [bus] [--starts N] [--instruments N]");
+                eprintln!(
+                    "usage: outpost-bench [foundation] [bus] [network] [--starts N] [--instruments N]"
+                );
                 std::process::exit(2);
             }
         }
     }
     if sections.is_empty() {
-        sections = vec!["foundation".into(), "bus".into()];
+        sections = vec!["foundation".into(), "bus".into(), "network".into()];
     }
     let img = example_image();
     let size = fs::metadata(&img.archive).map(|m| m.len()).unwrap_or(0);
@@ -158,6 +164,9 @@ fn main() {
     }
     if sections.iter().any(|s| s == "bus") {
         bus::run(&img, starts);
+    }
+    if sections.iter().any(|s| s == "network") {
+        net::run(starts);
     }
 }
 
