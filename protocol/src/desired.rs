@@ -518,7 +518,11 @@ mod tests {
         // eth1 is moved into a, so b cannot mirror it; eth0 may parent
         // two macvlans.
         assert_eq!(fields, vec!["instrument[1].interfaces.mon0.source"]);
-        assert!(err.to_string().contains("instrument[0].interfaces.cap0.device"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("instrument[0].interfaces.cap0.device"),
+            "{err}"
+        );
     }
 
     #[test]
