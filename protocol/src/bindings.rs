@@ -156,10 +156,21 @@ impl Binding {
         v
     }
 
+    /// The host interface this binding takes for itself, so that no other
+    /// binding may use it: a phy's device, or what a bridge binding
+    /// enslaves.
+    pub fn owns(&self) -> Option<&str> {
+        match self.kind {
+            InterfaceType::Phy => self.device.as_deref(),
+            InterfaceType::Bridge => self.enslave.as_deref(),
+            InterfaceType::Macvlan | InterfaceType::Mirror => None,
+        }
+    }
+
     /// Checks the binding alone; `at` is the field path prefix.
     pub(crate) fn check(&self, at: &str, c: &mut Collector) {
         let f = |name: &str| format!("{at}.{name}");
-        let kind = format!("{:?}", self.kind).to_lowercase();
+        let kind = self.kind;
         let need = |c: &mut Collector, field: &str, v: &Option<String>, example: &str| match v {
             None => c.push(
                 f(field),
@@ -355,8 +366,7 @@ pub(crate) fn validate_against(
                 ),
                 format!(
                     "add [instrument.interfaces.{}] with type = \"{}\"",
-                    req.role,
-                    format!("{:?}", req.kind).to_lowercase()
+                    req.role, req.kind
                 ),
             );
             continue;
@@ -366,14 +376,9 @@ pub(crate) fn validate_against(
                 format!("{at}.interfaces.{}.type", req.role),
                 format!(
                     "role {:?} of image {:?} is a {} role",
-                    req.role,
-                    m.name,
-                    format!("{:?}", req.kind).to_lowercase()
+                    req.role, m.name, req.kind
                 ),
-                format!(
-                    "bind it with type = \"{}\"",
-                    format!("{:?}", req.kind).to_lowercase()
-                ),
+                format!("bind it with type = \"{}\"", req.kind),
             );
         }
         let sends = b.kind != InterfaceType::Mirror;
@@ -384,8 +389,7 @@ pub(crate) fn validate_against(
                 format!("{at}.interfaces.{}", req.role),
                 format!(
                     "a {} binding can send, and role {:?} may only receive",
-                    format!("{:?}", b.kind).to_lowercase(),
-                    req.role
+                    b.kind, req.role
                 ),
                 "bind receive-only roles as mirrors",
             );

@@ -26,7 +26,7 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::{self, Binding};
-use crate::manifest::{InterfaceType, Limits, MAX_CPU, MIN_MEMORY, Manifest};
+use crate::manifest::{Limits, MAX_CPU, MIN_MEMORY, Manifest};
 use crate::names::{self, NAME_FIX};
 use crate::validate::{Collector, Invalid};
 
@@ -351,7 +351,7 @@ impl SensorSpec {
                 let at = format!("instrument[{i}].interfaces.{role}");
                 for (field, dev) in b.host_interfaces() {
                     let here = format!("{at}.{field}");
-                    let own = b.kind == InterfaceType::Phy || field == "enslave";
+                    let own = b.owns() == Some(dev);
                     if let Some(first) = exclusive.get(dev) {
                         c.push(
                             &here,

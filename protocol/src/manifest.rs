@@ -98,6 +98,24 @@ pub enum InterfaceType {
     Mirror,
 }
 
+impl InterfaceType {
+    /// The name used in manifests and sensor files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InterfaceType::Phy => "phy",
+            InterfaceType::Bridge => "bridge",
+            InterfaceType::Macvlan => "macvlan",
+            InterfaceType::Mirror => "mirror",
+        }
+    }
+}
+
+impl std::fmt::Display for InterfaceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What an instrument may do on an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -98,15 +98,6 @@ pub struct InterfaceStatus {
     pub tx_dropped: u64,
 }
 
-fn kind_name(k: InterfaceType) -> &'static str {
-    match k {
-        InterfaceType::Phy => "phy",
-        InterfaceType::Bridge => "bridge",
-        InterfaceType::Macvlan => "macvlan",
-        InterfaceType::Mirror => "mirror",
-    }
-}
-
 /// Checks the bindings of `instrument` against the host and against the
 /// records of other instruments; returns the undo records to store.
 pub async fn preflight(
@@ -118,10 +109,8 @@ pub async fn preflight(
     let mut out = Vec::new();
     let claimed_by = |dev: &str| {
         others.iter().find_map(|r| {
-            let b = &r.binding;
-            let exclusive = (b.kind == InterfaceType::Phy && b.device.as_deref() == Some(dev))
-                || (b.kind == InterfaceType::Bridge && b.enslave.as_deref() == Some(dev));
-            (exclusive && r.instrument != instrument).then(|| r.instrument.clone())
+            (r.binding.owns() == Some(dev) && r.instrument != instrument)
+                .then(|| r.instrument.clone())
         })
     };
     for (role, b) in bindings {
@@ -422,7 +411,7 @@ pub async fn apply(pid: i32, records: &[Record]) -> NlResult<()> {
         info!(
             instrument = %r.instrument,
             role = %r.role,
-            kind = kind_name(b.kind),
+            kind = b.kind.as_str(),
             ms = t0.elapsed().as_secs_f64() * 1e3,
             "interface bound"
         );
@@ -700,7 +689,7 @@ pub async fn statuses(
                 let c = nl::counters(&l);
                 InterfaceStatus {
                     role: role.clone(),
-                    kind: kind_name(b.kind).into(),
+                    kind: b.kind.as_str().into(),
                     state: nl::oper_state(&l),
                     up: nl::is_up(&l),
                     rx_packets: c[0],
@@ -713,7 +702,7 @@ pub async fn statuses(
             }
             None => InterfaceStatus {
                 role: role.clone(),
-                kind: kind_name(b.kind).into(),
+                kind: b.kind.as_str().into(),
                 state: "missing".into(),
                 up: false,
                 rx_packets: 0,
