@@ -798,6 +798,8 @@ impl<R: Runtime> Daemon<R> {
             Ok(pid) => match self.apply_bindings(name, pid).await {
                 Ok(()) => Ok(pid),
                 Err(why) => {
+                    // Its init pid lets the stop undo the bindings inside
+                    // its namespace.
                     self.instances
                         .get_mut(name)
                         .expect("present")

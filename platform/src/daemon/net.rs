@@ -56,7 +56,8 @@ impl<R: Runtime> Daemon<R> {
     }
 
     /// After the container started: puts the bindings in place and lets
-    /// the entrypoint run. On error the partial work is undone.
+    /// the entrypoint run. On error the partial work stays recorded; the
+    /// caller stops the container, which undoes it.
     pub(super) async fn apply_bindings(&mut self, name: &str, pid: i32) -> Result<(), String> {
         let records = self.binding_records(Some(name));
         if records.is_empty() {
@@ -65,7 +66,6 @@ impl<R: Runtime> Daemon<R> {
         let t0 = std::time::Instant::now();
         if let Err(e) = network::apply(pid, &records).await {
             warn!(instrument = name, "binding failed, rolling back: {e}");
-            self.release_bindings(name, Some(pid)).await;
             return Err(e);
         }
         let ready = self.cfg.state.status_dir(name).join(NET_READY);

@@ -225,7 +225,7 @@ pub async fn preflight(
                     None => {
                         nl::filter_count(&h, l.header.index, Hook::Ingress).await? > 0
                             || nl::filter_count(&h, l.header.index, Hook::Egress).await? > 0
-                            || has_clsact(&h, l.header.index).await?
+                            || nl::has_clsact(&h, l.header.index).await?
                     }
                 };
             }
@@ -233,25 +233,6 @@ pub async fn preflight(
         out.push(rec);
     }
     Ok(out)
-}
-
-async fn has_clsact(h: &Handle, index: u32) -> NlResult<bool> {
-    use futures::TryStreamExt;
-    use rtnetlink::packet_route::tc::TcAttribute;
-    let q: Vec<_> = h
-        .qdisc()
-        .get()
-        .index(index as i32)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| format!("cannot list qdiscs of #{index}: {e}"))?;
-    Ok(q.iter().any(|m| {
-        m.header.index == index as i32
-            && m.attributes
-                .iter()
-                .any(|a| matches!(a, TcAttribute::Kind(k) if k == "clsact"))
-    }))
 }
 
 /// Puts the bindings in place for the instrument whose init is `pid`.
@@ -684,34 +665,22 @@ pub async fn statuses(
     let n = nl::in_namespace_of(pid)?;
     let mut out = Vec::new();
     for (role, b) in bindings {
-        let s = match nl::link(&n, role).await? {
-            Some(l) => {
-                let c = nl::counters(&l);
-                InterfaceStatus {
-                    role: role.clone(),
-                    kind: b.kind.as_str().into(),
-                    state: nl::oper_state(&l),
-                    up: nl::is_up(&l),
-                    rx_packets: c[0],
-                    rx_bytes: c[1],
-                    tx_packets: c[2],
-                    tx_bytes: c[3],
-                    rx_dropped: c[4],
-                    tx_dropped: c[5],
-                }
-            }
-            None => InterfaceStatus {
-                role: role.clone(),
-                kind: b.kind.as_str().into(),
-                state: "missing".into(),
-                up: false,
-                rx_packets: 0,
-                rx_bytes: 0,
-                tx_packets: 0,
-                tx_bytes: 0,
-                rx_dropped: 0,
-                tx_dropped: 0,
-            },
+        let l = nl::link(&n, role).await?;
+        let c = l.as_ref().map(nl::counters).unwrap_or_default();
+        let s = InterfaceStatus {
+            role: role.clone(),
+            kind: b.kind.as_str().into(),
+            state: l
+                .as_ref()
+                .map(nl::oper_state)
+                .unwrap_or_else(|| "missing".into()),
+            up: l.as_ref().is_some_and(nl::is_up),
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            tx_packets: c.tx_packets,
+            tx_bytes: c.tx_bytes,
+            rx_dropped: c.rx_dropped,
+            tx_dropped: c.tx_dropped,
         };
         out.push(s);
     }

@@ -14,14 +14,14 @@ use rtnetlink::packet_core::{
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
-    InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
+    InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State, Stats64,
 };
 use rtnetlink::packet_route::tc::{
     TcAction, TcActionAttribute, TcActionMirror, TcActionMirrorOption, TcActionOption,
     TcActionType, TcAttribute, TcBpfFlags, TcFilterBpfOption, TcFilterU32Option, TcHandle,
     TcMessage, TcMirror, TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
 };
-use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkGetRequest, LinkUnspec, RouteMessageBuilder};
 
 /// A netlink failure, already worded for the operator.
 pub type NlResult<T> = Result<T, String>;
@@ -62,22 +62,21 @@ pub fn own_namespace() -> NlResult<File> {
     File::open("/proc/self/ns/net").map_err(|e| format!("cannot open /proc/self/ns/net: {e}"))
 }
 
-pub async fn link(h: &Handle, name: &str) -> NlResult<Option<LinkMessage>> {
-    let mut s = h.link().get().match_name(name.to_string()).execute();
-    match s.try_next().await {
+/// The first answer to a link query; `None` when there is no such link.
+async fn one_link(req: LinkGetRequest, what: &str) -> NlResult<Option<LinkMessage>> {
+    match req.execute().try_next().await {
         Ok(l) => Ok(l),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
-        Err(e) => Err(format!("cannot look up interface {name}: {e}")),
+        Err(e) => Err(format!("cannot look up interface {what}: {e}")),
     }
 }
 
+pub async fn link(h: &Handle, name: &str) -> NlResult<Option<LinkMessage>> {
+    one_link(h.link().get().match_name(name.to_string()), name).await
+}
+
 pub async fn link_by_index(h: &Handle, index: u32) -> NlResult<Option<LinkMessage>> {
-    let mut s = h.link().get().match_index(index).execute();
-    match s.try_next().await {
-        Ok(l) => Ok(l),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
-        Err(e) => Err(format!("cannot look up interface #{index}: {e}")),
-    }
+    one_link(h.link().get().match_index(index), &format!("#{index}")).await
 }
 
 pub async fn all_links(h: &Handle) -> NlResult<Vec<LinkMessage>> {
@@ -148,19 +147,12 @@ pub fn oper_state(l: &LinkMessage) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// rx/tx packets and bytes, and drops.
-pub fn counters(l: &LinkMessage) -> [u64; 6] {
+/// The interface's 64-bit counters (zero when the kernel gave none).
+pub fn counters(l: &LinkMessage) -> Stats64 {
     l.attributes
         .iter()
         .find_map(|a| match a {
-            LinkAttribute::Stats64(s) => Some([
-                s.rx_packets,
-                s.rx_bytes,
-                s.tx_packets,
-                s.tx_bytes,
-                s.rx_dropped,
-                s.tx_dropped,
-            ]),
+            LinkAttribute::Stats64(s) => Some(*s),
             _ => None,
         })
         .unwrap_or_default()
@@ -362,6 +354,24 @@ pub async fn del_clsact(h: &Handle, index: u32, on: &str) -> NlResult<()> {
         }
         Err(e) => Err(format!("cannot remove the clsact qdisc of {on}: {e}")),
     }
+}
+
+/// Whether interface `index` has a clsact qdisc.
+pub async fn has_clsact(h: &Handle, index: u32) -> NlResult<bool> {
+    let q: Vec<_> = h
+        .qdisc()
+        .get()
+        .index(index as i32)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| format!("cannot list qdiscs of #{index}: {e}"))?;
+    Ok(q.iter().any(|m| {
+        m.header.index == index as i32
+            && m.attributes
+                .iter()
+                .any(|a| matches!(a, TcAttribute::Kind(k) if k == "clsact"))
+    }))
 }
 
 /// Which clsact hook.
