@@ -1,50 +1,14 @@
-//! Interface bindings on real netlink: every test makes its own veth,
-//! veth, bridge and namespaces (unique names, removed also when it fails)
-//! and never touches the host's own interfaces.
+//! Interface bindings on real netlink: every test makes its own veth
+//! pairs, bridges and namespaces (unique names, removed also when it
+//! fails) and never touches the host's own interfaces.
 
 use std::process::Command;
 use std::time::Duration;
 
 use outpost_platform::network::names;
+use outpost_tests::hostnet::{HostNet, ip, ip_ok};
 use outpost_tests::{Sensor, image, unique};
 use serde_json::Value;
-
-/// What a test made on the host; removed on drop, pass or fail.
-#[derive(Default)]
-struct Net {
-    links: Vec<String>,
-    netns: Vec<String>,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for l in &self.links {
-            let _ = Command::new("ip").args(["link", "del", l]).output();
-        }
-        for n in &self.netns {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ip_ok(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 fn tc(args: &[&str]) -> String {
     let out = Command::new("tc").args(args).output().expect("run tc");
@@ -54,42 +18,6 @@ fn tc(args: &[&str]) -> String {
 /// Short unique suffix for interface names (15 characters at most).
 fn tag() -> String {
     format!("{:06x}", rand::random::<u32>() & 0xff_ffff)
-}
-
-impl Net {
-    /// A plain host interface for a test to own. This kernel has no
-    /// `dummy` driver, so it is one end of a veth pair whose other end
-    /// (`<name>p`) stays on the host.
-    fn stub(&mut self, name: &str) {
-        ip(&[
-            "link",
-            "add",
-            name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("{name}p"),
-        ]);
-        self.links.push(name.into());
-    }
-
-    fn netns(&mut self, name: &str) {
-        ip(&["netns", "add", name]);
-        self.netns.push(name.into());
-        ip(&["-n", name, "link", "set", "lo", "up"]);
-    }
-
-    /// A veth pair: `host` stays, `inner` goes into netns `ns` with `addr`.
-    fn veth_into(&mut self, host: &str, inner: &str, ns: &str, addr: &str) {
-        ip(&[
-            "link", "add", host, "type", "veth", "peer", "name", inner, "netns", ns,
-        ]);
-        self.links.push(host.into());
-        ip(&["-n", ns, "addr", "add", addr, "dev", inner]);
-        ip(&["-n", ns, "link", "set", inner, "up"]);
-        ip(&["link", "set", host, "up"]);
-    }
 }
 
 fn instrument(name: &str, image: &str, binding: &str) -> String {
@@ -155,7 +83,7 @@ fn remove_all(s: &Sensor) {
 
 #[test]
 fn phy_goes_in_and_comes_back_exactly_also_across_an_outpostd_crash() {
-    let mut net = Net::default();
+    let mut net = HostNet::default();
     let dev = format!("tphy{}", tag());
     net.stub(&dev);
     ip(&["link", "set", &dev, "mtu", "1400"]);
@@ -211,7 +139,7 @@ fn phy_goes_in_and_comes_back_exactly_also_across_an_outpostd_crash() {
 
 #[test]
 fn two_instruments_on_one_bridge_reach_each_other_and_the_segment() {
-    let mut net = Net::default();
+    let mut net = HostNet::default();
     let t = tag();
     let br = format!("tbr{t}");
     let seg = format!("tseg{t}");
@@ -271,7 +199,7 @@ fn two_instruments_on_one_bridge_reach_each_other_and_the_segment() {
 
 #[test]
 fn macvlan_reaches_the_parents_network() {
-    let mut net = Net::default();
+    let mut net = HostNet::default();
     let t = tag();
     let ns = format!("tmv{t}");
     let parent = format!("tmvp{t}");
@@ -302,7 +230,7 @@ fn macvlan_reaches_the_parents_network() {
 
 #[test]
 fn mirror_sees_a_copy_and_what_the_instrument_sends_goes_nowhere() {
-    let mut net = Net::default();
+    let mut net = HostNet::default();
     let t = tag();
     let ns = format!("tmr{t}");
     let src = format!("tmrs{t}");
@@ -394,7 +322,7 @@ fn refused(img: &str, role: &str, binding: &str) -> (String, String) {
 
 #[test]
 fn bad_bindings_leave_the_instrument_unstarted_and_nothing_behind() {
-    let mut net = Net::default();
+    let mut net = HostNet::default();
     let t = tag();
 
     let missing = format!("tnx{t}");

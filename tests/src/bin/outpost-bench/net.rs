@@ -11,34 +11,18 @@ use std::time::Instant;
 
 use outpost_platform::network;
 use outpost_protocol::bindings::Binding;
+use outpost_tests::hostnet::{HostNet, ip};
 
 use super::percentile;
 
-struct Cleanup {
-    links: Vec<String>,
-    child: Option<Child>,
-}
+/// The stand-in for a container's init; killed on drop.
+struct Sleeper(Child);
 
-impl Drop for Cleanup {
+impl Drop for Sleeper {
     fn drop(&mut self) {
-        for l in &self.links {
-            let _ = Command::new("ip").args(["link", "del", l]).output();
-        }
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn binding(toml_text: &str) -> Binding {
@@ -51,17 +35,15 @@ pub fn run(rounds: usize) {
         "", "p50", "p99"
     );
     let t = format!("{:05x}", rand::random::<u32>() & 0xf_ffff);
-    let mut c = Cleanup {
-        links: Vec::new(),
-        child: None,
-    };
-    let child = Command::new("unshare")
-        .args(["--net", "sleep", "600"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("run unshare");
-    let pid = child.id() as i32;
-    c.child = Some(child);
+    let mut net = HostNet::default();
+    let sleeper = Sleeper(
+        Command::new("unshare")
+            .args(["--net", "sleep", "600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("run unshare"),
+    );
+    let pid = sleeper.0.id() as i32;
     // Until unshare has exec'd sleep in its new namespace.
     let own = std::fs::read_link("/proc/self/ns/net").unwrap();
     while std::fs::read_link(format!("/proc/{pid}/ns/net"))
@@ -82,21 +64,11 @@ pub fn run(rounds: usize) {
         format!("bbr{t}"),
     );
     for v in [&phy, &parent, &source] {
-        ip(&[
-            "link",
-            "add",
-            v,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("{v}p"),
-        ]);
-        c.links.push(v.clone());
+        net.stub(v);
         ip(&["link", "set", v, "up"]);
     }
     ip(&["link", "add", &br, "type", "bridge"]);
-    c.links.push(br.clone());
+    net.links.push(br.clone());
     ip(&["link", "set", &br, "up"]);
 
     let cases = [

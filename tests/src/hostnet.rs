@@ -1,0 +1,80 @@
+//! Host interfaces and namespaces a test or the benchmark makes for itself
+//! with iproute2, removed on drop, pass or fail.
+
+use std::process::Command;
+
+/// Runs `ip <args>`; panics with what it said when it fails.
+pub fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `ip <args>` succeeds.
+pub fn ip_ok(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// What was made on the host; deleted on drop.
+#[derive(Default)]
+pub struct HostNet {
+    pub links: Vec<String>,
+    pub netns: Vec<String>,
+}
+
+impl Drop for HostNet {
+    fn drop(&mut self) {
+        for l in &self.links {
+            let _ = Command::new("ip").args(["link", "del", l]).output();
+        }
+        for n in &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+impl HostNet {
+    /// A plain host interface to own. This kernel has no `dummy` driver,
+    /// so it is one end of a veth pair whose other end (`<name>p`) stays on
+    /// the host.
+    pub fn stub(&mut self, name: &str) {
+        ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{name}p"),
+        ]);
+        self.links.push(name.into());
+    }
+
+    /// A network namespace with `lo` up.
+    pub fn netns(&mut self, name: &str) {
+        ip(&["netns", "add", name]);
+        self.netns.push(name.into());
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+    }
+
+    /// A veth pair: `host` stays, `inner` goes into netns `ns` with `addr`.
+    pub fn veth_into(&mut self, host: &str, inner: &str, ns: &str, addr: &str) {
+        ip(&[
+            "link", "add", host, "type", "veth", "peer", "name", inner, "netns", ns,
+        ]);
+        self.links.push(host.into());
+        ip(&["-n", ns, "addr", "add", addr, "dev", inner]);
+        ip(&["-n", ns, "link", "set", inner, "up"]);
+        ip(&["link", "set", host, "up"]);
+    }
+}
