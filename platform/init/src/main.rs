@@ -115,7 +115,7 @@ fn run(args: Args) -> i32 {
 
     let _ = fs::remove_file(args.status_dir.join("exit.json"));
     if let Some(file) = &args.wait_for {
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         while !file.exists() {
             if signals.pending().any(|s| s == Signal::SIGTERM as i32) {
                 return 143;

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
+use outpost_protocol::SensorSpec;
 use serde::Serialize;
 
 use crate::db::{InstrumentStatus, now_ms};
@@ -27,9 +28,9 @@ struct Row {
     interfaces: Vec<InterfaceStatus>,
 }
 
-/// Reads the interfaces of running instruments that have bindings.
-fn interfaces(db: &crate::db::Db, statuses: Vec<InstrumentStatus>) -> Vec<Row> {
-    let desired = db.latest_desired().ok().flatten();
+/// Reads the interfaces of running instruments that have bindings in the
+/// desired state.
+fn interfaces(desired: Option<&SensorSpec>, statuses: Vec<InstrumentStatus>) -> Vec<Row> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -38,8 +39,7 @@ fn interfaces(db: &crate::db::Db, statuses: Vec<InstrumentStatus>) -> Vec<Row> {
         .into_iter()
         .map(|status| {
             let bindings = desired
-                .as_ref()
-                .and_then(|(_, d)| d.instrument(&status.name))
+                .and_then(|d| d.instrument(&status.name))
                 .map(|i| i.interfaces.clone())
                 .unwrap_or_default();
             let interfaces = match (status.init_pid, &rt) {
@@ -65,10 +65,11 @@ pub fn daemon_pid(st: &StateDir) -> Option<u32> {
 /// Prints the status table (or JSON).
 pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
     let (st, db) = super::open_state(state_dir)?;
+    let desired = db.latest_desired()?;
     let report = Report {
         daemon_pid: daemon_pid(&st),
-        desired_version: db.latest_desired()?.map(|(v, _)| v),
-        instruments: interfaces(&db, db.statuses()?),
+        desired_version: desired.as_ref().map(|(v, _)| *v),
+        instruments: interfaces(desired.as_ref().map(|(_, d)| d), db.statuses()?),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
