@@ -649,12 +649,7 @@ impl<R: Runtime> Daemon<R> {
                 instrument = name,
                 "its interfaces were being bound when outpostd stopped; starting it again"
             );
-            self.instances
-                .get_mut(name)
-                .expect("present")
-                .status
-                .init_pid = Some(init_pid);
-            self.stop_and_destroy(name).await;
+            self.stop_running(name, init_pid).await;
             return;
         }
         let inst = self.instances.get_mut(name).expect("present");
@@ -798,14 +793,7 @@ impl<R: Runtime> Daemon<R> {
             Ok(pid) => match self.apply_bindings(name, pid).await {
                 Ok(()) => Ok(pid),
                 Err(why) => {
-                    // Its init pid lets the stop undo the bindings inside
-                    // its namespace.
-                    self.instances
-                        .get_mut(name)
-                        .expect("present")
-                        .status
-                        .init_pid = Some(pid);
-                    self.stop_and_destroy(name).await;
+                    self.stop_running(name, pid).await;
                     self.fail_start(name, ins, why).await;
                     return;
                 }
@@ -1004,6 +992,18 @@ impl<R: Runtime> Daemon<R> {
         {
             error!(instrument = name, path = %dir.display(), "cannot remove instance directory: {e}");
         }
+    }
+
+    /// Stops a container whose init is `pid` but which outpostd has not
+    /// (yet) taken as running; the pid lets the stop undo its bindings
+    /// inside its namespace.
+    async fn stop_running(&mut self, name: &str, pid: i32) {
+        self.instances
+            .get_mut(name)
+            .expect("present")
+            .status
+            .init_pid = Some(pid);
+        self.stop_and_destroy(name).await;
     }
 
     async fn stop_and_destroy(&mut self, name: &str) {
