@@ -17,6 +17,7 @@
 //! - [`validate`]: the field-error type both validators report with.
 //! - [`names`]: the rules for instrument, image and role names.
 
+pub mod beacon;
 pub mod bindings;
 pub mod desired;
 pub mod envelope;
