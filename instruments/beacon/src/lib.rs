@@ -1,3 +1,17 @@
-//! The beacon instrument, `escape-probe` and `beacon-home`.
+//! The beacon: `escape-probe` tries to leave an isolated segment by every
+//! channel it is given, `beacon-home` (outside) proves each escape with an
+//! HMAC of the probe's nonce, and the `beacon` instrument supervises the
+//! probe and turns proven escapes into alerts.
 //!
-//! Empty until the beacon issue lands.
+//! - [`proof`]: the nonce, the HMAC and the wire format of hello and reply.
+//! - [`config`]: the probe's settings and their checks.
+//! - [`probe`]: one attempt per channel, judged into an attempt line.
+//! - [`home`]: the canary's listeners.
+//!
+//! The probe's line format and its parser are in
+//! [`outpost_protocol::beacon`], next to the event payloads.
+
+pub mod config;
+pub mod home;
+pub mod probe;
+pub mod proof;
