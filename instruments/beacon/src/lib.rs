@@ -7,10 +7,14 @@
 //! - [`config`]: the probe's settings and their checks.
 //! - [`probe`]: one attempt per channel, judged into an attempt line.
 //! - [`home`]: the canary's listeners.
+//! - [`alerts`]: rate-limited escape alerts and "still escaping" summaries.
+//! - [`binary`]: which probe binary runs, trials of new ones, rollback.
 //!
 //! The probe's line format and its parser are in
 //! [`outpost_protocol::beacon`], next to the event payloads.
 
+pub mod alerts;
+pub mod binary;
 pub mod config;
 pub mod home;
 pub mod probe;
