@@ -24,6 +24,29 @@ pub fn ip_ok(args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// Runs `ip netns exec <ns> sysctl -qw <setting>`.
+pub fn sysctl_in(ns: &str, setting: &str) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sysctl", "-qw", setting])
+        .output()
+        .expect("run sysctl");
+    assert!(
+        out.status.success(),
+        "sysctl {setting} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A process a test started (a server in a namespace); killed on drop.
+pub struct Spawned(pub std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// What was made on the host; deleted on drop.
 #[derive(Default)]
 pub struct HostNet {
@@ -65,6 +88,26 @@ impl HostNet {
         ip(&["netns", "add", name]);
         self.netns.push(name.into());
         ip(&["-n", name, "link", "set", "lo", "up"]);
+    }
+
+    /// A veth pair between two namespaces: `a_if` in `a` with `a_addr`,
+    /// `b_if` in `b` with `b_addr`. Goes with the namespaces.
+    pub fn veth_between(
+        &mut self,
+        a: &str,
+        a_if: &str,
+        a_addr: &str,
+        b: &str,
+        b_if: &str,
+        b_addr: &str,
+    ) {
+        ip(&[
+            "-n", a, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b,
+        ]);
+        ip(&["-n", a, "addr", "add", a_addr, "dev", a_if]);
+        ip(&["-n", b, "addr", "add", b_addr, "dev", b_if]);
+        ip(&["-n", a, "link", "set", a_if, "up"]);
+        ip(&["-n", b, "link", "set", b_if, "up"]);
     }
 
     /// A veth pair: `host` stays, `inner` goes into netns `ns` with `addr`.

@@ -55,6 +55,18 @@ pub fn outpostd_bin() -> PathBuf {
     p
 }
 
+/// A binary of this workspace's debug build (next to `outpostd`), such as
+/// `beacon-home` or `escape-probe`.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let p = outpostd_bin().with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `./run build` first",
+        p.display()
+    );
+    p
+}
+
 /// The static `outpost-init`.
 pub fn init_bin() -> PathBuf {
     let p = env_or(
@@ -515,6 +527,25 @@ pub fn entrypoint_pid(init_pid: i32) -> i32 {
         assert!(Instant::now() < deadline, "init {init_pid} has no child");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Host PIDs of every child of `pid`, from all its threads.
+pub fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<i32> = tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Every mount on the host whose source, target or options mention `path`.
