@@ -20,7 +20,10 @@
 //! The network section (`network`): apply and remove time of each
 //! interface binding type, against iproute2 commands (see `net.rs`).
 //!
-//! Usage: `outpost-bench [foundation] [bus] [network] [--starts N] [--instruments N]`
+//! The beacon section (`beacon`): probe-line parsing, one attempt per
+//! channel against beacon-home, and the probe's memory (see `beacon.rs`).
+//!
+//! Usage: `outpost-bench [foundation] [bus] [network] [beacon] [--starts N] [--instruments N]`
 //! (run by `./run bench`; every section by default).
 
 use std::fs;
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use outpost_tests::{Sensor, example_image, unique};
 
+mod beacon;
 mod bus;
 mod net;
 
@@ -125,7 +129,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "foundation" | "bus" | "network" => sections.push(a),
+            "foundation" | "bus" | "network" | "beacon" => sections.push(a),
             "--starts" => {
                 starts = args
                     .next()
@@ -140,14 +144,19 @@ fn main() {
             }
             _ => {
                 eprintln!(
-                    "usage: outpost-bench [foundation] [bus] [network] [--starts N] [--instruments N]"
+                    "usage: outpost-bench [foundation] [bus] [network] [beacon] [--starts N] [--instruments N]"
                 );
                 std::process::exit(2);
             }
         }
     }
     if sections.is_empty() {
-        sections = vec!["foundation".into(), "bus".into(), "network".into()];
+        sections = vec![
+            "foundation".into(),
+            "bus".into(),
+            "network".into(),
+            "beacon".into(),
+        ];
     }
     let img = example_image();
     let size = fs::metadata(&img.archive).map(|m| m.len()).unwrap_or(0);
@@ -167,6 +176,9 @@ fn main() {
     }
     if sections.iter().any(|s| s == "network") {
         net::run(starts);
+    }
+    if sections.iter().any(|s| s == "beacon") {
+        beacon::run(starts * 5);
     }
 }
 
