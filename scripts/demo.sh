@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The Outpost demo, on embedded defaults: import the example image, run two
 # instruments in real LXC containers, crash one and watch it come back,
-# kill -9 outpostd and watch it re-adopt the running instruments, then stop
-# everything and leave the machine as it was. Called by `./run demo`.
+# kill -9 outpostd and watch it re-adopt the running instruments; then put
+# the beacon into an isolated segment, open a leak and watch the alert
+# arrive, close it; then stop everything and leave the machine as it was.
+# Called by `./run demo`.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 
@@ -18,9 +20,20 @@ pause() { sleep "${DEMO_PAUSE:-1}"; }
 
 daemon_pid() { [ -s "$STATE/outpostd.lock" ] && cat "$STATE/outpostd.lock" || true; }
 
-# Leaves no container, cgroup, nats-server or daemon behind, also on
-# Ctrl-C or error.
+# The beacon's network: a segment bridge outpostd makes, a router
+# namespace and an "outside" namespace where beacon-home answers.
+SEG=opdemo-seg
+ROUTER=opdemo-router
+OUTSIDE=opdemo-outside
+BEACON_KEY=${BEACON_KEY:-d3a0d3a0d3a0d3a0d3a0d3a0d3a0d3a0}
+HOME_BIN=$(dirname "$OUTPOSTD")/beacon-home
+
+# Leaves no container, cgroup, nats-server, daemon, namespace or interface
+# behind, also on Ctrl-C or error.
 cleanup() {
+  if [ -s "$STATE/beacon-home.pid" ]; then kill "$(cat "$STATE/beacon-home.pid")" 2>/dev/null || true; fi
+  ip netns del "$ROUTER" 2>/dev/null || true
+  ip netns del "$OUTSIDE" 2>/dev/null || true
   local pid
   pid=$(daemon_pid)
   [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
@@ -37,6 +50,7 @@ cleanup() {
       done
     done
   fi
+  ip link del "$SEG" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -161,6 +175,100 @@ run grep -h 're-adopted' "$STATE/outpostd.log"
 
 step "Health and config results are platform events too"
 run "$OUTPOSTD" events --instrument outpostd
+
+step "The beacon: a segment that should be isolated, a router, and beacon-home outside"
+ip netns add "$ROUTER"; ip netns add "$OUTSIDE"
+ip -n "$ROUTER" link set lo up; ip -n "$OUTSIDE" link set lo up
+ip -n "$ROUTER" link add eth1 type veth peer name eth0 netns "$OUTSIDE"
+ip -n "$ROUTER" addr add 10.80.0.1/24 dev eth1; ip -n "$ROUTER" link set eth1 up
+ip -n "$OUTSIDE" addr add 10.80.0.2/24 dev eth0; ip -n "$OUTSIDE" link set eth0 up
+ip netns exec "$ROUTER" sysctl -qw net.ipv4.ip_forward=0
+echo "  beacon 10.79.0.2 -- bridge $SEG -- router 10.79.0.1 | 10.80.0.1 -- outside 10.80.0.2 (beacon-home)"
+ip netns exec "$OUTSIDE" "$HOME_BIN" --key "$BEACON_KEY" --log "$STATE/beacon-home.jsonl" \
+  --tcp 10.80.0.2:7000 --udp 10.80.0.2:7001 --http 10.80.0.2:8080 --dns 10.80.0.2:5353 \
+  --zone canary.demo >/dev/null 2>"$STATE/beacon-home.log" &
+echo $! >"$STATE/beacon-home.pid"
+run "$OUTPOSTD" image import "$IMAGES/beacon-0.1.0.tar.gz"
+cat >>"$STATE/sensor.toml" <<TOML
+
+[[instrument]]
+name = "beacon"
+image = "beacon"
+version = "0.1.0"
+
+[instrument.interfaces.seg0]
+type = "bridge"
+bridge = "$SEG"
+create = true
+addresses = ["10.79.0.2/24"]
+routes = [{ to = "0.0.0.0/0", via = "10.79.0.1" }]
+
+[instrument.config]
+window = "2s"
+summary = "4s"
+
+[instrument.config.probe]
+interval = "1s"
+timeout = "800ms"
+key = "$BEACON_KEY"
+tcp = ["10.80.0.2:7000"]
+udp = ["10.80.0.2:7001"]
+icmp = ["10.80.0.2"]
+http = ["http://10.80.0.2:8080/canary"]
+dns = [{ name = "canary.demo", resolvers = ["10.80.0.2:5353"] }]
+TOML
+run tail -n 26 "$STATE/sensor.toml"
+run kill -HUP "$(daemon_pid)"
+wait_state beacon running
+# The router's leg on the segment, now that outpostd made the bridge.
+ip link add opdemo-rt type veth peer name eth0 netns "$ROUTER"
+ip -n "$ROUTER" addr add 10.79.0.1/24 dev eth0; ip -n "$ROUTER" link set eth0 up
+ip link set opdemo-rt master "$SEG" up
+wait_health beacon ok
+
+beacon_targets() {
+  "$OUTPOSTD" status --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+b = next(i for i in d["instruments"] if i["name"] == "beacon")
+print("  health:", b["health"], "-", b["health_message"])
+for k, a in sorted(b["health_details"].get("targets", {}).items()):
+    print("  %-36s %-8s %s" % (k, a["outcome"], a["evidence"]["detail"][:80]))'
+}
+escape_count() {
+  "$OUTPOSTD" events --json --instrument beacon | python3 -c '
+import json, sys
+print(sum(1 for l in sys.stdin if json.loads(l)["kind"] == "escape"))'
+}
+
+step "Sealed: every attempt is blocked, and there is no alert"
+sleep 3
+beacon_targets
+echo "  escape alerts: $(escape_count)"
+
+step "Open a leak: the router forwards, and the outside routes back"
+run ip -n "$OUTSIDE" route add 10.79.0.0/24 via 10.80.0.1
+run ip netns exec "$ROUTER" sysctl -qw net.ipv4.ip_forward=1
+for _ in $(seq 1 50); do [ "$(escape_count)" -gt 0 ] && break; sleep 0.2; done
+sleep 1
+"$OUTPOSTD" events --json --instrument beacon | python3 -c '
+import json, sys
+for l in sys.stdin:
+    e = json.loads(l)
+    if e["kind"] == "escape":
+        p = e["payload"]
+        print("  ALERT escape %-5s %-29s %-9s %s" % (p["channel"], p["target"], p["evidence"]["level"], p["evidence"]["detail"][:60]))'
+echo "  what beacon-home recorded (the last 5):"
+tail -n 5 "$STATE/beacon-home.jsonl" | sed 's/^/    /'
+beacon_targets
+
+step "Close the leak: the attempts are blocked again and the alerts stop"
+run ip netns exec "$ROUTER" sysctl -qw net.ipv4.ip_forward=0
+sleep 2
+BEFORE=$(escape_count)
+sleep 4
+beacon_targets
+echo "  escape alerts: $BEFORE two seconds after closing, $(escape_count) four seconds later"
 
 step "Stop: SIGTERM to outpostd (started with --stop-on-exit) stops every instrument and its nats-server"
 run kill -TERM "$(daemon_pid)"
