@@ -3,16 +3,23 @@
 
 use std::process::Command;
 
-/// Runs `ip <args>`; panics with what it said when it fails.
-pub fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("run ip");
+/// Runs `cmd` and returns its stdout; panics with the command and what it
+/// said when it fails.
+pub fn must(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
+        "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `ip <args>`; panics with what it said when it fails.
+pub fn ip(args: &[&str]) -> String {
+    must(Command::new("ip").args(args))
 }
 
 /// Whether `ip <args>` succeeds.
@@ -26,15 +33,7 @@ pub fn ip_ok(args: &[&str]) -> bool {
 
 /// Runs `ip netns exec <ns> sysctl -qw <setting>`.
 pub fn sysctl_in(ns: &str, setting: &str) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "sysctl", "-qw", setting])
-        .output()
-        .expect("run sysctl");
-    assert!(
-        out.status.success(),
-        "sysctl {setting} in {ns}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    must(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", setting]));
 }
 
 /// A process a test started (a server in a namespace); killed on drop.

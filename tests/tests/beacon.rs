@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use outpost_tests::hostnet::{HostNet, Spawned, ip, sysctl_in};
+use outpost_tests::hostnet::{HostNet, Spawned, ip, must, sysctl_in};
 use outpost_tests::{Sensor, children, entrypoint_pid, image, unique, workspace_bin};
 use serde_json::Value;
 
@@ -423,15 +423,10 @@ dns = [{{ name = "canary.test", resolvers = ["10.80.0.2:5353"] }}]
 
     // The interface goes down: degraded, with the reason.
     let nsenter = |args: &[&str]| {
-        let out = Command::new("nsenter")
-            .args(["-t", &init.to_string(), "-n", "ip"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?} in the beacon: {}",
-            String::from_utf8_lossy(&out.stderr)
+        must(
+            Command::new("nsenter")
+                .args(["-t", &init.to_string(), "-n", "ip"])
+                .args(args),
         );
     };
     nsenter(&["link", "set", "seg0", "down"]);

@@ -211,18 +211,26 @@ mod tests {
         root: PathBuf,
     }
 
+    impl T {
+        /// The beacon's view of the files, as a (re)started beacon has it.
+        fn open(&self) -> Binaries {
+            Binaries::new(
+                &self.root.join("persist"),
+                &self.root.join("run"),
+                &self.root.join("image-probe"),
+                &self.root.join("persist/escape-probe"),
+            )
+            .unwrap()
+        }
+    }
+
     fn setup() -> (T, Binaries) {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         fs::write(root.join("image-probe"), b"image binary").unwrap();
-        let b = Binaries::new(
-            &root.join("persist"),
-            &root.join("run"),
-            &root.join("image-probe"),
-            &root.join("persist/escape-probe"),
-        )
-        .unwrap();
-        (T { _tmp: tmp, root }, b)
+        let t = T { _tmp: tmp, root };
+        let b = t.open();
+        (t, b)
     }
 
     #[test]
@@ -241,13 +249,7 @@ mod tests {
         assert_eq!(b.poll(&trial.sha256).unwrap(), None, "running it already");
 
         // A restarted beacon starts on the promoted binary.
-        let mut again = Binaries::new(
-            &t.root.join("persist"),
-            &t.root.join("run"),
-            &t.root.join("image-probe"),
-            &t.root.join("persist/escape-probe"),
-        )
-        .unwrap();
+        let mut again = t.open();
         let c = again.startup().unwrap();
         assert_eq!((c.path, c.trial), (t.root.join("persist/good"), false));
     }
@@ -262,13 +264,7 @@ mod tests {
         assert_eq!(back.path, t.root.join("image-probe"));
         assert!(!trial.path.exists(), "the trial copy is removed");
         assert_eq!(b.poll(&back.sha256).unwrap(), None);
-        let mut again = Binaries::new(
-            &t.root.join("persist"),
-            &t.root.join("run"),
-            &t.root.join("image-probe"),
-            &t.root.join("persist/escape-probe"),
-        )
-        .unwrap();
+        let mut again = t.open();
         assert_eq!(again.startup().unwrap().path, t.root.join("image-probe"));
     }
 }

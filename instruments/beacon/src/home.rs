@@ -76,12 +76,26 @@ impl Home {
 
     /// Answers TCP hellos until the listener fails.
     pub async fn serve_tcp(self: Arc<Self>, l: TcpListener) -> std::io::Result<()> {
+        self.accept(l, Channel::Tcp).await
+    }
+
+    /// Answers HTTP requests that carry a nonce (header `X-Outpost-Nonce`
+    /// or query `outpost_nonce`) until the listener fails.
+    pub async fn serve_http(self: Arc<Self>, l: TcpListener) -> std::io::Result<()> {
+        self.accept(l, Channel::Http).await
+    }
+
+    async fn accept(self: Arc<Self>, l: TcpListener, channel: Channel) -> std::io::Result<()> {
         loop {
             let (s, peer) = l.accept().await?;
             let home = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = home.tcp_peer(s, peer).await {
-                    debug!(%peer, "tcp peer: {e}");
+                let r = match channel {
+                    Channel::Http => home.http_peer(s, peer).await,
+                    _ => home.tcp_peer(s, peer).await,
+                };
+                if let Err(e) = r {
+                    debug!(%peer, "{channel} peer: {e}");
                 }
             });
         }
@@ -119,20 +133,6 @@ impl Home {
                     .await?;
                 self.record(Channel::Udp, peer, nonce);
             }
-        }
-    }
-
-    /// Answers HTTP requests that carry a nonce (header `X-Outpost-Nonce`
-    /// or query `outpost_nonce`) until the listener fails.
-    pub async fn serve_http(self: Arc<Self>, l: TcpListener) -> std::io::Result<()> {
-        loop {
-            let (s, peer) = l.accept().await?;
-            let home = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = home.http_peer(s, peer).await {
-                    debug!(%peer, "http peer: {e}");
-                }
-            });
         }
     }
 

@@ -4,7 +4,7 @@
 //!   lines into an untyped `serde_json::Value` (the floor for any JSON
 //!   line parser);
 //! - one attempt per channel against a real `beacon-home` on loopback,
-//!   p50/p99, against a bare TCP connect to the same home (what any
+//!   p50/p99 in microseconds, against a bare TCP connect to the same home (what any
 //!   reachability check pays);
 //! - `escape-probe`'s resident memory after some rounds at 200 ms.
 
@@ -18,7 +18,7 @@ use outpost_protocol::beacon::{Channel, parse_line};
 use outpost_tests::hostnet::Spawned;
 use outpost_tests::workspace_bin;
 
-use crate::{ms, row, rss_kib};
+use crate::{row, rss_kib};
 
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
@@ -79,22 +79,24 @@ pub fn run(rounds: usize) {
     for _ in 0..rounds {
         rt.block_on(outpost_beacon::probe::round(&plan, |a| {
             assert!(a.is_proven_escape(), "not proven on loopback: {a:?}");
-            per.entry(a.channel).or_default().push(a.latency_ms);
+            per.entry(a.channel)
+                .or_default()
+                .push(a.latency_ms * 1000.0);
         }));
     }
     for (c, v) in &per {
-        row(&format!("attempt {c} to beacon-home, proven (ms)"), v, "ms");
+        row(&format!("attempt {c} to beacon-home, proven"), v, "us");
     }
     let mut connect = Vec::new();
     for _ in 0..rounds {
         let t0 = Instant::now();
         drop(TcpStream::connect(at(0)).unwrap());
-        connect.push(ms(t0.elapsed()));
+        connect.push(t0.elapsed().as_secs_f64() * 1e6);
     }
     row(
-        "baseline: bare TCP connect to the same home (ms)",
+        "baseline: bare TCP connect to the same home",
         &connect,
-        "ms",
+        "us",
     );
 
     let mut probe = Spawned(

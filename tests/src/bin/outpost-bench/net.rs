@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use outpost_platform::network;
 use outpost_protocol::bindings::Binding;
-use outpost_tests::hostnet::{HostNet, ip};
+use outpost_tests::hostnet::{HostNet, ip, must};
 
 use super::percentile;
 
@@ -149,16 +149,11 @@ pub fn run(rounds: usize) {
         ip(&["link", "set", &he, "master", &br, "up"]);
         ip(&["link", "set", &pe, "netns", &ns_path]);
         let nsenter = |args: &[&str]| {
-            let out = Command::new("nsenter")
-                .arg(format!("--net={ns_path}"))
-                .arg("ip")
-                .args(args)
-                .output()
-                .expect("nsenter ip");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            must(
+                Command::new("nsenter")
+                    .arg(format!("--net={ns_path}"))
+                    .arg("ip")
+                    .args(args),
             );
         };
         nsenter(&["link", "set", &pe, "name", "seg9"]);
