@@ -420,6 +420,33 @@ dns = [{{ name = "canary.test", resolvers = ["10.80.0.2:5353"] }}]
         Duration::from_secs(10),
         |i| i["health"] == "ok" && i["health_details"]["probe"]["sha256"] == v2_sha.as_str(),
     );
+    // One that is not even a program: rolled back at once, with the reason.
+    let garbage = b"not a program\n".to_vec();
+    let garbage_sha = sha256_hex(&garbage);
+    drop_binary(&watched, &garbage);
+    let rollback = wait_until(
+        "a rollback of a non-program",
+        Duration::from_secs(10),
+        || {
+            events_of(&s, &name, "probe-rollback")
+                .into_iter()
+                .find(|e| e["rejected_sha256"] == garbage_sha.as_str())
+        },
+    );
+    // exec refuses it (ENOEXEC); the reason says so.
+    assert!(
+        rollback["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot start escape-probe"),
+        "{rollback}"
+    );
+    s.wait_for(
+        &name,
+        "ok after the non-program",
+        Duration::from_secs(10),
+        |i| i["health"] == "ok" && i["health_details"]["probe"]["sha256"] == v2_sha.as_str(),
+    );
 
     // The interface goes down: degraded, with the reason.
     let nsenter = |args: &[&str]| {

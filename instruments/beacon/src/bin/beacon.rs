@@ -377,9 +377,20 @@ impl Supervisor<'_> {
                 );
                 warn!("{msg}");
                 st.start_error = Some(msg);
-                st.probe = None;
-                self.restart_at = Some(Instant::now() + self.backoff);
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                st.probe = Some(ProbeInfo {
+                    pid: None,
+                    binary: self.current.path.clone(),
+                    sha256: self.current.sha256.clone(),
+                    trial: self.current.trial,
+                });
+                if self.current.trial {
+                    // A new binary that cannot even be started is rolled
+                    // back at the next tick, not retried.
+                    self.trial_until = Some(Instant::now());
+                } else {
+                    self.restart_at = Some(Instant::now() + self.backoff);
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                }
             }
         }
     }
@@ -522,10 +533,13 @@ impl Supervisor<'_> {
         if let Some(until) = self.trial_until
             && now >= until
         {
-            let reason = format!(
-                "the new binary printed no valid attempt within {}",
-                humantime::format_duration(self.settings.update_window)
-            );
+            let start_error = self.beacon.state.lock().expect("lock").start_error.clone();
+            let reason = start_error.unwrap_or_else(|| {
+                format!(
+                    "the new binary printed no valid attempt within {}",
+                    humantime::format_duration(self.settings.update_window)
+                )
+            });
             self.rollback(reason).await;
         }
         if now.duration_since(self.last_poll) >= POLL_BINARY {
@@ -786,12 +800,12 @@ impl Instrument for Beacon {
                 humantime::format_duration(round_ms(silent)),
                 humantime::format_duration(s.interval)
             );
-            match (&st.start_error, trial) {
-                (Some(e), _) => Health::failed(format!("{quiet}: {e}")),
-                (None, Some(t)) => Health::degraded(format!(
+            match (trial, &st.start_error) {
+                (Some(t), _) => Health::degraded(format!(
                     "{quiet}: a new binary ({}) is on trial and is rolled back if it stays silent",
                     &t.sha256[..12]
                 )),
+                (None, Some(e)) => Health::failed(format!("{quiet}: {e}")),
                 (None, None) => Health::degraded(format!(
                     "{quiet}: {}",
                     st.last_exit
