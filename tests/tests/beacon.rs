@@ -14,6 +14,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use outpost_tests::hostnet::{HostNet, Spawned, ip, must, sysctl_in};
 use outpost_tests::{Sensor, children, entrypoint_pid, image, unique, workspace_bin};
 use serde_json::Value;
@@ -51,11 +53,7 @@ fn target(d: &Value, key: &str) -> Value {
 }
 
 fn escapes(s: &Sensor, name: &str) -> Vec<Value> {
-    s.events(Some(name))
-        .into_iter()
-        .filter(|e| e.kind == "escape")
-        .map(|e| e.payload)
-        .collect()
+    events_of(s, name, "escape")
 }
 
 fn events_of(s: &Sensor, name: &str, kind: &str) -> Vec<Value> {
@@ -90,13 +88,8 @@ fn probe_pid(init: i32) -> Option<i32> {
     })
 }
 
-fn signal(pid: i32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill {sig} {pid}");
+fn signal(pid: i32, sig: Signal) {
+    kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("kill {sig} {pid}: {e}"));
 }
 
 fn health(s: &Sensor, name: &str) -> String {
@@ -341,7 +334,7 @@ dns = [{{ name = "canary.test", resolvers = ["10.80.0.2:5353"] }}]
     let probe = wait_until("the probe process", Duration::from_secs(5), || {
         probe_pid(init)
     });
-    signal(probe, "-KILL");
+    signal(probe, Signal::SIGKILL);
     let again = wait_until("a new probe process", Duration::from_secs(10), || {
         probe_pid(init).filter(|p| *p != probe)
     });
@@ -353,7 +346,7 @@ dns = [{{ name = "canary.test", resolvers = ["10.80.0.2:5353"] }}]
     );
 
     // Freeze it: health fails; thaw it: health comes back.
-    signal(again, "-STOP");
+    signal(again, Signal::SIGSTOP);
     let frozen = s.wait_for(
         &name,
         "degraded while frozen",
@@ -367,7 +360,7 @@ dns = [{{ name = "canary.test", resolvers = ["10.80.0.2:5353"] }}]
             .contains("printed no attempt"),
         "{frozen:#}"
     );
-    signal(again, "-CONT");
+    signal(again, Signal::SIGCONT);
     s.wait_for(&name, "ok after SIGCONT", Duration::from_secs(10), |i| {
         i["health"] == "ok"
     });

@@ -80,7 +80,9 @@ impl Plan {
 /// Shortest interval taken.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
-fn duration(field: &str, v: &Option<String>, default: Duration) -> Result<Duration, String> {
+/// `v` as a duration, or `default` when it is not given; an error names
+/// `field`.
+pub fn duration(field: &str, v: &Option<String>, default: Duration) -> Result<Duration, String> {
     match v {
         None => Ok(default),
         Some(s) => humantime::parse_duration(s)

@@ -275,16 +275,17 @@ pub fn judge_dns(key: &Key, nonce: &str, answer: &[u8]) -> Verdict {
             ));
         }
     };
-    let mut proofs = Vec::new();
-    for rr in &p.answers {
-        if let RData::TXT(t) = &rr.rdata
-            && let Some(Some(v)) = t.attributes().get(proof::TXT_KEY)
-        {
-            proofs.push(format!("{} {v}", proof::REPLY));
-        }
-    }
-    match proofs.first() {
-        Some(p) => judge(key, nonce, p.as_bytes(), "dns"),
+    let found = p.answers.iter().find_map(|rr| match &rr.rdata {
+        RData::TXT(t) => t.attributes().remove(proof::TXT_KEY).flatten(),
+        _ => None,
+    });
+    match found {
+        Some(v) => judge(
+            key,
+            nonce,
+            format!("{} {v}", proof::REPLY).as_bytes(),
+            "dns",
+        ),
         None => Verdict::blocked(format!(
             "dns: the resolver answered {:?} with {} records and no canary proof",
             p.rcode(),
@@ -425,6 +426,8 @@ fn icmp(dev: Option<&str>, target: Ipv4Addr, nonce: &str, limit: Duration) -> io
 }
 
 async fn http(plan: &Plan, url: &str, nonce: &str) -> io::Result<Verdict> {
+    // A client per attempt, on purpose: a kept-alive connection from a
+    // past round could outlive a firewall that now blocks new ones.
     let mut b = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(plan.timeout);

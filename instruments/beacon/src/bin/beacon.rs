@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use instrument_sdk::{ArtifactNotice, BoxError, Context, Health, Instrument};
 use outpost_beacon::alerts::Alerter;
 use outpost_beacon::binary::{Binaries, Choice};
-use outpost_beacon::config::ProbeConfig;
+use outpost_beacon::config::{ProbeConfig, duration};
 use outpost_protocol::beacon::{Attempt, MAX_LINE, Outcome, parse_line, schema};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -77,14 +77,6 @@ struct Settings {
     update_window: Duration,
     binary: Option<PathBuf>,
     update: Option<String>,
-}
-
-fn duration(field: &str, v: &Option<String>, default: Duration) -> Result<Duration, String> {
-    match v {
-        None => Ok(default),
-        Some(s) => humantime::parse_duration(s)
-            .map_err(|e| format!("{field} {s:?} is not a duration like 30s or 5m ({e})")),
-    }
 }
 
 impl Settings {
@@ -168,6 +160,17 @@ struct State {
     interface_problem: Option<String>,
 }
 
+impl State {
+    /// How long the probe has printed no valid attempt: since its last
+    /// one, or since supervision began under this config.
+    fn silent(&self, now: Instant) -> Duration {
+        self.last_line
+            .or(self.since)
+            .map(|t| now.duration_since(t))
+            .unwrap_or_default()
+    }
+}
+
 struct Beacon {
     state: Mutex<State>,
     config_tx: watch::Sender<Option<Settings>>,
@@ -222,16 +225,16 @@ impl Running {
     }
 }
 
-/// Starts `choice` with the probe config at `config`; its lines and its
-/// exit come to `tx` tagged with `generation`.
+/// Starts the probe at `binary` with the probe config at `config`; its
+/// lines go to `lines` and its end to `exits`, tagged with `generation`.
 fn spawn_probe(
     generation: u64,
-    choice: Choice,
+    binary: &Path,
     config: &Path,
     lines: mpsc::Sender<Line>,
     exits: mpsc::UnboundedSender<Exit>,
 ) -> std::io::Result<(Running, Option<u32>)> {
-    let mut child = tokio::process::Command::new(&choice.path)
+    let mut child = tokio::process::Command::new(binary)
         .arg("--config")
         .arg(config)
         .stdin(Stdio::null())
@@ -279,24 +282,22 @@ fn spawn_probe(
                 }
             }
         };
-        let stopped = tokio::select! {
-            _ = &mut kill_rx => true,
-            _ = read => false,
+        // Its output ends when it exits (or closes stdout); a stop asked
+        // for meanwhile wins.
+        let ended = tokio::select! {
+            _ = &mut kill_rx => None,
+            s = async {
+                read.await;
+                child.wait().await
+            } => Some(s),
         };
-        let why = if stopped {
-            let _ = child.kill().await;
-            "stopped by the beacon".to_string()
-        } else {
-            tokio::select! {
-                _ = &mut kill_rx => {
-                    let _ = child.kill().await;
-                    "stopped by the beacon".to_string()
-                }
-                s = child.wait() => match s {
-                    Ok(s) => format!("exited ({s})"),
-                    Err(e) => format!("cannot be waited for: {e}"),
-                },
+        let why = match ended {
+            None => {
+                let _ = child.kill().await;
+                "stopped by the beacon".to_string()
             }
+            Some(Ok(s)) => format!("exited ({s})"),
+            Some(Err(e)) => format!("cannot be waited for: {e}"),
         };
         let _ = exits.send((generation, why));
     });
@@ -345,13 +346,18 @@ impl Supervisor<'_> {
         self.generation += 1;
         let spawned = spawn_probe(
             self.generation,
-            self.current.clone(),
+            &self.current.path,
             &self.config_path,
             self.lines.clone(),
             self.exits.clone(),
         );
-        let mut st = self.beacon.state.lock().expect("lock");
-        match spawned {
+        let mut info = ProbeInfo {
+            pid: None,
+            binary: self.current.path.clone(),
+            sha256: self.current.sha256.clone(),
+            trial: self.current.trial,
+        };
+        let start_error = match spawned {
             Ok((r, pid)) => {
                 info!(
                     binary = %self.current.path.display(),
@@ -360,15 +366,10 @@ impl Supervisor<'_> {
                     ?pid,
                     "escape-probe started ({why})"
                 );
-                st.probe = Some(ProbeInfo {
-                    pid,
-                    binary: self.current.path.clone(),
-                    sha256: self.current.sha256.clone(),
-                    trial: self.current.trial,
-                });
-                st.start_error = None;
+                info.pid = pid;
                 self.running = Some(r);
                 self.restart_at = None;
+                None
             }
             Err(e) => {
                 let msg = format!(
@@ -376,23 +377,25 @@ impl Supervisor<'_> {
                     self.current.path.display()
                 );
                 warn!("{msg}");
-                st.start_error = Some(msg);
-                st.probe = Some(ProbeInfo {
-                    pid: None,
-                    binary: self.current.path.clone(),
-                    sha256: self.current.sha256.clone(),
-                    trial: self.current.trial,
-                });
                 if self.current.trial {
                     // A new binary that cannot even be started is rolled
                     // back at the next tick, not retried.
                     self.trial_until = Some(Instant::now());
                 } else {
-                    self.restart_at = Some(Instant::now() + self.backoff);
-                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    self.schedule_restart();
                 }
+                Some(msg)
             }
-        }
+        };
+        let mut st = self.beacon.state.lock().expect("lock");
+        st.probe = Some(info);
+        st.start_error = start_error;
+    }
+
+    /// The next start after the current back-off, which then doubles.
+    fn schedule_restart(&mut self) {
+        self.restart_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
     async fn on_line(&mut self, line: &str) {
@@ -414,7 +417,7 @@ impl Supervisor<'_> {
         self.backoff = BACKOFF_MIN;
         self.silent_alerted = false;
         if self.current.trial {
-            self.promote().await;
+            self.promote();
         }
         if attempt.outcome == Outcome::Escaped {
             warn!(
@@ -447,7 +450,7 @@ impl Supervisor<'_> {
         }
     }
 
-    async fn promote(&mut self) {
+    fn promote(&mut self) {
         let previous = self.binaries.fallback().ok().map(|c| c.sha256);
         match self.binaries.promote(&self.current) {
             Ok(()) => {
@@ -518,8 +521,7 @@ impl Supervisor<'_> {
                 p.pid = None;
             }
         }
-        self.restart_at = Some(Instant::now() + self.backoff);
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        self.schedule_restart();
     }
 
     async fn tick(&mut self) {
@@ -570,13 +572,7 @@ impl Supervisor<'_> {
             );
             self.publish("escape-summary", schema::SUMMARY, &s);
         }
-        let silent = {
-            let st = self.beacon.state.lock().expect("lock");
-            st.last_line
-                .or(st.since)
-                .map(|t| now.duration_since(t))
-                .unwrap_or_default()
-        };
+        let silent = self.beacon.state.lock().expect("lock").silent(now);
         let hung_after = (self.settings.interval * HUNG_INTERVALS).max(HUNG_MIN);
         if silent > hung_after
             && self
@@ -765,12 +761,7 @@ impl Instrument for Beacon {
 
     async fn health(&self, _ctx: &Context) -> Health {
         let st = self.state.lock().expect("lock");
-        let now = Instant::now();
-        let silent = st
-            .last_line
-            .or(st.since)
-            .map(|t| now.duration_since(t))
-            .unwrap_or_default();
+        let silent = st.silent(Instant::now());
         let details = serde_json::json!({
             "interface": st.settings.as_ref().map(|s| s.interface.clone()),
             "interface_problem": st.interface_problem,
