@@ -189,6 +189,7 @@ async fn serve<I: Instrument>(instrument: I) -> Result<(), BoxError> {
                 status: h.status,
                 message: h.message,
                 details: serde_json::Value::Object(details),
+                config_version: Some(c.config_version()),
             };
             let _ = req
                 .respond(Ok(reply_bytes(&c, "health", schema::HEALTH_REPLY, &reply)))

@@ -102,6 +102,7 @@ mod tests {
             status,
             message: format!("{status:?}"),
             details: serde_json::Value::Null,
+            config_version: None,
         })
     }
 

@@ -17,7 +17,9 @@
 //!   `unsafe` code ([`runtime::ffi`]).
 //! - [`images`]: the image store (import, list, remove, recovery).
 //! - [`db`]: the SQLite state (desired-state versions, config versions,
-//!   images, status, exit history).
+//!   images, status, exit history, id ranges).
+//! - [`validate`]: the one validation of a desired state against the
+//!   imported images, for every way in.
 //! - [`paths`]: what lives where under the state directory.
 //! - [`commands`]: one module per `outpostd` subcommand; the binary only
 //!   parses arguments.
@@ -37,3 +39,4 @@ pub mod observability;
 pub mod paths;
 pub mod runtime;
 pub mod supervisor;
+pub mod validate;

@@ -14,7 +14,31 @@
 //!   nats/                     nats-server config, pid, log, port, JetStream store
 //! ```
 
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// Creates `dir` (and missing parents) and makes it `0700`: nothing under
+/// the state directory is for other host users, and an instrument's files
+/// must not be reachable from the host by anyone but root.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o7777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
 
 /// Paths under one state directory.
 #[derive(Debug, Clone)]

@@ -76,6 +76,12 @@ pub struct HealthReply {
     pub message: String,
     #[serde(default)]
     pub details: serde_json::Value,
+    /// The config version the instrument runs (0: none yet). The platform
+    /// believes this over anything it remembers, so an instrument adopted
+    /// after a crash of outpostd gets the config it is missing. `None` from
+    /// an instrument that does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<u64>,
 }
 
 /// A config version pushed to an instrument.
@@ -157,11 +163,14 @@ mod tests {
             status: HealthStatus::Degraded,
             message: "probe slow".into(),
             details: serde_json::json!({"last": 3}),
+            config_version: None,
         };
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
             serde_json::json!({"status": "degraded", "message": "probe slow", "details": {"last": 3}})
         );
+        let r: HealthReply = serde_json::from_str(r#"{"status":"ok","config_version":4}"#).unwrap();
+        assert_eq!(r.config_version, Some(4));
         let c = ConfigReply {
             version: 3,
             applied: false,

@@ -1,5 +1,8 @@
-//! `outpostd check`: validates a sensor file, against the imported images
-//! where they are present, without changing anything.
+//! `outpostd check`: validates a sensor file exactly as the daemon does
+//! when it loads one (see [`crate::validate`]), without changing anything.
+//! On the sensor (its state directory exists) it also checks the file
+//! against the imported images and that the host interfaces it binds
+//! exist; elsewhere it says what it could not check.
 
 use std::path::Path;
 
@@ -7,36 +10,65 @@ use anyhow::Context;
 use outpost_protocol::SensorSpec;
 
 use crate::images::ImageStore;
+use crate::network::{self, Record};
+use crate::validate;
 
 pub fn check(state_dir: &Path, file: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read sensor file {}", file.display()))?;
     let spec = SensorSpec::parse_valid(&text)
         .map_err(|e| anyhow::anyhow!("sensor file {}: {e}", file.display()))?;
-    let (st, db) = super::open_state(state_dir)?;
+    let Ok(st) = super::existing_state(state_dir) else {
+        println!(
+            "note: no outpostd state directory at {}: images and host interfaces were not checked (fix: run check on the sensor, with the --state-dir outpostd uses)",
+            state_dir.display()
+        );
+        println!(
+            "sensor file {} is valid on its own: sensor {}, {} instruments",
+            file.display(),
+            spec.sensor.name,
+            spec.instruments.len()
+        );
+        return Ok(());
+    };
+    let db = crate::db::Db::open(&st.db())?;
     let store = ImageStore::new(&st);
-    let mut problems = Vec::new();
+    let checked = validate::against_images(&spec, |i, v| {
+        store.get(&db, i, v).map(|m| m.map(|(_, m)| m))
+    })?;
+    for n in checked.notes() {
+        println!("{n}");
+    }
+    let mut problems = checked.problems;
+    let held: Vec<Record> = db
+        .bindings(None)?
+        .into_iter()
+        .filter_map(|(_, _, body)| serde_json::from_str(&body).ok())
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut bound = 0;
     for ins in &spec.instruments {
-        match store.get(&db, &ins.image, &ins.version)? {
-            Some((_, m)) => {
-                if let Err(e) = SensorSpec::validate_against(ins, &m) {
-                    problems.push(e.to_string());
-                }
-            }
-            None => println!(
-                "note: image {}:{} of instrument {} is not imported yet; its config is not checked",
-                ins.image, ins.version, ins.name
-            ),
-        }
+        bound += ins.interfaces.len();
+        let missing = rt
+            .block_on(network::check::missing_host_interfaces(
+                &ins.name,
+                &ins.interfaces,
+                &held,
+            ))
+            .map_err(|e| anyhow::anyhow!("cannot read the host's interfaces: {e}"))?;
+        problems.extend(missing);
     }
     if !problems.is_empty() {
         anyhow::bail!("sensor file {}:\n{}", file.display(), problems.join("\n"));
     }
     println!(
-        "sensor file {} is valid: sensor {}, {} instruments",
+        "sensor file {} is valid: sensor {}, {} instruments; {} interface bindings checked against this host's interfaces",
         file.display(),
         spec.sensor.name,
-        spec.instruments.len()
+        spec.instruments.len(),
+        bound
     );
     Ok(())
 }

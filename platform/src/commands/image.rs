@@ -25,7 +25,7 @@ pub fn import(state_dir: &Path, archive: &Path, sha256: Option<&str>) -> anyhow:
         }
     };
     let expected = parse_sha256(&expected).map_err(anyhow::Error::msg)?;
-    let (st, db) = super::open_state(state_dir)?;
+    let (st, db) = super::create_state(state_dir)?;
     let store = ImageStore::new(&st);
     let t0 = Instant::now();
     let mut last_pct = u64::MAX;

@@ -25,9 +25,38 @@ use anyhow::Context;
 use crate::db::Db;
 use crate::paths::StateDir;
 
-/// Opens the state database, creating the state directory if needed.
+/// Opens an existing state directory and its database. Commands that only
+/// read or act on what a daemon made never create one: a mistyped
+/// `--state-dir` gets an error, not a new empty sensor.
 pub fn open_state(root: &Path) -> anyhow::Result<(StateDir, Db)> {
-    std::fs::create_dir_all(root)
+    let st = existing_state(root)?;
+    let db = Db::open(&st.db())?;
+    Ok((st, db))
+}
+
+/// The state directory at `root` if it holds a state database.
+pub fn existing_state(root: &Path) -> anyhow::Result<StateDir> {
+    let st = StateDir::new(root);
+    if !root.is_dir() {
+        anyhow::bail!(
+            "state directory {} does not exist (fix: pass the --state-dir outpostd runs with, or start outpostd run once)",
+            root.display()
+        );
+    }
+    if !st.db().is_file() {
+        anyhow::bail!(
+            "{} is not an outpostd state directory: it has no {} (fix: pass the --state-dir outpostd runs with)",
+            root.display(),
+            st.db().display()
+        );
+    }
+    Ok(st)
+}
+
+/// Opens the state directory, creating it (and its database) if needed:
+/// only for commands that store something, such as `image import`.
+pub fn create_state(root: &Path) -> anyhow::Result<(StateDir, Db)> {
+    crate::paths::create_private_dir(root)
         .with_context(|| format!("cannot create state directory {}", root.display()))?;
     let st = StateDir::new(root);
     let db = Db::open(&st.db())?;

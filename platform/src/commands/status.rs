@@ -6,7 +6,7 @@ use nix::fcntl::{Flock, FlockArg};
 use outpost_protocol::SensorSpec;
 use serde::Serialize;
 
-use crate::db::{InstrumentStatus, now_ms};
+use crate::db::{InstrumentStatus, Refusal, now_ms};
 use crate::network::{self, InterfaceStatus};
 use crate::paths::StateDir;
 
@@ -15,6 +15,9 @@ struct Report {
     /// PID of the running daemon, if one holds the state directory.
     daemon_pid: Option<u32>,
     desired_version: Option<i64>,
+    /// The last desired state refused, while no newer one was accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<Refusal>,
     instruments: Vec<Row>,
 }
 
@@ -69,6 +72,7 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
     let report = Report {
         daemon_pid: daemon_pid(&st),
         desired_version: desired.as_ref().map(|(v, _)| *v),
+        refused: db.refusal()?,
         instruments: interfaces(desired.as_ref().map(|(_, d)| d), db.statuses()?),
     };
     if json {
@@ -82,6 +86,16 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
     match report.desired_version {
         Some(v) => println!("desired state: version {v}"),
         None => println!("desired state: none yet (start outpostd with --sensor-file)"),
+    }
+    if let Some(r) = &report.refused {
+        let ago = (now_ms() - r.at_ms).max(0) / 1000;
+        println!(
+            "refused {ago}s ago from {} (the version above stays in force):",
+            r.source
+        );
+        for p in &r.problems {
+            println!("  {p}");
+        }
     }
     if report.instruments.is_empty() {
         println!("no instruments");

@@ -242,11 +242,13 @@ impl<R: Runtime> Daemon<R> {
         inst.status.health = tracker.state.to_string();
         inst.status.health_message = tracker.message.clone();
         inst.tracker = Some(tracker);
-        if !adopted {
-            // A new process starts without config.
-            inst.status.config_applied = None;
-            inst.status.config_rejected = None;
-        }
+        // A new process starts without config. An adopted one runs what it
+        // runs: what an earlier outpostd recorded is not trusted, the
+        // instrument's first health reply says which version it has, and
+        // the config push waits for it.
+        inst.status.config_applied = None;
+        inst.status.config_rejected = None;
+        inst.config_known = !adopted;
         let generation = inst.generation;
         let tx = self.tx.clone();
         let n = name.to_string();
@@ -362,6 +364,10 @@ impl<R: Runtime> Daemon<R> {
         let Some(tracker) = inst.tracker.as_mut() else {
             return;
         };
+        let reported_config = match &outcome {
+            Outcome::Reply(r) => Some(r.config_version),
+            Outcome::NoReply(_) => None,
+        };
         let obs = tracker.observe(Instant::now(), outcome);
         let (state, message, failures) = (tracker.state, tracker.message.clone(), tracker.failures);
         inst.status.health = state.to_string();
@@ -375,6 +381,9 @@ impl<R: Runtime> Daemon<R> {
         };
         if let Err(e) = self.db.record_health(name, &check) {
             error!(instrument = name, "cannot record health: {e}");
+        }
+        if let Some(reported) = reported_config {
+            self.take_reported_config(name, reported);
         }
         self.save(name);
         if let Some((from, to)) = obs.transition {
@@ -432,8 +441,32 @@ impl<R: Runtime> Daemon<R> {
         }
     }
 
+    /// Takes the config version an adopted instrument says it runs in its
+    /// first health reply (`None`: it does not say, so it gets the desired
+    /// one again) and pushes the desired one if that differs. Later replies
+    /// are not used: one computed before a push was applied would undo it.
+    fn take_reported_config(&mut self, name: &str, reported: Option<u64>) {
+        let Some(inst) = self.instances.get_mut(name) else {
+            return;
+        };
+        if inst.config_known {
+            return;
+        }
+        inst.config_known = true;
+        if let Some(v) = reported {
+            inst.status.config_applied = (v > 0).then_some(v as i64);
+            info!(
+                instrument = name,
+                runs = v,
+                "adopted instrument reports its config version"
+            );
+        }
+        self.push_config(name);
+    }
+
     /// Pushes the newest config version to a running instrument, unless it
-    /// has it, rejected it, or a push of it is in flight.
+    /// has it, rejected it, or a push of it is in flight. An adopted
+    /// instrument is first asked which version it runs (its health reply).
     pub(super) fn push_config(&mut self, name: &str) {
         let Some(bus) = self.bus.clone() else {
             return;
@@ -451,6 +484,7 @@ impl<R: Runtime> Daemon<R> {
         };
         let (version, body) = latest;
         if inst.watcher.is_none()
+            || !inst.config_known
             || inst.status.config_applied == Some(version)
             || inst
                 .status

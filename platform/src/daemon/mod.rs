@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::db::{Db, DbError, InstrumentStatus, now_ms};
+use crate::db::{Db, DbError, InstrumentStatus, Refusal, now_ms};
 use crate::health;
 use crate::images::ImageStore;
 use crate::messaging::bus::{Bus, EventsLimits};
@@ -37,6 +37,10 @@ use crate::messaging::server::NatsServer;
 use crate::paths::StateDir;
 use crate::runtime::{ContainerSpec, Observed, Runtime, RuntimeError, ffi};
 use crate::supervisor::{self, Decision, ExitRecord, state};
+use crate::validate;
+
+/// Says in a status detail that the desired state was not taken.
+const REFUSED: &str = "new desired state refused";
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -140,6 +144,9 @@ struct Instance {
     health_task: Option<JoinHandle<()>>,
     config_task: Option<(i64, JoinHandle<()>)>,
     tracker: Option<health::Tracker>,
+    /// Whether the config version it runs is known: false for an adopted
+    /// instrument until its first health reply says.
+    config_known: bool,
 }
 
 impl Instance {
@@ -156,6 +163,7 @@ impl Instance {
             health_task: None,
             config_task: None,
             tracker: None,
+            config_known: false,
         }
     }
 }
@@ -331,16 +339,33 @@ impl<R: Runtime> Daemon<R> {
         Ok(())
     }
 
-    /// Reads, validates and stores the sensor file.
+    /// Reads, validates and stores the sensor file. It is checked exactly
+    /// as `outpostd check` does (alone, then against every imported
+    /// image); a refused file changes nothing, and the refusal is kept for
+    /// `status` until a valid file is applied.
     fn load_sensor_file(&mut self, file: &Path) -> Result<(), String> {
-        let text = fs::read_to_string(file)
-            .map_err(|e| format!("cannot read sensor file {}: {e}", file.display()))?;
-        let spec = SensorSpec::parse_valid(&text)
-            .map_err(|e| format!("sensor file {}: {e}", file.display()))?;
+        let source = format!("file:{}", file.display());
+        let spec = match self.read_valid_sensor_file(file) {
+            Ok(spec) => spec,
+            Err(problems) => {
+                let refusal = Refusal {
+                    at_ms: now_ms(),
+                    source,
+                    problems: problems.clone(),
+                };
+                if let Err(e) = self.db.set_refusal(Some(&refusal)) {
+                    error!("cannot record the refusal: {e}");
+                }
+                return Err(problems.join("; "));
+            }
+        };
         let stored = self
             .db
-            .store_desired(&spec, &format!("file:{}", file.display()))
+            .store_desired(&spec, &source)
             .map_err(|e| e.to_string())?;
+        if let Err(e) = self.db.set_refusal(None) {
+            error!("cannot clear the last refusal: {e}");
+        }
         if stored.changed {
             info!(version = stored.version, file = %file.display(), "new desired state stored");
         } else {
@@ -348,6 +373,24 @@ impl<R: Runtime> Daemon<R> {
         }
         self.desired = Some((stored.version, spec));
         Ok(())
+    }
+
+    /// The sensor file, parsed and checked, or every problem with it.
+    fn read_valid_sensor_file(&mut self, file: &Path) -> Result<SensorSpec, Vec<String>> {
+        let text = fs::read_to_string(file)
+            .map_err(|e| vec![format!("cannot read sensor file {}: {e}", file.display())])?;
+        let spec = SensorSpec::parse_valid(&text)
+            .map_err(|e| vec![format!("sensor file {}: {e}", file.display())])?;
+        let checked = validate::against_images(&spec, |i, v| self.manifest(i, v))
+            .map_err(|e| vec![format!("sensor file {}: {e}", file.display())])?;
+        if !checked.is_valid() {
+            return Err(checked
+                .problems
+                .iter()
+                .map(|p| format!("sensor file {}: {}", file.display(), p.replace('\n', " ")))
+                .collect());
+        }
+        Ok(spec)
     }
 
     fn reload(&mut self) {
@@ -507,14 +550,15 @@ impl<R: Runtime> Daemon<R> {
         };
         if let Err(why) = self.check_config(ins, &manifest) {
             if running {
-                self.note(
-                    name,
-                    format!("keeps running; new desired state refused: {why}"),
-                );
+                self.note(name, format!("keeps running; {REFUSED}: {why}"));
             } else {
                 self.set_state(name, state::FAILED, why);
             }
             return;
+        }
+        if running && self.instances[name].status.detail.contains(REFUSED) {
+            let pid = self.instances[name].status.init_pid.unwrap_or_default();
+            self.note(name, format!("running (init pid {pid})"));
         }
         let spec = self.container_spec(ins, &manifest);
         let hash = spec.hash();

@@ -18,6 +18,7 @@
 //!    for records a crash left: idempotent, driven by the stored record, so
 //!    it works whatever step the apply reached.
 
+pub mod check;
 pub mod nl;
 
 use std::collections::BTreeMap;

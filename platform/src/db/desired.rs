@@ -1,0 +1,167 @@
+//! Desired-state versions and per-instrument config versions.
+
+use super::*;
+
+impl Db {
+    /// The newest desired state, with its version.
+    pub fn latest_desired(&self) -> Result<Option<(i64, SensorSpec)>, DbError> {
+        let row: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT version, body FROM desired_state ORDER BY version DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(|(version, body)| {
+            SensorSpec::from_json(&body)
+                .map(|s| (version, s))
+                .map_err(|e| DbError::Corrupt {
+                    path: self.path.clone(),
+                    version,
+                    detail: e.to_string(),
+                })
+        })
+        .transpose()
+    }
+
+    /// Stores `spec` as a new version unless it equals the latest one, and
+    /// gives every instrument whose config body changed a new config
+    /// version number.
+    pub fn store_desired(&mut self, spec: &SensorSpec, source: &str) -> Result<Stored, DbError> {
+        let body = spec.to_canonical_json();
+        let sha = hex::encode(Sha256::digest(body.as_bytes()));
+        let (tx, path) = self.immediate()?;
+        let err = sql_err(path);
+        let latest: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT version, sha256 FROM desired_state ORDER BY version DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(&err)?;
+        if let Some((version, latest_sha)) = &latest
+            && *latest_sha == sha
+        {
+            return Ok(Stored {
+                version: *version,
+                changed: false,
+            });
+        }
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO desired_state (format, body, sha256, source, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![FORMAT_VERSION, body, sha, source, now],
+        )
+        .map_err(&err)?;
+        let version = tx.last_insert_rowid();
+        for ins in &spec.instruments {
+            let cfg = serde_json::to_string(&ins.config).expect("json value serializes");
+            let last_body: Option<String> = tx
+                .query_row(
+                    "SELECT body FROM config_versions WHERE instrument = ?1 ORDER BY version DESC LIMIT 1",
+                    params![ins.name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(&err)?;
+            if last_body.as_deref() == Some(cfg.as_str()) {
+                continue;
+            }
+            let next: i64 = tx
+                .query_row(
+                    "SELECT last FROM config_seq WHERE instrument = ?1",
+                    params![ins.name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(&err)?
+                .unwrap_or(0)
+                + 1;
+            tx.execute(
+                "INSERT INTO config_seq (instrument, last) VALUES (?1, ?2)
+                 ON CONFLICT (instrument) DO UPDATE SET last = excluded.last",
+                params![ins.name, next],
+            )
+            .map_err(&err)?;
+            tx.execute(
+                "INSERT INTO config_versions (instrument, version, body, desired_version, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![ins.name, next, cfg, version, now],
+            )
+            .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)?;
+        Ok(Stored {
+            version,
+            changed: true,
+        })
+    }
+
+    /// Stored desired-state versions, newest first.
+    pub fn desired_history(&self, limit: i64) -> Result<Vec<DesiredVersion>, DbError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT version, sha256, source, created_at_ms FROM desired_state ORDER BY version DESC LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![limit], |r| {
+                Ok(DesiredVersion {
+                    version: r.get(0)?,
+                    sha256: r.get(1)?,
+                    source: r.get(2)?,
+                    created_at_ms: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The newest config version of an instrument and its body.
+    pub fn latest_config_body(
+        &self,
+        instrument: &str,
+    ) -> Result<Option<(i64, serde_json::Value)>, DbError> {
+        let row: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT version, body FROM config_versions WHERE instrument = ?1 ORDER BY version DESC LIMIT 1",
+                params![instrument],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|(v, b)| (v, serde_json::from_str(&b).unwrap_or_default())))
+    }
+
+    /// Records what an instrument said of a config version.
+    pub fn record_config_result(
+        &self,
+        instrument: &str,
+        version: i64,
+        applied: bool,
+        reason: Option<&str>,
+    ) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO config_results (instrument, version, applied, reason, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![instrument, version, applied, reason, now_ms()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest config version of an instrument.
+    pub fn latest_config(&self, instrument: &str) -> Result<Option<i64>, DbError> {
+        self.conn
+            .query_row(
+                "SELECT MAX(version) FROM config_versions WHERE instrument = ?1",
+                params![instrument],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+}

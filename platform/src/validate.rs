@@ -1,0 +1,101 @@
+//! One validation of a desired state for every way in: `outpostd check`,
+//! the sensor file at start and on SIGHUP (and, later, D-Bus and the
+//! fleet). A sensor spec is first checked alone (`SensorSpec::parse_valid`),
+//! then every instrument whose image is imported is checked against its
+//! manifest: interface roles and types, and the config body against the
+//! image's JSON Schema.
+
+use outpost_protocol::{Manifest, SensorSpec};
+
+/// What checking a spec against the images found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// Problems that refuse the spec, each naming the instrument, field
+    /// and fix.
+    pub problems: Vec<String>,
+    /// Instruments whose image is not imported: checked alone only.
+    pub unchecked: Vec<String>,
+}
+
+impl Checked {
+    pub fn is_valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The notes for images that are not imported yet.
+    pub fn notes(&self) -> Vec<String> {
+        self.unchecked
+            .iter()
+            .map(|n| format!("note: {n}: image not imported yet; its config is not checked"))
+            .collect()
+    }
+}
+
+/// Checks every instrument of `spec` against its image's manifest, looked
+/// up with `manifest(image, version)`.
+pub fn against_images<E>(
+    spec: &SensorSpec,
+    mut manifest: impl FnMut(&str, &str) -> Result<Option<Manifest>, E>,
+) -> Result<Checked, E> {
+    let mut out = Checked::default();
+    for ins in &spec.instruments {
+        match manifest(&ins.image, &ins.version)? {
+            Some(m) => {
+                if let Err(e) = SensorSpec::validate_against(ins, &m) {
+                    out.problems.push(e.to_string());
+                }
+            }
+            None => out.unchecked.push(format!(
+                "instrument {} ({}:{})",
+                ins.name, ins.image, ins.version
+            )),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = r#"
+name = "example"
+version = "0.1.0"
+entrypoint = ["/usr/bin/example"]
+[config.schema]
+type = "object"
+properties.burst = { type = "integer", minimum = 1 }
+"#;
+
+    fn spec(burst: i64, image: &str) -> SensorSpec {
+        SensorSpec::parse_valid(&format!(
+            "[sensor]\nname = \"s\"\n[[instrument]]\nname = \"a\"\nimage = \"{image}\"\nversion = \"0.1.0\"\n[instrument.config]\nburst = {burst}\n"
+        ))
+        .unwrap()
+    }
+
+    fn lookup(image: &str, _v: &str) -> Result<Option<Manifest>, std::convert::Infallible> {
+        Ok((image == "example").then(|| Manifest::parse_valid(MANIFEST).unwrap()))
+    }
+
+    #[test]
+    fn a_config_against_the_schema_is_refused_with_the_instrument_named() {
+        let c = against_images(&spec(-5, "example"), lookup).unwrap();
+        assert!(!c.is_valid());
+        assert!(c.problems[0].contains("\"a\""), "{:?}", c.problems);
+        assert!(c.problems[0].contains("config"), "{:?}", c.problems);
+        assert!(
+            against_images(&spec(5, "example"), lookup)
+                .unwrap()
+                .is_valid()
+        );
+    }
+
+    #[test]
+    fn an_image_not_imported_is_noted_not_refused() {
+        let c = against_images(&spec(-5, "other"), lookup).unwrap();
+        assert!(c.is_valid());
+        assert_eq!(c.unchecked.len(), 1);
+        assert!(c.notes()[0].contains("not imported"));
+    }
+}
