@@ -94,6 +94,10 @@ pub enum UnpackError {
     )]
     Format { path: PathBuf, detail: String },
     #[error(
+        "image archive {path} is truncated or corrupt: {detail} (fix: copy or download it again; its sha256 matched, so it was damaged before it was hashed)"
+    )]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
         "image archive {path}: entry {entry:?} {problem}; the image is refused (fix: rebuild the image with outpost-image)"
     )]
     Entry {
@@ -238,6 +242,25 @@ pub fn unpack(
     })
 }
 
+/// Whether a read error means the archive's bytes are cut short or
+/// damaged (rather than not being a gzip-compressed tar at all): the end
+/// came too early, or the compressed stream does not decode.
+fn is_damage(e: &io::Error) -> bool {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return true;
+    }
+    let text = e.to_string();
+    [
+        "incomplete deflate stream",
+        "corrupt deflate stream",
+        "invalid checksum",
+        "unexpected end",
+        "entire block",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
+}
+
 /// Verifies a base-tree tarball (an Alpine minirootfs, gzip-compressed)
 /// against its pinned sha256 and unpacks it into `<work>/rootfs`, which
 /// must not exist yet. Returns notes on what was skipped or changed.
@@ -309,6 +332,12 @@ impl Unpacker<'_> {
     }
 
     fn format(&self, e: io::Error) -> UnpackError {
+        if is_damage(&e) {
+            return UnpackError::Damaged {
+                path: self.archive.to_path_buf(),
+                detail: e.to_string(),
+            };
+        }
         UnpackError::Format {
             path: self.archive.to_path_buf(),
             detail: e.to_string(),

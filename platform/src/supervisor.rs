@@ -1,6 +1,7 @@
 //! Supervision decisions, kept pure: how an instrument ended, and what
 //! happens next under its restart policy and back-off.
 
+use std::path::Path;
 use std::time::Duration;
 
 use outpost_protocol::RestartPolicy;
@@ -31,6 +32,21 @@ struct InitRecord {
 }
 
 impl ExitRecord {
+    /// The exit a record file says, or why it says nothing usable.
+    pub fn from_file(file: &ExitFile, at_ms: i64) -> ExitRecord {
+        match file {
+            ExitFile::Missing => ExitRecord::from_init(None, at_ms),
+            ExitFile::Text(t) => ExitRecord::from_init(Some(t), at_ms),
+            ExitFile::Unreadable(why) => ExitRecord {
+                at_ms,
+                code: None,
+                signal: None,
+                signal_name: None,
+                detail: format!("unreadable exit record ({why}); counted as a crash"),
+            },
+        }
+    }
+
     /// Reads outpost-init's `exit.json`; `None` text means the file was
     /// missing (init itself was killed, or the container was torn down).
     pub fn from_init(text: Option<&str>, at_ms: i64) -> ExitRecord {
@@ -70,6 +86,82 @@ impl ExitRecord {
     /// Exit status 0.
     pub fn is_clean(&self) -> bool {
         self.code == Some(0)
+    }
+}
+
+/// The most outpost-init writes into `exit.json`, with room to spare.
+pub const EXIT_RECORD_MAX: u64 = 4096;
+
+/// What was found where outpost-init records the exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitFile {
+    /// No record (init was killed, or the container was torn down).
+    Missing,
+    /// The record's text (not parsed yet).
+    Text(String),
+    /// Something is there that is not a plain, small file: the container
+    /// can write its status directory, so this is hostile or broken.
+    Unreadable(String),
+}
+
+/// Reads `exit.json` in `status_dir` without trusting it: the directory
+/// is writable from inside the container. The file is opened with
+/// `O_NOFOLLOW|O_NONBLOCK` (a symlink is refused, a FIFO does not block),
+/// must be a regular file, and is read up to [`EXIT_RECORD_MAX`] bytes.
+/// Blocking: call it from a blocking thread, with a timeout.
+pub fn read_exit_file(status_dir: &Path) -> ExitFile {
+    use std::io::Read;
+
+    use nix::fcntl::{OFlag, open, openat};
+    use nix::sys::stat::{Mode, SFlag, fstat};
+
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let dir = match open(status_dir, dir_flags, Mode::empty()) {
+        Ok(d) => d,
+        Err(nix::errno::Errno::ENOENT) => return ExitFile::Missing,
+        Err(e) => return ExitFile::Unreadable(format!("its status directory: {e}")),
+    };
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let fd = match openat(&dir, "exit.json", flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return ExitFile::Missing,
+        Err(nix::errno::Errno::ELOOP) => {
+            return ExitFile::Unreadable("it is a symbolic link".into());
+        }
+        Err(e) => return ExitFile::Unreadable(e.to_string()),
+    };
+    let st = match fstat(&fd) {
+        Ok(st) => st,
+        Err(e) => return ExitFile::Unreadable(e.to_string()),
+    };
+    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    if kind != SFlag::S_IFREG {
+        let what = match kind {
+            SFlag::S_IFIFO => "a FIFO",
+            SFlag::S_IFDIR => "a directory",
+            SFlag::S_IFSOCK => "a socket",
+            SFlag::S_IFCHR | SFlag::S_IFBLK => "a device",
+            _ => "not a regular file",
+        };
+        return ExitFile::Unreadable(format!("it is {what}"));
+    }
+    if st.st_size as u64 > EXIT_RECORD_MAX {
+        return ExitFile::Unreadable(format!(
+            "it holds {} bytes, more than the {EXIT_RECORD_MAX} outpost-init writes",
+            st.st_size
+        ));
+    }
+    let mut text = String::new();
+    match std::fs::File::from(fd)
+        .take(EXIT_RECORD_MAX)
+        .read_to_string(&mut text)
+    {
+        Ok(_) => ExitFile::Text(text),
+        Err(e) => ExitFile::Unreadable(e.to_string()),
     }
 }
 
@@ -164,6 +256,42 @@ mod tests {
             5,
         );
         assert_eq!(e.detail, "cannot start \"/x\"");
+    }
+
+    #[test]
+    fn exit_files_are_read_without_trusting_them() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(read_exit_file(d.path()), ExitFile::Missing);
+        std::fs::write(d.path().join("exit.json"), "{\"code\":3}\n").unwrap();
+        assert_eq!(
+            read_exit_file(d.path()),
+            ExitFile::Text("{\"code\":3}\n".into())
+        );
+        std::fs::remove_file(d.path().join("exit.json")).unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("exit.json"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let ExitFile::Unreadable(why) = read_exit_file(d.path()) else {
+            panic!("a FIFO is not read");
+        };
+        assert!(why.contains("FIFO"), "{why}");
+        std::fs::remove_file(d.path().join("exit.json")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("exit.json")).unwrap();
+        let ExitFile::Unreadable(why) = read_exit_file(d.path()) else {
+            panic!("a symlink is not followed");
+        };
+        assert!(why.contains("symbolic link"), "{why}");
+        std::fs::remove_file(d.path().join("exit.json")).unwrap();
+        std::fs::write(d.path().join("exit.json"), vec![b' '; 1 << 20]).unwrap();
+        let e = ExitRecord::from_file(&read_exit_file(d.path()), 0);
+        assert!(
+            e.detail.starts_with("unreadable exit record"),
+            "{}",
+            e.detail
+        );
+        assert!(!e.is_clean());
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct RunArgs {
     /// Age limit of the EVENTS stream.
     #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
     pub events_max_age: Duration,
+    /// Bus connections one instrument may have open at once.
+    #[arg(long, default_value_t = crate::messaging::proxy::DEFAULT_MAX_CONNECTIONS as u16,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_bus_connections: u16,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. SIGHUP re-reads the sensor file.
@@ -75,6 +79,7 @@ pub fn run(state_dir: &Path, opts: RunArgs) -> anyhow::Result<()> {
     lock.set_len(0)?;
     writeln!(&mut *lock, "{}", std::process::id())?;
 
+    raise_open_file_limit();
     let init = find_init(opts.init.as_deref())?;
     let cfg = DaemonConfig {
         state: state.clone(),
@@ -90,6 +95,7 @@ pub fn run(state_dir: &Path, opts: RunArgs) -> anyhow::Result<()> {
             max_bytes: opts.events_max_bytes,
             max_age: opts.events_max_age,
         },
+        max_bus_connections: opts.max_bus_connections.into(),
     };
     let helper = std::env::current_exe().context("cannot find the outpostd binary")?;
     let rt = LxcRuntime::new(&state.lxcpath(), &helper)
@@ -120,6 +126,40 @@ pub fn run(state_dir: &Path, opts: RunArgs) -> anyhow::Result<()> {
     })?;
     drop(lock);
     Ok(())
+}
+
+/// Open files outpostd wants: nats-server connections, proxies, pidfds
+/// and log files for every instrument, with room to spare.
+const WANTED_OPEN_FILES: u64 = 65536;
+
+/// Raises the open-file limit (a systemd service gets 1024 by default,
+/// which a few hundred proxied bus connections would exhaust) as far as
+/// the kernel allows, and says what it got.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    let want = WANTED_OPEN_FILES.max(soft).min(nr_open);
+    let got = if setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)).is_ok() {
+        want
+    } else if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    if got > soft {
+        info!(from = soft, to = got, "open-file limit raised");
+    } else if got < WANTED_OPEN_FILES {
+        tracing::warn!(
+            limit = got,
+            "open-file limit is low and could not be raised (fix: raise LimitNOFILE of the outpostd service)"
+        );
+    }
 }
 
 /// Finds a usable static `outpost-init`.

@@ -222,7 +222,7 @@ impl<R: Runtime> Daemon<R> {
             return;
         };
         let upstream = SocketAddr::from(([127, 0, 0, 1], nats.port()));
-        let proxy = match proxy::start(name, pid, upstream).await {
+        let proxy = match proxy::start(name, pid, upstream, self.cfg.max_bus_connections).await {
             Ok(p) => Some(p),
             Err(e) => {
                 error!(

@@ -36,11 +36,15 @@ use crate::messaging::proxy::Proxy;
 use crate::messaging::server::NatsServer;
 use crate::paths::StateDir;
 use crate::runtime::{ContainerSpec, Observed, Runtime, RuntimeError, ffi};
-use crate::supervisor::{self, Decision, ExitRecord, state};
+use crate::supervisor::{self, Decision, ExitFile, ExitRecord, state};
 use crate::validate;
 
 /// Says in a status detail that the desired state was not taken.
 const REFUSED: &str = "new desired state refused";
+
+/// How long reading an exit record may take before it counts as
+/// unreadable.
+const EXIT_READ_LIMIT: Duration = Duration::from_secs(2);
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -65,6 +69,9 @@ pub struct DaemonConfig {
     pub nats_port: u16,
     /// Limits of the `EVENTS` stream.
     pub events: EventsLimits,
+    /// Bus connections one instrument may have at once (its proxy's cap,
+    /// and nats-server's limit for its account).
+    pub max_bus_connections: usize,
 }
 
 /// What the daemon is asked to do.
@@ -898,7 +905,7 @@ impl<R: Runtime> Daemon<R> {
         let n = name.to_string();
         let _ =
             tokio::task::spawn_blocking(move || rt.wait_stopped(&n, Duration::from_secs(10))).await;
-        let exit = self.read_exit(name);
+        let exit = self.read_exit(name).await;
         let Some(ins) = self.wanted(name) else {
             self.remove_instance(name).await;
             return;
@@ -913,9 +920,23 @@ impl<R: Runtime> Daemon<R> {
             .and_then(|(_, s)| s.instrument(name).cloned())
     }
 
-    fn read_exit(&self, name: &str) -> ExitRecord {
-        let text = fs::read_to_string(self.cfg.state.status_dir(name).join("exit.json")).ok();
-        ExitRecord::from_init(text.as_deref(), now_ms())
+    /// Reads the exit record outpost-init left, off the actor loop and
+    /// with a time limit: the status directory is the container's to
+    /// write, so what is there may be built to hang or to mislead us.
+    async fn read_exit(&self, name: &str) -> ExitRecord {
+        let dir = self.cfg.state.status_dir(name);
+        let read = tokio::task::spawn_blocking(move || supervisor::read_exit_file(&dir));
+        let file = match tokio::time::timeout(EXIT_READ_LIMIT, read).await {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => ExitFile::Unreadable(format!("reading it failed: {e}")),
+            Err(_) => {
+                ExitFile::Unreadable(format!("reading it took longer than {EXIT_READ_LIMIT:?}"))
+            }
+        };
+        if let ExitFile::Unreadable(why) = &file {
+            warn!(instrument = name, "unreadable exit record: {why}");
+        }
+        ExitRecord::from_file(&file, now_ms())
     }
 
     /// Records an exit and applies the restart policy.
@@ -999,7 +1020,7 @@ impl<R: Runtime> Daemon<R> {
     async fn collect_leftover(&mut self, name: &str, ins: &InstrumentSpec) {
         let was_running = self.instances[name].status.init_pid.is_some();
         if was_running {
-            let exit = self.read_exit(name);
+            let exit = self.read_exit(name).await;
             info!(
                 instrument = name,
                 "exited while outpostd was down: {}", exit.detail
@@ -1077,7 +1098,7 @@ impl<R: Runtime> Daemon<R> {
         }
         drop(proxy);
         if self.instances.contains_key(name) {
-            let exit = self.read_exit(name);
+            let exit = self.read_exit(name).await;
             let inst = self.instances.get_mut(name).expect("present");
             inst.status.init_pid = None;
             inst.status.last_exit = Some(exit);

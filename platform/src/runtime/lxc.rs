@@ -1,6 +1,7 @@
 //! The real runtime: liblxc containers under outpostd's own lxcpath.
 
 use std::fs;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -165,7 +166,7 @@ impl Runtime for LxcRuntime {
         };
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let seccomp = dir.join("seccomp");
-        fs::write(&seccomp, lxc_config::SECCOMP_POLICY).map_err(|e| io(&seccomp, e))?;
+        fs::write(&seccomp, lxc_config::seccomp_policy()).map_err(|e| io(&seccomp, e))?;
         let config = dir.join("config");
         let tmp = dir.join("config.tmp");
         fs::write(&tmp, lxc_config::render(spec, self.facts, &seccomp)).map_err(|e| io(&tmp, e))?;
@@ -181,13 +182,17 @@ impl Runtime for LxcRuntime {
         };
         // The helper's output goes to a file, not a pipe: liblxc's forked
         // monitor may hold inherited descriptors for a while after the
-        // helper exits, and the daemon should not wait for that.
-        let out_path = self.dir(&spec.name).join("start.out");
-        let out_file = fs::File::create(&out_path)
-            .map_err(|e| fail(format!("cannot create {}: {e}", out_path.display())))?;
-        let err_file = out_file
-            .try_clone()
-            .map_err(|e| fail(format!("cannot use {}: {e}", out_path.display())))?;
+        // helper exits, and the daemon should not wait for that. The file
+        // has no name (O_TMPFILE), so a crash leaves nothing behind.
+        let dir = self.dir(&spec.name);
+        let mut out_file = tempfile::tempfile_in(&dir)
+            .map_err(|e| fail(format!("cannot create a file in {}: {e}", dir.display())))?;
+        let (out, err) = match (out_file.try_clone(), out_file.try_clone()) {
+            (Ok(o), Ok(e)) => (o, e),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(fail(format!("cannot use a file in {}: {e}", dir.display())));
+            }
+        };
         let status = Command::new(&self.helper)
             .arg("start-container")
             .arg("--lxcpath")
@@ -197,8 +202,8 @@ impl Runtime for LxcRuntime {
             .arg("--")
             .args(spec.init_argv())
             .stdin(Stdio::null())
-            .stdout(out_file)
-            .stderr(err_file)
+            .stdout(out)
+            .stderr(err)
             .status()
             .map_err(|e| {
                 fail(format!(
@@ -206,9 +211,10 @@ impl Runtime for LxcRuntime {
                     self.helper.display()
                 ))
             })?;
-        let said = fs::read_to_string(&out_path).unwrap_or_default();
+        let mut said = String::new();
+        let _ = out_file.seek(SeekFrom::Start(0));
+        let _ = (&mut out_file).take(64 * 1024).read_to_string(&mut said);
         debug!(instrument = %spec.name, helper = %said.trim().replace('\n', "; "), "start-container helper finished");
-        let _ = fs::remove_file(&out_path);
         let pid = said
             .lines()
             .find_map(|l| l.trim().strip_prefix("init-pid "))

@@ -60,25 +60,84 @@ impl HostFacts {
     }
 }
 
-/// The seccomp policy (LXC format): refuse what would reach the host
-/// kernel's global state.
-pub const SECCOMP_POLICY: &str = "2
-denylist
-reject_force_umount
-[all]
-kexec_load errno 1
-kexec_file_load errno 1
-open_by_handle_at errno 1
-init_module errno 1
-finit_module errno 1
-delete_module errno 1
-keyctl errno 38
-add_key errno 38
-request_key errno 38
-bpf errno 1
-perf_event_open errno 1
-userfaultfd errno 1
-";
+/// `CLONE_NEWUSER`, for the argument filters below.
+pub const CLONE_NEWUSER: u64 = 0x1000_0000;
+
+/// The seccomp policy (LXC format, version 2, a deny list: everything not
+/// named is allowed, as in LXD's default). Reviewed against LXD's default
+/// policy (`kexec_load`, `open_by_handle_at`, `init_module`,
+/// `finit_module`, `delete_module`, `reject_force_umount`) and Docker's
+/// default profile; `docs/design.md` says what is denied and why:
+///
+/// - loading or replacing kernel code: `kexec_*`, `*init_module`,
+///   `delete_module`;
+/// - opening host files by handle (the "shocker" escape):
+///   `open_by_handle_at`, `name_to_handle_at`;
+/// - kernel state that no namespace isolates: keyrings (`keyctl`,
+///   `add_key`, `request_key`: ENOSYS, so libraries fall back), `acct`,
+///   `swapon`/`swapoff`;
+/// - large kernel attack surface an instrument has no use for: `bpf`,
+///   `perf_event_open`, `userfaultfd`, `io_uring_*`;
+/// - nested user namespaces: `unshare` and `clone` with `CLONE_NEWUSER`
+///   (inside a new one a process has every capability again, and the
+///   kernel code behind them), and `clone3` (its flags are in memory a
+///   filter cannot read; ENOSYS makes libc fall back to `clone`);
+/// - the mount API (the kept capabilities never allow it; denied twice):
+///   `mount`, `umount2`, `pivot_root`, `fsopen`, `fsconfig`, `fsmount`,
+///   `fspick`, `open_tree`, `move_mount`, `mount_setattr`.
+///
+/// `[all]` applies the rules to the native and the compat architectures.
+pub fn seccomp_policy() -> String {
+    let newuser = CLONE_NEWUSER;
+    let mut p = String::from("2\ndenylist\nreject_force_umount\n[all]\n");
+    let eperm = [
+        "kexec_load",
+        "kexec_file_load",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "open_by_handle_at",
+        "name_to_handle_at",
+        "acct",
+        "swapon",
+        "swapoff",
+        "bpf",
+        "perf_event_open",
+        "userfaultfd",
+        "mount",
+        "umount2",
+        "pivot_root",
+        "fsopen",
+        "fsconfig",
+        "fsmount",
+        "fspick",
+        "open_tree",
+        "move_mount",
+        "mount_setattr",
+    ];
+    let enosys = [
+        "keyctl",
+        "add_key",
+        "request_key",
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "clone3",
+    ];
+    for call in eperm {
+        let _ = writeln!(p, "{call} errno 1");
+    }
+    for call in enosys {
+        let _ = writeln!(p, "{call} errno 38");
+    }
+    for call in ["unshare", "clone"] {
+        let _ = writeln!(
+            p,
+            "{call} errno 1 [0,{newuser},SCMP_CMP_MASKED_EQ,{newuser}]"
+        );
+    }
+    p
+}
 
 /// Device nodes an instrument may use: null, zero, full, random, urandom,
 /// tty, console, ptmx and its ptys.
@@ -315,6 +374,16 @@ mod tests {
         s.memory_bytes *= 2;
         assert_ne!(s.hash(), spec().hash());
         assert_eq!(hash_of("lxc.uts.name = x\n"), None);
+    }
+
+    #[test]
+    fn seccomp_denies_new_user_namespaces_by_flag() {
+        let p = seccomp_policy();
+        assert!(p.starts_with("2\ndenylist\n"));
+        assert!(p.contains("unshare errno 1 [0,268435456,SCMP_CMP_MASKED_EQ,268435456]\n"));
+        assert!(p.contains("clone errno 1 [0,268435456,SCMP_CMP_MASKED_EQ,268435456]\n"));
+        assert!(p.contains("clone3 errno 38\n"));
+        assert!(p.contains("open_by_handle_at errno 1\n"));
     }
 
     #[test]
