@@ -1,16 +1,25 @@
 //! The state directory and what lives where in it.
 //!
 //! ```text
-//! <state>/
-//!   outpostd.db               desired state, images, instrument status (SQLite)
+//! <state>/                    0700 (+ a search-only ACL entry per instrument root)
+//!   outpostd.db               desired state, images, status, id ranges (SQLite)
 //!   outpostd.lock             held (flock) by the running daemon
 //!   images/<name>/<version>/  manifest.toml + rootfs/ (read-only lower dirs)
 //!   images/.staging-*         imports in progress (removed on start)
-//!   containers/<name>/        LXC config (lxcpath)
-//!   instances/<name>/         upper/, work/, status/ of a defined container
-//!   persist/<name>/           persistent storage; removed only by purge
+//!   containers/<name>/        LXC config and seccomp policy (lxcpath)
+//!   instances/<name>/         one defined container's tree, 0700 root:
+//!     lower/                    the image, idmapped to the instrument's ids (mount)
+//!     upper/ work/              overlay upper and work dirs (its root's)
+//!     rootfs/                   the overlay (mount), with outpost-init, the
+//!                               status dir, the bus key and persistent
+//!                               storage bound into it: liblxc's rootfs
+//!     status/                   exit record, net-ready (its root's)
+//!     persist/                  persistent storage while mounted
+//!   persist/<name>.ext4       persistent storage: an ext4 image of the
+//!                             manifest's size; removed only by purge
 //!   logs/<name>/              console.log (+ .1), lxc.log
-//!   secrets/<name>.nkey       bus identities (0600); outpostd.nkey is the platform's
+//!   secrets/<name>.nkey       bus identities (0400, the instrument root's);
+//!                             outpostd.nkey is the platform's
 //!   nats/                     nats-server config, pid, log, port, JetStream store
 //! ```
 
@@ -19,7 +28,8 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Creates `dir` (and missing parents) and makes it `0700`: nothing under
+/// Creates `dir` (and missing parents) and makes it `0700` for its owner
+/// and others (group bits, which an ACL mask shows in, are kept): nothing under
 /// the state directory is for other host users, and an instrument's files
 /// must not be reachable from the host by anyone but root.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
@@ -34,8 +44,11 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
             dir.display()
         )));
     }
-    if meta.permissions().mode() & 0o7777 != 0o700 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    // Others get nothing; the group bits are left alone, as they show the
+    // mask of a search-only ACL entry an instrument's root may have here.
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o7707 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700 | (mode & 0o070)))?;
     }
     Ok(())
 }
@@ -75,18 +88,41 @@ impl StateDir {
     pub fn instance(&self, name: &str) -> PathBuf {
         self.instances().join(name)
     }
+    /// The overlay upper dir of a defined container.
     pub fn upper(&self, name: &str) -> PathBuf {
         self.instance(name).join("upper")
     }
-    /// The overlay work dir LXC uses next to the upper dir.
+    /// The overlay work dir next to the upper dir.
     pub fn overlay_work(&self, name: &str) -> PathBuf {
         self.instance(name).join("work")
     }
+    /// Where the image is mounted, idmapped, as the overlay's lower layer.
+    pub fn lower_mount(&self, name: &str) -> PathBuf {
+        self.instance(name).join("lower")
+    }
+    /// The container's root tree, handed to liblxc.
+    pub fn rootfs(&self, name: &str) -> PathBuf {
+        self.instance(name).join("rootfs")
+    }
+    /// outpost-init's status directory (writable by the instrument).
     pub fn status_dir(&self, name: &str) -> PathBuf {
         self.instance(name).join("status")
     }
-    pub fn persist(&self, name: &str) -> PathBuf {
-        self.root.join("persist").join(name)
+    /// Where persistent storage is mounted while the container exists.
+    pub fn persist_mount(&self, name: &str) -> PathBuf {
+        self.instance(name).join("persist")
+    }
+    pub fn persist_root(&self) -> PathBuf {
+        self.root.join("persist")
+    }
+    /// The ext4 image holding an instrument's persistent storage.
+    pub fn persist_image(&self, name: &str) -> PathBuf {
+        self.persist_root().join(format!("{name}.ext4"))
+    }
+    /// Persistent storage as a plain directory, as outpostd before user
+    /// namespaces kept it; migrated into the image at the next start.
+    pub fn persist_legacy(&self, name: &str) -> PathBuf {
+        self.persist_root().join(name)
     }
     pub fn logs(&self, name: &str) -> PathBuf {
         self.root.join("logs").join(name)

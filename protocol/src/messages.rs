@@ -16,6 +16,7 @@ pub mod schema {
     pub const HEALTH_TRANSITION: &str = "outpost.health-transition/1";
     pub const CONFIG_RESULT: &str = "outpost.config-applied/1";
     pub const RPC_ERROR: &str = "outpost.rpc-error/1";
+    pub const STORAGE_FULL: &str = "outpost.storage-full/1";
 }
 
 /// What an instrument says of itself.
@@ -145,6 +146,35 @@ pub struct ConfigResult {
     pub applied: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// How full an instrument's persistent storage is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageUse {
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+}
+
+impl StorageUse {
+    /// Full enough that writes fail: less than 1% (at least 64 KiB) free.
+    pub fn is_full(&self) -> bool {
+        self.free_bytes < (self.size_bytes / 100).max(64 << 10)
+    }
+
+    /// Room again after being full: more than 5% free.
+    pub fn has_room(&self) -> bool {
+        self.free_bytes > self.size_bytes / 20
+    }
+}
+
+/// Platform event: an instrument's persistent storage is full; its writes
+/// fail with ENOSPC until it (or retention) deletes something.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageFull {
+    pub instrument: String,
+    #[serde(flatten)]
+    pub usage: StorageUse,
 }
 
 /// Reply of an RPC handler that failed.

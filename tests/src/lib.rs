@@ -361,6 +361,29 @@ impl Sensor {
         );
     }
 
+    /// Polls the whole status until `pred` holds; panics with the daemon
+    /// log on timeout.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            last = self.status();
+            if pred(&last) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "the sensor never showed {what} within {timeout:?}; last status: {last:#}\n--- outpostd log ---\n{}",
+            self.log_text()
+        );
+    }
+
     /// Waits until the instrument is `running`; returns its init pid.
     pub fn wait_running(&self, name: &str) -> i32 {
         let s = self.wait_for(name, "running", Duration::from_secs(30), |s| {
@@ -373,8 +396,39 @@ impl Sensor {
         self.state.join("containers")
     }
 
+    /// An instrument's persistent storage, as mounted on the host while its
+    /// container exists.
     pub fn persist(&self, name: &str) -> PathBuf {
-        self.state.join("persist").join(name)
+        self.state.join("instances").join(name).join("persist")
+    }
+
+    /// The ext4 image that holds an instrument's persistent storage.
+    pub fn persist_image(&self, name: &str) -> PathBuf {
+        self.state.join("persist").join(format!("{name}.ext4"))
+    }
+
+    /// The host uid of an instrument's root (the owner of its persistent
+    /// storage).
+    pub fn instrument_uid(&self, name: &str) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(self.persist(name))
+            .unwrap_or_else(|e| panic!("persistent storage of {name}: {e}"))
+            .uid()
+    }
+
+    /// Hands `path` (and what is below it) to the instrument's root, as if
+    /// the instrument had written it.
+    pub fn give_to_instrument(&self, name: &str, path: &Path) {
+        let uid = self.instrument_uid(name);
+        fn walk(p: &Path, uid: u32) {
+            std::os::unix::fs::lchown(p, Some(uid), Some(uid)).expect("chown");
+            if fs::symlink_metadata(p).unwrap().is_dir() {
+                for e in fs::read_dir(p).unwrap() {
+                    walk(&e.unwrap().path(), uid);
+                }
+            }
+        }
+        walk(path, uid);
     }
 
     /// Runs a command inside a running instrument with `lxc-attach`.
@@ -428,9 +482,30 @@ impl Sensor {
             .collect()
     }
 
+    /// A file of an instrument's persistent storage: read where it is
+    /// mounted while the container exists, else out of its ext4 image with
+    /// `debugfs` (which reads an image without mounting it).
+    pub fn persist_file(&self, name: &str, rel: &str) -> Option<Vec<u8>> {
+        let mounted = self.persist(name);
+        if mounted.is_dir() {
+            return fs::read(mounted.join(rel)).ok();
+        }
+        let image = self.persist_image(name);
+        if !image.is_file() {
+            return None;
+        }
+        let out = Command::new("debugfs")
+            .args(["-R", &format!("cat /{rel}")])
+            .arg(&image)
+            .output()
+            .expect("run debugfs (e2fsprogs)");
+        (out.status.success() && !out.stdout.is_empty()).then_some(out.stdout)
+    }
+
     /// The `boots.jsonl` records the example instrument kept.
     pub fn boots(&self, name: &str) -> Vec<Value> {
-        fs::read_to_string(self.persist(name).join("boots.jsonl"))
+        self.persist_file(name, "boots.jsonl")
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).expect("boot record is JSON"))

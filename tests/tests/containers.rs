@@ -88,12 +88,14 @@ fn instrument_runs_with_exactly_its_capabilities_limits_and_mounts() {
     // Mounts.
     let root = mount(&r, "/");
     assert_eq!(root["fstype"], "overlay");
+    // Its lower layer is the shared image, idmapped to the instrument's ids.
     let lower = s.state.join("images/example/0.1.0/rootfs");
+    let lower_mount = s.state.join("instances").join(&name).join("lower");
     assert!(
         root["super_options"]
             .as_str()
             .unwrap()
-            .contains(&format!("lowerdir={}", lower.display())),
+            .contains(&format!("lowerdir={}", lower_mount.display())),
         "{root:#}"
     );
     let persist = mount(&r, "/var/lib/instrument");
@@ -186,15 +188,16 @@ fn removing_an_instrument_leaves_no_container_mount_cgroup_or_directory() {
         s.log_text()
     );
 
-    // Persistent data stays until an explicit purge.
-    assert!(s.persist(&name).join("boots.jsonl").exists());
+    // Persistent data stays (in its image) until an explicit purge.
+    assert!(s.persist_image(&name).is_file());
+    assert!(!s.persist(&name).exists(), "unmounted with the container");
     let out = s.cli(&["purge", &name]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!s.persist(&name).exists());
+    assert!(!s.persist_image(&name).exists());
     assert!(!s.state.join("logs").join(&name).exists());
 
     // SIGTERM: outpostd exits cleanly.
@@ -526,16 +529,23 @@ fn a_crash_mid_operation_leaves_nothing_half_made() {
     assert_eq!(staging.len(), 1, "the crash left its staging directory");
     s.import(&img);
 
-    // outpostd dies after defining a container, before starting it.
+    // outpostd dies after defining a container and building its tree
+    // (mounts and all), before starting it.
     let name = unique("half");
     s.write_sensor(&instrument(&name, ""));
-    s.spawn_env(&[], &[("OUTPOST_FAILPOINT", "after-define")]);
+    s.spawn_env(&[], &[("OUTPOST_FAILPOINT", "after-rootfs")]);
     assert!(!s.wait_exit(Duration::from_secs(20)).success());
     assert!(
         s.lxcpath().join(&name).join("config").exists(),
         "half-made container"
     );
-    assert!(s.state.join("instances").join(&name).exists());
+    let tree = s.state.join("instances").join(&name);
+    assert!(tree.exists());
+    assert!(
+        host_mounts_under(&tree).len() >= 4,
+        "image, overlay, storage and binds: {:?}",
+        host_mounts_under(&tree)
+    );
 
     // The next start clears both and starts the instrument cleanly.
     s.start(&[]);
@@ -557,6 +567,15 @@ fn a_crash_mid_operation_leaves_nothing_half_made() {
         .collect();
     assert!(left.is_empty(), "staging left: {left:?}");
     assert_eq!(s.wait_boots(&name, 1).len(), 1);
+    // The leftover tree was taken apart, not mounted over.
+    let points: Vec<String> = host_mounts_under(&tree)
+        .iter()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .collect();
+    let mut unique_points = points.clone();
+    unique_points.sort();
+    unique_points.dedup();
+    assert_eq!(points.len(), unique_points.len(), "{points:#?}");
 }
 
 #[test]

@@ -59,20 +59,20 @@ fn config_that_breaks_the_schema_is_refused_and_named() {
         "{err}"
     );
 
-    s.start(&[]);
-    let st = s.wait_for(&name, "failed", Duration::from_secs(20), |v| {
-        v["state"] == "failed"
-    });
-    let detail = st["detail"].as_str().unwrap();
-    assert!(detail.contains("greeting"), "{detail}");
-    assert!(detail.contains("colour"), "{detail}");
+    // The daemon checks it the same way: with no earlier desired state to
+    // keep, it does not start, and says every problem.
+    s.spawn(&[]);
+    assert!(!s.wait_exit(Duration::from_secs(20)).success());
+    let log = s.log_text();
+    assert!(log.contains("greeting"), "{log}");
+    assert!(log.contains("colour"), "{log}");
     assert!(!s.lxcpath().join(&name).exists(), "nothing was created");
 
     // Fixing the file brings it up.
     s.write_sensor(&format!(
         "[[instrument]]\nname = \"{name}\"\nimage = \"example\"\nversion = \"0.1.0\"\nconfig = {{ greeting = \"hello\" }}\n"
     ));
-    s.reload();
+    s.start(&[]);
     s.wait_running(&name);
     let out = s.cli(&["check", s.sensor_file.to_str().unwrap()]);
     assert!(
@@ -129,4 +129,104 @@ fn disabling_stops_and_enabling_starts_again() {
     assert_eq!(s.wait_boots(&name, 2).len(), 2);
     // Every change was stored as a new desired-state version.
     assert_eq!(s.status()["desired_version"], 3);
+}
+
+fn one(name: &str, enabled: bool, config: &str) -> String {
+    format!(
+        "[[instrument]]\nname = \"{name}\"\nimage = \"example\"\nversion = \"0.1.0\"\nenabled = {enabled}\n[instrument.config]\n{config}\n"
+    )
+}
+
+#[test]
+fn sighup_refuses_a_config_against_the_schema_and_a_fixed_file_clears_the_refusal() {
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let name = unique("hup");
+    s.write_sensor(&one(&name, true, "burst = 5"));
+    s.start(&[]);
+    let pid = s.wait_running(&name);
+    let v1 = s.status()["desired_version"].clone();
+
+    // What `check` refuses, SIGHUP refuses: the previous version stays.
+    s.write_sensor(&one(&name, true, "burst = -5"));
+    let out = s.cli(&["check", s.sensor_file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    s.reload();
+    let st = s.wait_status("the refusal", Duration::from_secs(10), |st| {
+        st["refused"].is_object()
+    });
+    assert_eq!(st["desired_version"], v1, "no new version was stored");
+    let problems = st["refused"]["problems"].to_string();
+    assert!(problems.contains("burst"), "{problems}");
+    let text = String::from_utf8_lossy(&s.cli(&["status"]).stdout).into_owned();
+    assert!(text.contains("refused") && text.contains("burst"), "{text}");
+    let ins = s.instrument(&name).unwrap();
+    assert_eq!(ins["state"], "running");
+    assert_eq!(ins["init_pid"], pid, "not restarted, not failed");
+
+    // A valid file is applied and the refusal is gone.
+    s.write_sensor(&one(&name, true, "burst = 7"));
+    s.reload();
+    let st = s.wait_status("the fixed file", Duration::from_secs(10), |st| {
+        st["refused"].is_null() && st["desired_version"] != v1
+    });
+    let ins = st["instruments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name.as_str())
+        .unwrap()
+        .clone();
+    assert!(
+        !ins["detail"].as_str().unwrap().contains("refused"),
+        "{ins:#}"
+    );
+    let text = String::from_utf8_lossy(&s.cli(&["status"]).stdout).into_owned();
+    assert!(!text.contains("refused"), "{text}");
+}
+
+#[test]
+fn an_instrument_adopted_after_a_crash_during_its_start_gets_its_config() {
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let name = unique("adopt");
+    let config = "greeting = \"from-the-desired-state\"";
+    s.write_sensor(&one(&name, true, config));
+    s.start(&[]);
+    s.wait_for(&name, "config applied", Duration::from_secs(20), |v| {
+        v["config_applied"] == 1
+    });
+    // Disabled, then enabled again by a daemon that dies right after the
+    // container started, before it could push the config.
+    s.write_sensor(&one(&name, false, config));
+    s.reload();
+    s.wait_for(&name, "stopped", Duration::from_secs(20), |v| {
+        v["state"] == "stopped"
+    });
+    s.kill9();
+    s.write_sensor(&one(&name, true, config));
+    s.spawn_env(&[], &[("OUTPOST_FAILPOINT", "after-start")]);
+    assert!(!s.wait_exit(Duration::from_secs(30)).success());
+
+    // The next daemon adopts it and, told by its health reply that it runs
+    // no config, gives it version 1.
+    s.start(&[]);
+    let st = s.wait_for(
+        &name,
+        "running with its config",
+        Duration::from_secs(30),
+        |v| {
+            v["state"] == "running"
+                && v["config_applied"] == 1
+                && v["health_message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("from-the-desired-state"))
+        },
+    );
+    assert!(
+        s.log_text().contains("re-adopted") || s.log_text().contains("adopted"),
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(st["config_version"], 1);
 }

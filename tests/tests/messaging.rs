@@ -462,6 +462,9 @@ fn retention_deletes_old_files_through_the_sdk_default_handler() {
             .unwrap();
     }
     std::fs::write(persist.join("fresh.log"), b"new").unwrap();
+    for p in ["captures", "old.log", "fresh.log"] {
+        s.give_to_instrument(&name, &persist.join(p));
+    }
 
     // The manifest's default period (7 days).
     let out = s.cli(&["retention", &name]);

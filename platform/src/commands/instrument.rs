@@ -3,7 +3,11 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::bail;
+use std::fs;
+
+use anyhow::{Context, bail};
+
+use crate::runtime::acl;
 
 /// Prints an instrument's console log (the rotated part first).
 pub fn logs(state_dir: &Path, name: &str) -> anyhow::Result<()> {
@@ -45,11 +49,28 @@ pub fn purge(state_dir: &Path, name: &str) -> anyhow::Result<()> {
         );
     }
     let mut removed = Vec::new();
-    for dir in [st.persist(name), st.logs(name)] {
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
+    let legacy = st.persist_legacy(name);
+    for dir in [legacy, st.logs(name)] {
+        if fs::symlink_metadata(&dir).is_ok() {
+            fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
             removed.push(dir.display().to_string());
         }
+    }
+    let image = st.persist_image(name);
+    if image.exists() {
+        fs::remove_file(&image).with_context(|| format!("cannot remove {}", image.display()))?;
+        removed.push(image.display().to_string());
+    }
+    // Its host ids are free again once nothing it owned is left.
+    if let Some(ids) = db.ids(name)? {
+        for dir in [st.root().to_path_buf(), st.instances(), st.lxcpath()] {
+            if dir.exists() {
+                acl::revoke(&dir, ids.base)
+                    .with_context(|| format!("cannot update the ACL of {}", dir.display()))?;
+            }
+        }
+        db.free_ids(name)?;
+        removed.push(format!("host ids {}-{}", ids.base, ids.last()));
     }
     if removed.is_empty() {
         println!("instrument {name} has no stored data");

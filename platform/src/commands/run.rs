@@ -53,6 +53,15 @@ pub struct RunArgs {
     #[arg(long, default_value_t = crate::messaging::proxy::DEFAULT_MAX_CONNECTIONS as u16,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_bus_connections: u16,
+    /// First host uid/gid of the instruments' user namespaces; each gets
+    /// its own 65536 ids from here on.
+    #[arg(long, default_value_t = crate::daemon::DEFAULT_ID_RANGE_START)]
+    pub id_range_start: u32,
+    /// Run instruments as host root with dropped capabilities, without
+    /// user namespaces. Only for the benchmark's comparison: an instrument
+    /// that escapes its container is then root on the host.
+    #[arg(long, hide = true)]
+    pub privileged_containers_for_benchmark: bool,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. SIGHUP re-reads the sensor file.
@@ -60,8 +69,13 @@ pub fn run(state_dir: &Path, opts: RunArgs) -> anyhow::Result<()> {
     if let Some(p) = path_problem(state_dir) {
         bail!("state directory: {p}");
     }
-    std::fs::create_dir_all(state_dir)
+    crate::paths::create_private_dir(state_dir)
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    // Mount points under it are compared with /proc/self/mountinfo, which
+    // has the real path.
+    let state_dir = &state_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve state directory {}", state_dir.display()))?;
     let state = StateDir::new(state_dir);
 
     let lock_file = OpenOptions::new()
@@ -96,9 +110,11 @@ pub fn run(state_dir: &Path, opts: RunArgs) -> anyhow::Result<()> {
             max_age: opts.events_max_age,
         },
         max_bus_connections: opts.max_bus_connections.into(),
+        id_range_start: opts.id_range_start,
+        privileged: opts.privileged_containers_for_benchmark,
     };
     let helper = std::env::current_exe().context("cannot find the outpostd binary")?;
-    let rt = LxcRuntime::new(&state.lxcpath(), &helper)
+    let rt = LxcRuntime::new(&state.lxcpath(), &state.instances(), &helper)
         .with_context(|| format!("cannot create {}", state.lxcpath().display()))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -123,6 +123,14 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
         if !s.health_message.is_empty() {
             detail = format!("{detail}; health: {}", s.health_message);
         }
+        if s.storage_full
+            && let Some(u) = &s.storage
+        {
+            detail = format!(
+                "{detail}; persistent storage full ({} of {} bytes used)",
+                u.used_bytes, u.size_bytes
+            );
+        }
         if let Some(r) = &s.config_rejected {
             detail = format!("{detail}; config {} rejected: {}", r.version, r.reason);
         }

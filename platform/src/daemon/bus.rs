@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use outpost_protocol::InstrumentSpec;
 use outpost_protocol::messages::{
     ConfigReply, ConfigRequest, ConfigResult, HealthReply, HealthTransition, InstrumentHealth,
-    schema,
+    StorageFull, StorageUse, schema,
 };
 use outpost_protocol::subjects::{self, PLATFORM, instrument_permissions};
 use serde::Serialize;
@@ -252,6 +252,7 @@ impl<R: Runtime> Daemon<R> {
         let generation = inst.generation;
         let tx = self.tx.clone();
         let n = name.to_string();
+        let persist = self.cfg.state.persist_mount(name);
         if let Some(t) = inst.health_task.take() {
             t.abort();
         }
@@ -283,6 +284,7 @@ impl<R: Runtime> Daemon<R> {
                     generation,
                     outcome,
                     latency_ms,
+                    storage: storage_use(&persist),
                 };
                 if tx.send(cmd).await.is_err() {
                     return;
@@ -293,6 +295,46 @@ impl<R: Runtime> Daemon<R> {
         }));
         self.save(name);
         self.push_config(name);
+    }
+
+    /// Takes a measure of an instrument's persistent storage: a
+    /// `storage-full` event when it fills up (once, until it has room
+    /// again).
+    pub(super) fn on_storage(&mut self, name: &str, generation: u64, usage: Option<StorageUse>) {
+        let Some(inst) = self.instances.get_mut(name) else {
+            return;
+        };
+        if inst.generation != generation {
+            return;
+        }
+        inst.status.storage = usage;
+        let Some(u) = usage else {
+            return;
+        };
+        if !inst.status.storage_full && u.is_full() {
+            inst.status.storage_full = true;
+            warn!(
+                instrument = name,
+                size = u.size_bytes,
+                free = u.free_bytes,
+                "persistent storage is full; the instrument's writes fail with ENOSPC"
+            );
+            self.publish_event(
+                "storage-full",
+                schema::STORAGE_FULL,
+                StorageFull {
+                    instrument: name.into(),
+                    usage: u,
+                },
+            );
+        } else if inst.status.storage_full && u.has_room() {
+            inst.status.storage_full = false;
+            info!(
+                instrument = name,
+                free = u.free_bytes,
+                "persistent storage has room again"
+            );
+        }
     }
 
     /// Ends a stopped instrument's bus side.
@@ -606,4 +648,23 @@ impl<R: Runtime> Daemon<R> {
             },
         );
     }
+}
+
+/// How full the filesystem mounted at `mount` is (`None` if it is not
+/// there: the instrument's storage is mounted while its container exists).
+fn storage_use(mount: &std::path::Path) -> Option<StorageUse> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = mount.parent()?;
+    if fs::metadata(mount).ok()?.dev() == fs::metadata(parent).ok()?.dev() {
+        return None; // not mounted: this would be the host's disk
+    }
+    let st = nix::sys::statvfs::statvfs(mount).ok()?;
+    let frag = st.fragment_size() as u64;
+    let size = st.blocks() as u64 * frag;
+    let free = st.blocks_available() as u64 * frag;
+    Some(StorageUse {
+        size_bytes: size,
+        used_bytes: size.saturating_sub(st.blocks_free() as u64 * frag),
+        free_bytes: free,
+    })
 }

@@ -22,20 +22,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use outpost_protocol::messages::StorageUse;
 use outpost_protocol::{InstrumentSpec, Manifest, SensorSpec};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use crate::db::{Db, DbError, InstrumentStatus, Refusal, now_ms};
+use crate::db::{Db, DbError, IdRange, InstrumentStatus, Refusal, now_ms};
 use crate::health;
 use crate::images::ImageStore;
 use crate::messaging::bus::{Bus, EventsLimits};
 use crate::messaging::keys::Keys;
 use crate::messaging::proxy::Proxy;
 use crate::messaging::server::NatsServer;
+use crate::paths;
 use crate::paths::StateDir;
-use crate::runtime::{ContainerSpec, Observed, Runtime, RuntimeError, ffi};
+use crate::runtime::{ContainerSpec, Observed, PersistSpec, Runtime, RuntimeError, ffi, rootfs};
 use crate::supervisor::{self, Decision, ExitFile, ExitRecord, state};
 use crate::validate;
 
@@ -72,7 +74,21 @@ pub struct DaemonConfig {
     /// Bus connections one instrument may have at once (its proxy's cap,
     /// and nats-server's limit for its account).
     pub max_bus_connections: usize,
+    /// First host id of the instruments' id ranges.
+    pub id_range_start: u32,
+    /// Run containers as host root with dropped capabilities, without a
+    /// user namespace: only for the benchmark's comparison.
+    pub privileged: bool,
 }
+
+/// Host ids per instrument: a whole 16-bit range, so images with ordinary
+/// users and groups (up to 65534, "nobody") work inside.
+pub const ID_RANGE_SIZE: u32 = 65536;
+
+/// Where instruments' id ranges start by default: clear of the ids of host
+/// users, of shadow's subordinate ranges (from 100000) and of LXD's
+/// (1000000 to 1001000000), and below 2^31.
+pub const DEFAULT_ID_RANGE_START: u32 = 1_500_000_000;
 
 /// What the daemon is asked to do.
 #[derive(Debug)]
@@ -89,6 +105,8 @@ pub enum Command {
         generation: u64,
         outcome: health::Outcome,
         latency_ms: Option<f64>,
+        /// Persistent storage use, measured with the check.
+        storage: Option<StorageUse>,
     },
     /// An instrument answered a config push.
     ConfigResult {
@@ -195,6 +213,8 @@ fn blank_status(ins: &InstrumentSpec) -> InstrumentStatus {
         health: "stopped".into(),
         health_message: String::new(),
         health_details: serde_json::Value::Null,
+        storage: None,
+        storage_full: false,
         updated_at_ms: now_ms(),
     }
 }
@@ -286,7 +306,8 @@ impl<R: Runtime> Daemon<R> {
                     // Health and config results change no desired or
                     // observed container state (a health restart schedules
                     // its own wake-up), so they do not reconcile.
-                    Some(Command::Health { name, generation, outcome, latency_ms }) => {
+                    Some(Command::Health { name, generation, outcome, latency_ms, storage }) => {
+                        self.on_storage(&name, generation, storage);
                         self.on_health(&name, generation, outcome, latency_ms).await;
                         continue;
                     }
@@ -307,12 +328,26 @@ impl<R: Runtime> Daemon<R> {
     /// Start-up: clear what crashes left, load the desired state and the
     /// last known status of every instrument.
     fn startup(&mut self) -> Result<(), DaemonError> {
+        // Nothing under the state directory is for other host users; an
+        // instrument's root gets a search-only ACL entry on the way to its
+        // tree (see `runtime::rootfs`).
+        let st = &self.cfg.state;
         for dir in [
-            self.cfg.state.instances(),
-            self.cfg.state.root().join("persist"),
+            st.root().to_path_buf(),
+            st.instances(),
+            st.persist_root(),
+            st.root().join("logs"),
+            st.secrets(),
+            st.images(),
+            st.lxcpath(),
         ] {
-            fs::create_dir_all(&dir)
+            paths::create_private_dir(&dir)
                 .map_err(|e| DaemonError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        if let Err(e) =
+            std::fs::set_permissions(st.db(), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        {
+            warn!(path = %st.db().display(), "cannot make the state database private: {e}");
         }
         self.images.recover(&self.db)?;
         self.desired = self.db.latest_desired()?;
@@ -339,7 +374,9 @@ impl<R: Runtime> Daemon<R> {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if !defined.contains(&name) {
                     warn!(instrument = %name, "removing a half-made instance left by an earlier crash");
-                    let _ = fs::remove_dir_all(e.path());
+                    if let Err(e) = rootfs::teardown(&e.path()) {
+                        error!(instrument = %name, "{e}");
+                    }
                 }
             }
         }
@@ -462,7 +499,24 @@ impl<R: Runtime> Daemon<R> {
         }
     }
 
-    fn container_spec(&self, ins: &InstrumentSpec, m: &Manifest) -> ContainerSpec {
+    /// The host id range of an instrument's user namespace (allocated on
+    /// first use, kept until purge); `None` when containers run privileged
+    /// (the benchmark's comparison only).
+    fn id_range(&mut self, name: &str) -> Result<Option<IdRange>, DbError> {
+        if self.cfg.privileged {
+            return Ok(None);
+        }
+        self.db
+            .allocate_ids(name, self.cfg.id_range_start, ID_RANGE_SIZE)
+            .map(Some)
+    }
+
+    fn container_spec(
+        &self,
+        ins: &InstrumentSpec,
+        m: &Manifest,
+        ids: Option<IdRange>,
+    ) -> ContainerSpec {
         let st = &self.cfg.state;
         let limits = ins.limits.apply(m.limits);
         let sensor = self
@@ -473,9 +527,19 @@ impl<R: Runtime> Daemon<R> {
         ContainerSpec {
             name: ins.name.clone(),
             lower: self.images.rootfs(&ins.image, &ins.version),
-            upper: st.upper(&ins.name),
-            persist: st.persist(&ins.name),
-            status_dir: st.status_dir(&ins.name),
+            instance: st.instance(&ins.name),
+            search: vec![
+                st.root().to_path_buf(),
+                st.instances(),
+                st.lxcpath(),
+                st.lxcpath().join(&ins.name),
+            ],
+            persist: PersistSpec {
+                image: st.persist_image(&ins.name),
+                bytes: m.storage.persistent.as_u64(),
+                legacy: st.persist_legacy(&ins.name),
+            },
+            ids,
             init: self.cfg.init.clone(),
             nkey: self.keys.seed_path(&ins.name),
             console_log: st.console_log(&ins.name),
@@ -567,7 +631,14 @@ impl<R: Runtime> Daemon<R> {
             let pid = self.instances[name].status.init_pid.unwrap_or_default();
             self.note(name, format!("running (init pid {pid})"));
         }
-        let spec = self.container_spec(ins, &manifest);
+        let ids = match self.id_range(name) {
+            Ok(ids) => ids,
+            Err(e) => {
+                self.set_state(name, state::FAILED, e.to_string());
+                return;
+            }
+        };
+        let spec = self.container_spec(ins, &manifest, ids);
         let hash = spec.hash();
         {
             let inst = self.instances.get_mut(name).expect("inserted above");
@@ -769,22 +840,6 @@ impl<R: Runtime> Daemon<R> {
         }));
     }
 
-    /// Empties the per-start directories: the overlay upper and work dirs
-    /// and the status dir.
-    fn reset_instance_dirs(&self, name: &str) -> std::io::Result<()> {
-        let st = &self.cfg.state;
-        for d in [st.upper(name), st.overlay_work(name), st.status_dir(name)] {
-            if d.exists() {
-                fs::remove_dir_all(&d)?;
-            }
-        }
-        fs::create_dir_all(st.upper(name))?;
-        fs::create_dir_all(st.status_dir(name))?;
-        fs::create_dir_all(st.persist(name))?;
-        fs::create_dir_all(st.logs(name))?;
-        Ok(())
-    }
-
     async fn start_instance(&mut self, name: &str, ins: &InstrumentSpec, spec: ContainerSpec) {
         let restarting = self.instances[name].status.last_exit.is_some()
             && self.instances[name].next_restart.is_some();
@@ -799,11 +854,9 @@ impl<R: Runtime> Daemon<R> {
             format!("starting {}:{}", ins.image, ins.version),
         );
         let t0 = Instant::now();
-        if let Err(e) = self.reset_instance_dirs(name) {
-            let why = format!(
-                "cannot prepare its directories under {}: {e}",
-                self.cfg.state.root().display()
-            );
+        let logs = self.cfg.state.logs(name);
+        if let Err(e) = paths::create_private_dir(&logs) {
+            let why = format!("cannot create its log directory {}: {e}", logs.display());
             self.fail_start(name, ins, why).await;
             return;
         }
@@ -820,6 +873,7 @@ impl<R: Runtime> Daemon<R> {
             crate::failpoint::hit("after-define");
             let defined = t.elapsed();
             let pid = rt.start(&s)?;
+            crate::failpoint::hit("after-start");
             debug!(
                 instrument = %s.name,
                 define_ms = defined.as_secs_f64() * 1e3,
@@ -1051,12 +1105,6 @@ impl<R: Runtime> Daemon<R> {
             Ok(Err(e)) => error!(instrument = name, "{e}"),
             Err(e) => error!(instrument = name, "destroy task failed: {e}"),
         }
-        let dir = self.cfg.state.instance(name);
-        if dir.exists()
-            && let Err(e) = fs::remove_dir_all(&dir)
-        {
-            error!(instrument = name, path = %dir.display(), "cannot remove instance directory: {e}");
-        }
     }
 
     /// Stops a container whose init is `pid` but which outpostd has not
@@ -1118,9 +1166,8 @@ impl<R: Runtime> Daemon<R> {
             );
             self.stop_and_destroy(name).await;
         }
-        let dir = self.cfg.state.instance(name);
-        if dir.exists() {
-            let _ = fs::remove_dir_all(&dir);
+        if let Err(e) = rootfs::teardown(&self.cfg.state.instance(name)) {
+            error!(instrument = name, "{e}");
         }
         self.instances.remove(name);
         self.keys.remove(name);

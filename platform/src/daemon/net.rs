@@ -3,6 +3,7 @@
 //! release before a stop, after a death, and at start-up.
 
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 
 use outpost_protocol::InstrumentSpec;
 use tracing::{error, info, warn};
@@ -68,8 +69,15 @@ impl<R: Runtime> Daemon<R> {
             warn!(instrument = name, "binding failed, rolling back: {e}");
             return Err(e);
         }
+        // The status directory is the instrument's to write: never follow
+        // or reuse what is there.
         let ready = self.cfg.state.status_dir(name).join(NET_READY);
-        fs::write(&ready, b"").map_err(|e| format!("cannot write {}: {e}", ready.display()))?;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&ready)
+            .map_err(|e| format!("cannot write {}: {e}", ready.display()))?;
         info!(
             instrument = name,
             interfaces = records.len(),
@@ -81,7 +89,8 @@ impl<R: Runtime> Daemon<R> {
 
     /// Whether the entrypoint was let go (all bindings applied).
     pub(super) fn bindings_ready(&self, name: &str) -> bool {
-        self.cfg.state.status_dir(name).join(NET_READY).exists()
+        fs::symlink_metadata(self.cfg.state.status_dir(name).join(NET_READY))
+            .is_ok_and(|m| m.is_file())
     }
 
     /// Undoes and forgets every binding of `name`. `pid` is its init while

@@ -126,6 +126,12 @@ pub struct InstrumentStatus {
     /// The instrument's own health details (its last reply).
     #[serde(default)]
     pub health_details: serde_json::Value,
+    /// How full its persistent storage is (while it runs).
+    #[serde(default)]
+    pub storage: Option<outpost_protocol::messages::StorageUse>,
+    /// Whether its persistent storage is full (writes fail with ENOSPC).
+    #[serde(default)]
+    pub storage_full: bool,
     pub updated_at_ms: i64,
 }
 

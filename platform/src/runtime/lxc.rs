@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::ffi::{self, Container};
+use super::idmap::Mapper;
 use super::lxc_config::{self, HostFacts};
-use super::{ContainerSpec, Observed, Runtime, RuntimeError};
+use super::{ContainerSpec, Observed, Runtime, RuntimeError, rootfs};
 
 /// Containers under `lxcpath`, one directory each.
 ///
@@ -21,22 +22,38 @@ use super::{ContainerSpec, Observed, Runtime, RuntimeError};
 /// to the long-running, multi-threaded daemon.
 pub struct LxcRuntime {
     lxcpath: PathBuf,
+    /// Where each container's root tree is built (`<instances>/<name>`).
+    instances: PathBuf,
     facts: HostFacts,
     helper: PathBuf,
+    mapper: Mapper,
 }
 
 impl LxcRuntime {
-    /// A runtime keeping its containers under `lxcpath` (created if
-    /// needed); `helper` is the `outpostd` binary that runs
-    /// `start-container`.
-    pub fn new(lxcpath: &Path, helper: &Path) -> std::io::Result<LxcRuntime> {
-        fs::create_dir_all(lxcpath)?;
+    /// A runtime keeping its containers under `lxcpath` and their trees
+    /// under `instances` (both created if needed, 0700); `helper` is the
+    /// `outpostd` binary that runs `start-container`.
+    pub fn new(lxcpath: &Path, instances: &Path, helper: &Path) -> std::io::Result<LxcRuntime> {
+        crate::paths::create_private_dir(lxcpath)?;
+        crate::paths::create_private_dir(instances)?;
         let facts = HostFacts::detect();
+        let mapper = Mapper::detect();
         debug!(lxcpath = %lxcpath.display(), ?facts, lxc = %ffi::lxc_version(), "lxc runtime ready");
+        match &mapper {
+            Mapper::Direct => info!(
+                "user namespaces: liblxc writes each instrument's id map itself (no newuidmap on PATH)"
+            ),
+            Mapper::Shadow { newuidmap, .. } => info!(
+                newuidmap = %newuidmap.display(),
+                "user namespaces: liblxc maps ids through newuidmap/newgidmap; /etc/subuid and /etc/subgid must give root the instruments' ranges"
+            ),
+        }
         Ok(LxcRuntime {
             lxcpath: lxcpath.to_path_buf(),
+            instances: instances.to_path_buf(),
             facts,
             helper: helper.to_path_buf(),
+            mapper,
         })
     }
 
@@ -180,6 +197,16 @@ impl Runtime for LxcRuntime {
             name: spec.name.clone(),
             detail,
         };
+        if let Some(ids) = spec.ids
+            && let Some(p) = self.mapper.problem(ids)
+        {
+            return Err(fail(p));
+        }
+        rootfs::build(spec, &spec.search).map_err(|source| RuntimeError::Rootfs {
+            name: spec.name.clone(),
+            source,
+        })?;
+        crate::failpoint::hit("after-rootfs");
         // The helper's output goes to a file, not a pipe: liblxc's forked
         // monitor may hold inherited descriptors for a while after the
         // helper exits, and the daemon should not wait for that. The file
@@ -284,8 +311,14 @@ impl Runtime for LxcRuntime {
 
     fn destroy(&self, name: &str) -> Result<(), RuntimeError> {
         let dir = self.dir(name);
+        let tree = |name: &str| {
+            rootfs::teardown(&self.instances.join(name)).map_err(|source| RuntimeError::Rootfs {
+                name: name.into(),
+                source,
+            })
+        };
         if !dir.exists() {
-            return Ok(());
+            return tree(name);
         }
         let c = self.open(name)?;
         if c.is_running() {
@@ -296,10 +329,11 @@ impl Runtime for LxcRuntime {
         }
         drop(c);
         remove_cgroups(name);
+        tree(name)?;
         // Our containers own nothing in their directory but the config and
-        // the seccomp policy (the rootfs lives elsewhere), so removing the
-        // directory is the whole of it; liblxc's destroy would also try to
-        // remove the rootfs.
+        // the seccomp policy (the tree was taken apart above), so removing
+        // the directory is the whole of it; liblxc's destroy would also try
+        // to remove the rootfs.
         fs::remove_dir_all(&dir).map_err(|source| RuntimeError::Io {
             name: name.into(),
             path: dir,

@@ -2,15 +2,15 @@
 //! facts it depends on (cgroup layout, AppArmor) are passed in.
 //!
 //! What it sets up, and why:
-//! - rootfs: overlay of the image's read-only tree and a per-instrument
-//!   upper dir, so images are shared and never written;
 //! - network: a new namespace with only `lo` (up); interfaces are added by
 //!   the network issue's bindings;
 //! - capabilities: only the manifest's are kept (`lxc.cap.keep`), plus
 //!   `no_new_privs`, a seccomp deny list and a device allow list;
 //! - cgroup memory, cpu and pids limits (v1 or v2 keys, as the host has);
-//! - mounts: outpost-init (read-only), its status dir, persistent storage at
-//!   `/var/lib/instrument`, a size-limited tmpfs at `/run/instrument`;
+//! - user namespace: the instrument's own host id range (`lxc.idmap`);
+//! - rootfs: the tree outpostd built (outpost-init, status dir, bus key and
+//!   persistent storage already mounted in it), and a size-limited tmpfs at
+//!   `/run/instrument`;
 //! - the console (the instrument's stdout/stderr) written by the LXC
 //!   monitor to a size-rotated log, so logging outlives outpostd.
 
@@ -162,10 +162,13 @@ pub fn render(spec: &ContainerSpec, facts: HostFacts, seccomp: &Path) -> String 
     let p = |path: &Path| path.to_string_lossy().into_owned();
 
     line("lxc.uts.name", &spec.name);
-    line(
-        "lxc.rootfs.path",
-        &format!("overlay:{}:{}", p(&spec.lower), p(&spec.upper)),
-    );
+    // The tree outpostd built (see `rootfs`): the idmapped image under an
+    // overlay, with init, status, bus key and persistent storage in it.
+    line("lxc.rootfs.path", &format!("dir:{}", p(&spec.rootfs())));
+    if let Some(ids) = spec.ids {
+        line("lxc.idmap", &format!("u 0 {} {}", ids.base, ids.count));
+        line("lxc.idmap", &format!("g 0 {} {}", ids.base, ids.count));
+    }
     line("lxc.net.0.type", "empty");
     line("lxc.net.0.flags", "up");
 
@@ -190,34 +193,6 @@ pub fn render(spec: &ContainerSpec, facts: HostFacts, seccomp: &Path) -> String 
     line("lxc.tty.max", "0");
     line("lxc.pty.max", "16");
     line("lxc.mount.auto", "proc:mixed sys:ro cgroup:ro");
-    line(
-        "lxc.mount.entry",
-        &format!(
-            "{} .outpost/init none bind,ro,create=file 0 0",
-            p(&spec.init)
-        ),
-    );
-    line(
-        "lxc.mount.entry",
-        &format!(
-            "{} .outpost/status none bind,create=dir 0 0",
-            p(&spec.status_dir)
-        ),
-    );
-    line(
-        "lxc.mount.entry",
-        &format!(
-            "{} .outpost/nats.nkey none bind,ro,create=file 0 0",
-            p(&spec.nkey)
-        ),
-    );
-    line(
-        "lxc.mount.entry",
-        &format!(
-            "{} var/lib/instrument none bind,create=dir 0 0",
-            p(&spec.persist)
-        ),
-    );
     line(
         "lxc.mount.entry",
         &format!(
@@ -294,15 +269,25 @@ pub fn path_problem(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::IdRange;
+    use crate::runtime::PersistSpec;
     use std::path::PathBuf;
 
     fn spec() -> ContainerSpec {
         ContainerSpec {
             name: "beacon".into(),
             lower: "/s/images/beacon/1.0.0/rootfs".into(),
-            upper: "/s/instances/beacon/upper".into(),
-            persist: "/s/persist/beacon".into(),
-            status_dir: "/s/instances/beacon/status".into(),
+            instance: "/s/instances/beacon".into(),
+            search: vec!["/s".into(), "/s/instances".into()],
+            persist: PersistSpec {
+                image: "/s/persist/beacon.ext4".into(),
+                bytes: 32 << 20,
+                legacy: "/s/persist/beacon".into(),
+            },
+            ids: Some(IdRange {
+                base: 1_000_000_000,
+                count: 65536,
+            }),
             init: "/usr/lib/outpost/outpost-init".into(),
             nkey: "/s/secrets/beacon.nkey".into(),
             console_log: "/s/logs/beacon/console.log".into(),
@@ -331,15 +316,21 @@ mod tests {
         assert!(c.contains("lxc.cgroup.memory.limit_in_bytes = 67108864\n"));
         assert!(c.contains("lxc.cgroup.cpu.cfs_quota_us = 25000\n"));
         assert!(c.contains("lxc.cgroup.pids.max = 32\n"));
-        assert!(c.contains(
-            "lxc.rootfs.path = overlay:/s/images/beacon/1.0.0/rootfs:/s/instances/beacon/upper\n"
-        ));
-        assert!(c.contains("/s/persist/beacon var/lib/instrument none bind,create=dir"));
-        assert!(c.contains("/s/secrets/beacon.nkey .outpost/nats.nkey none bind,ro,create=file"));
+        assert!(c.contains("lxc.rootfs.path = dir:/s/instances/beacon/rootfs\n"));
+        assert!(c.contains("lxc.idmap = u 0 1000000000 65536\n"));
+        assert!(c.contains("lxc.idmap = g 0 1000000000 65536\n"));
+        assert!(!c.contains("bind"), "outpostd mounts those itself");
         assert!(c.contains("tmpfs run/instrument tmpfs size=8388608,"));
         assert!(c.contains("lxc.net.0.type = empty\n"));
         assert!(c.contains("lxc.environment = OUTPOST_INSTRUMENT=beacon\n"));
         assert!(c.contains("lxc.apparmor.profile = unconfined\n"));
+    }
+
+    #[test]
+    fn privileged_only_without_ids() {
+        let mut s = spec();
+        s.ids = None;
+        assert!(!render(&s, V1, Path::new("/x")).contains("lxc.idmap"));
     }
 
     #[test]

@@ -3,31 +3,44 @@
 //! [`Runtime`] is what the daemon needs from a container runtime: define,
 //! start, observe, stop and destroy containers by name. [`lxc::LxcRuntime`]
 //! is the real one (liblxc through [`ffi`]); the container's LXC config is
-//! produced by the pure [`lxc_config`] module from a [`ContainerSpec`].
+//! produced by the pure [`lxc_config`] module from a [`ContainerSpec`], and
+//! its root tree (an idmapped, overlaid image with outpostd's mounts in it)
+//! is built by [`rootfs`], with persistent storage from [`storage`] and
+//! search permissions from [`acl`].
 
+pub mod acl;
 pub mod ffi;
+pub mod idmap;
 pub mod lxc;
 pub mod lxc_config;
+pub mod rootfs;
+pub mod storage;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::db::IdRange;
+pub use storage::PersistSpec;
+
 /// Everything needed to build one instrument's container.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerSpec {
     /// Container name (= instrument name).
     pub name: String,
-    /// The image's shared read-only rootfs (overlay lower dir).
+    /// The image's shared read-only rootfs (overlay lower layer).
     pub lower: PathBuf,
-    /// Per-instrument overlay upper dir; emptied at every start.
-    pub upper: PathBuf,
-    /// Host directory bind-mounted at `/var/lib/instrument`.
-    pub persist: PathBuf,
-    /// Host directory bind-mounted at `/.outpost/status`, where
-    /// outpost-init records the exit status.
-    pub status_dir: PathBuf,
+    /// The instance directory the container's tree is built in (see
+    /// [`rootfs`]); emptied at every start.
+    pub instance: PathBuf,
+    /// Directories above `instance` its root must be able to search.
+    pub search: Vec<PathBuf>,
+    /// Persistent storage, bind-mounted at `/var/lib/instrument`.
+    pub persist: PersistSpec,
+    /// The host ids its user namespace maps to; `None` runs it as host
+    /// root with dropped capabilities (only the benchmark's comparison).
+    pub ids: Option<IdRange>,
     /// The static `outpost-init`, bind-mounted read-only at `/.outpost/init`.
     pub init: PathBuf,
     /// The instrument's bus credentials (nkey seed), bind-mounted read-only
@@ -53,6 +66,32 @@ pub struct ContainerSpec {
     /// The interface bindings, canonical JSON (empty: none). With any, the
     /// entrypoint waits until outpostd has put them in place.
     pub bindings: String,
+}
+
+impl ContainerSpec {
+    /// The overlay's writable layer.
+    pub fn upper(&self) -> PathBuf {
+        self.instance.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.instance.join("work")
+    }
+    /// Where the (idmapped) image is mounted as the lower layer.
+    pub fn lower_mount(&self) -> PathBuf {
+        self.instance.join("lower")
+    }
+    /// The root tree liblxc gets.
+    pub fn rootfs(&self) -> PathBuf {
+        self.instance.join("rootfs")
+    }
+    /// outpost-init's status directory, `/.outpost/status` inside.
+    pub fn status_dir(&self) -> PathBuf {
+        self.instance.join("status")
+    }
+    /// Where persistent storage is mounted on the host.
+    pub fn persist_mount(&self) -> PathBuf {
+        self.instance.join("persist")
+    }
 }
 
 /// The file outpost-init waits for when an instrument has interfaces.
@@ -106,6 +145,11 @@ pub enum RuntimeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("container {name}: {source}")]
+    Rootfs {
+        name: String,
+        source: rootfs::RootfsError,
+    },
 }
 
 /// The operations outpostd needs from a container runtime. Blocking: call
@@ -113,7 +157,8 @@ pub enum RuntimeError {
 pub trait Runtime: Send + Sync + 'static {
     /// Writes the container's definition (replacing an old one).
     fn define(&self, spec: &ContainerSpec) -> Result<(), RuntimeError>;
-    /// Starts a defined container; returns its init's host PID.
+    /// Builds the container's root tree and starts it; returns its init's
+    /// host PID.
     fn start(&self, spec: &ContainerSpec) -> Result<i32, RuntimeError>;
     /// What the container is doing now.
     fn observe(&self, name: &str) -> Result<Observed, RuntimeError>;
@@ -123,7 +168,8 @@ pub trait Runtime: Send + Sync + 'static {
     fn stop(&self, name: &str, grace: Duration) -> Result<(), RuntimeError>;
     /// Waits until a container whose init exited is fully stopped.
     fn wait_stopped(&self, name: &str, timeout: Duration) -> bool;
-    /// Removes the definition of a stopped container.
+    /// Removes the definition and the root tree of a stopped container
+    /// (persistent storage stays in its image).
     fn destroy(&self, name: &str) -> Result<(), RuntimeError>;
     /// Names of every defined container.
     fn list(&self) -> Result<Vec<String>, RuntimeError>;

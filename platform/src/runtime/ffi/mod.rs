@@ -1,5 +1,7 @@
 //! The platform's only `unsafe` code: a small safe wrapper over liblxc
-//! (through `lxc-sys`) and the `pidfd_open` system call.
+//! (through `lxc-sys`), the `pidfd_open` and `bpf` system calls, and (in
+//! [`kernel`]) the mount API, loop devices, user namespaces and extended
+//! attributes.
 //!
 //! liblxc hands out a `struct lxc_container *` whose methods are function
 //! pointers in the struct. [`Container`] owns one reference (released with
@@ -7,6 +9,8 @@
 //! needs, converting strings at the boundary. A `Container` is not `Send`:
 //! it is made, used and dropped on one thread (a blocking-pool thread).
 #![allow(unsafe_code)]
+
+pub mod kernel;
 
 use std::ffi::{CStr, CString};
 use std::io;
