@@ -9,11 +9,12 @@
 //!   containers/<name>/        LXC config and seccomp policy (lxcpath)
 //!   instances/<name>/         one defined container's tree, 0700 root:
 //!     lower/                    the image, idmapped to the instrument's ids (mount)
-//!     upper/ work/              overlay upper and work dirs (its root's)
+//!     scratch/                  a tmpfs (16 MiB, its root's) holding the
+//!       upper/ work/            overlay's upper and work dirs
 //!     rootfs/                   the overlay (mount), with outpost-init, the
 //!                               status dir, the bus key and persistent
 //!                               storage bound into it: liblxc's rootfs
-//!     status/                   exit record, net-ready (its root's)
+//!     status/                   a tmpfs (256 KiB, its root's): exit record, net-ready
 //!     persist/                  persistent storage while mounted
 //!   persist/<name>.ext4       persistent storage: an ext4 image of the
 //!                             manifest's size; removed only by purge
@@ -88,13 +89,10 @@ impl StateDir {
     pub fn instance(&self, name: &str) -> PathBuf {
         self.instances().join(name)
     }
-    /// The overlay upper dir of a defined container.
+    /// The overlay upper dir of a defined container (on its scratch
+    /// tmpfs).
     pub fn upper(&self, name: &str) -> PathBuf {
-        self.instance(name).join("upper")
-    }
-    /// The overlay work dir next to the upper dir.
-    pub fn overlay_work(&self, name: &str) -> PathBuf {
-        self.instance(name).join("work")
+        self.instance(name).join("scratch/upper")
     }
     /// Where the image is mounted, idmapped, as the overlay's lower layer.
     pub fn lower_mount(&self, name: &str) -> PathBuf {

@@ -69,12 +69,16 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// The tmpfs that holds the overlay's writable layer.
+    pub fn scratch(&self) -> PathBuf {
+        self.instance.join("scratch")
+    }
     /// The overlay's writable layer.
     pub fn upper(&self) -> PathBuf {
-        self.instance.join("upper")
+        self.scratch().join("upper")
     }
     pub fn work(&self) -> PathBuf {
-        self.instance.join("work")
+        self.scratch().join("work")
     }
     /// Where the (idmapped) image is mounted as the lower layer.
     pub fn lower_mount(&self) -> PathBuf {
@@ -93,6 +97,15 @@ impl ContainerSpec {
         self.instance.join("persist")
     }
 }
+
+/// Size of the tmpfs that holds what an instrument writes to its root
+/// filesystem (outside its storage): emptied at every start, and counted
+/// against its memory limit, so writing there never fills the host's disk.
+pub const ROOTFS_WRITABLE_BYTES: u64 = 16 << 20;
+
+/// Size of the status directory's tmpfs: outpost-init writes a record of
+/// a few dozen bytes there.
+pub const STATUS_DIR_BYTES: u64 = 256 << 10;
 
 /// The file outpost-init waits for when an instrument has interfaces.
 pub const NET_READY: &str = "net-ready";

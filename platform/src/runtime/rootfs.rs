@@ -5,13 +5,14 @@
 //! instances/<name>/            0700 root, search-only ACL for its root
 //!   lower/    the image's shared read-only tree, idmapped to the
 //!             instrument's ids (ro,nosuid,nodev)
-//!   upper/ work/               the overlay's writable layer (its root's)
+//!   scratch/  tmpfs (16 MiB, its root's) with upper/ and work/: the
+//!             overlay's writable layer, bounded and never the host's disk
 //!   rootfs/   overlay(lower, upper) (nosuid,nodev), with:
 //!     .outpost/init            outpost-init          (ro,nosuid,nodev)
 //!     .outpost/status          ../status             (nosuid,nodev,noexec)
 //!     .outpost/nats.nkey       its bus key           (ro,nosuid,nodev,noexec)
 //!     var/lib/instrument       ../persist            (nosuid,nodev)
-//!   status/   exit record (its root's, 0700)
+//!   status/   tmpfs (256 KiB, its root's, 0700): the exit record
 //!   persist/  its ext4 image, mounted (nosuid,nodev)
 //! ```
 //!
@@ -127,9 +128,26 @@ pub fn build(spec: &ContainerSpec, search: &[PathBuf]) -> Result<(), RootfsError
         }
         Ok(())
     };
+    // What the instrument writes outside its storage goes to tmpfs, so it
+    // is bounded (and counted against its memory limit), never the host's
+    // disk.
+    let id = owner.unwrap_or(0);
+    let tmpfs = |at: &Path, bytes: u64, inodes: u32| -> Result<(), RootfsError> {
+        mk(at, 0o700, false)?;
+        let opts = format!("size={bytes},nr_inodes={inodes},mode=0700,uid={id},gid={id}");
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        )
+        .map_err(errno_at("tmpfs on", at))
+    };
+    tmpfs(&spec.scratch(), super::ROOTFS_WRITABLE_BYTES, 16384)?;
+    tmpfs(&spec.status_dir(), super::STATUS_DIR_BYTES, 64)?;
     mk(&spec.upper(), 0o755, true)?;
     mk(&spec.work(), 0o700, true)?;
-    mk(&spec.status_dir(), 0o700, true)?;
     mk(&spec.lower_mount(), 0o700, false)?;
     mk(&spec.rootfs(), 0o700, false)?;
     mk(&spec.persist_mount(), 0o700, false)?;
@@ -170,6 +188,7 @@ pub fn build(spec: &ContainerSpec, search: &[PathBuf]) -> Result<(), RootfsError
 
     storage::prepare(&spec.persist, spec.ids, &spec.persist_mount())?;
     storage::mount(&spec.persist, &spec.persist_mount())?;
+    storage::ensure_capacity(&spec.persist, &spec.persist_mount())?;
     if let Some(id) = owner {
         // The image's root is the instrument root's from mkfs; an image
         // from a privileged run is handed over here.

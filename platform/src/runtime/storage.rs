@@ -139,16 +139,9 @@ pub fn prepare(p: &PersistSpec, ids: Option<IdRange>, scratch: &Path) -> Result<
         let _ = fs::remove_file(&p.image);
     }
     match fs::metadata(&p.image) {
-        Ok(m) if m.len() >= want => {
-            if m.len() > want {
-                info!(
-                    image = %p.image.display(),
-                    have = m.len(),
-                    want,
-                    "the manifest asks for less persistent storage than the image holds; keeping it (purge to start over)"
-                );
-            }
-        }
+        // An image bigger than asked for is kept as it is: shrinking could
+        // lose data (purge starts over).
+        Ok(m) if m.len() >= want => {}
         Ok(m) => grow(&p.image, m.len(), want)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => create(&p.image, want, ids)?,
         Err(e) => return Err(io_err(&p.image)(e)),
@@ -190,7 +183,7 @@ fn create(image: &Path, bytes: u64, ids: Option<IdRange>) -> Result<(), StorageE
 }
 
 fn grow(image: &Path, have: u64, want: u64) -> Result<(), StorageError> {
-    info!(image = %image.display(), have, want, "growing persistent storage (the manifest asks for more)");
+    info!(image = %image.display(), have, want, "growing persistent storage");
     // resize2fs wants a freshly checked filesystem; exit 1 means e2fsck
     // fixed something, which is fine here.
     run(image, "e2fsck", &["-f", "-p"], &[0, 1])?;
@@ -228,6 +221,34 @@ pub fn mount(p: &PersistSpec, target: &Path) -> Result<(), StorageError> {
     drop(dev_fd);
     drop(file);
     res.map_err(|e| io_err(&p.image)(io::Error::from(e)))
+}
+
+/// The capacity an image must show, mounted, for `declared` bytes of
+/// files: a little more, for the files' own metadata.
+pub fn wanted_capacity(declared: u64) -> u64 {
+    declared + declared / 64 + MIB
+}
+
+/// Checks the mounted image's capacity (as the kernel counts it, after
+/// ext4's metadata) and grows it until it holds at least the manifest's
+/// size: the size formula is an estimate, this is the measure. Returns
+/// the capacity.
+pub fn ensure_capacity(p: &PersistSpec, target: &Path) -> Result<u64, StorageError> {
+    let want = wanted_capacity(p.bytes);
+    for _ in 0..4 {
+        let st = nix::sys::statvfs::statvfs(target).map_err(|e| io_err(&p.image)(e.into()))?;
+        let have = st.blocks() as u64 * st.fragment_size() as u64;
+        if have >= want {
+            return Ok(have);
+        }
+        let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+        let len = fs::metadata(&p.image).map_err(io_err(&p.image))?.len();
+        let more = ((want - have) * 5 / 4).div_ceil(MIB) * MIB + MIB;
+        grow(&p.image, len, len + more)?;
+        mount(p, target)?;
+    }
+    let st = nix::sys::statvfs::statvfs(target).map_err(|e| io_err(&p.image)(e.into()))?;
+    Ok(st.blocks() as u64 * st.fragment_size() as u64)
 }
 
 /// Copies the legacy directory into the image (mounted on `scratch` for

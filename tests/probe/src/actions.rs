@@ -62,6 +62,9 @@ fn outcome(r: Result<String, SdkError>) -> i32 {
 
 pub fn run(args: &[String]) -> i32 {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let Some(code) = crate::abuse::run(&a) {
+        return code;
+    }
     if let ["connect", addr] = a.as_slice() {
         let r = match addr.parse::<std::net::SocketAddr>() {
             Ok(sa) => std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(2))
@@ -119,7 +122,7 @@ pub fn run(args: &[String]) -> i32 {
                 Err(e) => Err(e),
             },
             _ => {
-                eprintln!("usage: outpost-probe [nats publish|subscribe|request SUBJECT | nats event KIND | connect HOST:PORT]");
+                eprintln!("usage: outpost-probe [nats publish|subscribe|request SUBJECT | nats event KIND | connect HOST:PORT | userns | connect-many N SECONDS]");
                 return 2;
             }
         };

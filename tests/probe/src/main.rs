@@ -15,8 +15,10 @@
 //! With arguments it tries one thing with the instrument's own identity
 //! and prints the outcome as JSON (see `actions.rs`):
 //! `nats publish|subscribe|request <subject>`, `nats event <kind>`,
-//! `connect <host:port>`.
+//! `connect <host:port>`; and what an attacker would try (see `abuse.rs`):
+//! `userns`, `connect-many <n> <seconds>`.
 
+mod abuse;
 mod actions;
 
 use std::fs;
