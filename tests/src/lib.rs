@@ -556,6 +556,12 @@ impl Sensor {
                 .status();
             outpost_platform::runtime::lxc::remove_cgroups(n);
         }
+        // Instruments' trees (images, overlays, storage, tmpfs) are mounts
+        // under the state directory; the loop devices go with the last
+        // mount of their image.
+        for m in outpost_platform::runtime::rootfs::mounts_below(&self.state) {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
 }
 

@@ -23,7 +23,11 @@
 //! The beacon section (`beacon`): probe-line parsing, one attempt per
 //! channel against beacon-home, and the probe's memory (see `beacon.rs`).
 //!
-//! Usage: `outpost-bench [foundation] [bus] [network] [beacon] [--starts N] [--instruments N]`
+//! The security section (`security`): start and re-adoption time with
+//! user namespaces against privileged containers, and persistent storage
+//! throughput against a plain host directory (see `security.rs`).
+//!
+//! Usage: `outpost-bench [foundation] [bus] [network] [beacon] [security] [--starts N] [--instruments N]`
 //! (run by `./run bench`; every section by default).
 
 use std::fs;
@@ -36,6 +40,7 @@ use outpost_tests::{Sensor, example_image, unique};
 mod beacon;
 mod bus;
 mod net;
+mod security;
 
 pub(crate) fn percentile(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();
@@ -129,7 +134,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "foundation" | "bus" | "network" | "beacon" => sections.push(a),
+            "foundation" | "bus" | "network" | "beacon" | "security" => sections.push(a),
             "--starts" => {
                 starts = args
                     .next()
@@ -144,7 +149,7 @@ fn main() {
             }
             _ => {
                 eprintln!(
-                    "usage: outpost-bench [foundation] [bus] [network] [beacon] [--starts N] [--instruments N]"
+                    "usage: outpost-bench [foundation] [bus] [network] [beacon] [security] [--starts N] [--instruments N]"
                 );
                 std::process::exit(2);
             }
@@ -156,6 +161,7 @@ fn main() {
             "bus".into(),
             "network".into(),
             "beacon".into(),
+            "security".into(),
         ];
     }
     let img = example_image();
@@ -179,6 +185,9 @@ fn main() {
     }
     if sections.iter().any(|s| s == "beacon") {
         beacon::run(starts * 5);
+    }
+    if sections.iter().any(|s| s == "security") {
+        security::run(&img, starts, idle);
     }
 }
 
@@ -264,12 +273,9 @@ fn foundation(img: &outpost_tests::ImageFile, starts: usize, idle: usize) {
         let n = unique("rawcfg");
         let dir = lxcpath.join(&n);
         fs::create_dir_all(dir.join("upper")).unwrap();
-        let upper_old = s.state.join("instances").join(&names[0]).join("upper");
+        // The tree outpostd built for the first instrument serves as the
+        // root of these (liblxc only bind-mounts it).
         let cfg = template
-            .replace(
-                &upper_old.display().to_string(),
-                &dir.join("upper").display().to_string(),
-            )
             .replace(
                 &format!("lxc.uts.name = {}", names[0]),
                 &format!("lxc.uts.name = {n}"),

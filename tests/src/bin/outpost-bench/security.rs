@@ -1,0 +1,161 @@
+//! The security section: what running instruments unprivileged costs.
+//!
+//! - create+start -> running and re-adoption after `kill -9`, with each
+//!   instrument in its own user namespace (idmapped image, tmpfs scratch,
+//!   ext4 storage on a loop device) against the same daemon starting them
+//!   privileged, as before (`--privileged-containers-for-benchmark`, a
+//!   hidden flag for exactly this comparison);
+//! - persistent storage write throughput (24 MiB with `dd ... conv=fsync`
+//!   inside the instrument, busybox's own figure) against the same `dd`
+//!   into a plain directory on the host, on the filesystem the state
+//!   directory is on.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use outpost_tests::{ImageFile, Sensor, unique};
+
+use crate::{instrument, log_latencies, ms, percentile, row};
+
+/// Starts `starts` instruments one after another, then re-adopts the
+/// first `idle` of them after `kill -9` five times; returns (start
+/// latencies, re-adoption times), both in ms.
+fn starts_and_adoption(
+    img: &ImageFile,
+    privileged: bool,
+    starts: usize,
+    idle: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let flags: &[&str] = if privileged {
+        &["--privileged-containers-for-benchmark"]
+    } else {
+        &[]
+    };
+    let mut s = Sensor::new();
+    s.import(img);
+    s.write_sensor("");
+    s.start(flags);
+    let mut names = Vec::new();
+    let mut body = String::new();
+    for _ in 0..starts {
+        let n = unique("sec");
+        body.push_str(&instrument(&n));
+        s.write_sensor(&body);
+        s.reload();
+        s.wait_running(&n);
+        names.push(n);
+    }
+    let lat = log_latencies(
+        &s.log_text(),
+        &names,
+        "state=\"starting\"",
+        "state=\"running\"",
+    );
+    let keep: Vec<String> = names.iter().take(idle).cloned().collect();
+    s.write_sensor(&keep.iter().map(|n| instrument(n)).collect::<String>());
+    s.reload();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.status()["instruments"].as_array().map_or(0, |a| a.len()) != keep.len() {
+        assert!(Instant::now() < deadline, "extra instruments not removed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut adopt = Vec::new();
+    for _ in 0..5 {
+        s.kill9();
+        let t0 = Instant::now();
+        s.start(flags);
+        adopt.push(ms(t0.elapsed()));
+        for n in &keep {
+            assert_eq!(s.instrument(n).unwrap()["state"], "running");
+        }
+    }
+    (lat, adopt)
+}
+
+/// MB/s busybox `dd` reports for 24 MiB written with an fsync.
+fn dd_rate(out: &std::process::Output) -> Option<f64> {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "25165824 bytes (24.0MB) copied, 0.051130 seconds, 469.4MB/s"
+    let line = text.lines().find(|l| l.contains("copied"))?;
+    let bytes: f64 = line.split_whitespace().next()?.parse().ok()?;
+    let secs: f64 = line
+        .split(", ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(bytes / secs / 1e6)
+}
+
+pub fn run(img: &ImageFile, starts: usize, idle: usize) {
+    println!(
+        "\n== security (user namespaces, bounded storage)\n{:<52} {:>9} {:>9}",
+        "", "p50", "p99"
+    );
+    let (u_lat, u_adopt) = starts_and_adoption(img, false, starts, idle);
+    let (p_lat, p_adopt) = starts_and_adoption(img, true, starts, idle);
+    row("create+start -> running, own user namespace", &u_lat, "ms");
+    row("  baseline: privileged (no user namespace)", &p_lat, "ms");
+    row(
+        &format!("re-adopt {idle} after kill -9, user namespaces"),
+        &u_adopt,
+        "ms",
+    );
+    row("  baseline: privileged", &p_adopt, "ms");
+    println!(
+        "{:<52} {:>9.2}x",
+        "ratio: start p50, user namespace / privileged",
+        percentile(&u_lat, 50.0) / percentile(&p_lat, 50.0)
+    );
+
+    // Storage throughput.
+    let mut s = Sensor::new();
+    s.import(img);
+    let n = unique("dd");
+    s.write_sensor(&instrument(&n));
+    s.start(&[]);
+    s.wait_running(&n);
+    let busybox = s.state.join("images/example/0.1.0/rootfs/bin/busybox");
+    let host_dir = s.dir.path().join("plain");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let (mut inside, mut host) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        let out = s.attach(
+            &n,
+            &[
+                "/bin/dd",
+                "if=/dev/zero",
+                &format!("of=/var/lib/instrument/w{i}"),
+                "bs=1048576",
+                "count=24",
+                "conv=fsync",
+            ],
+        );
+        inside.extend(dd_rate(&out));
+        let _ = s.attach(&n, &["/bin/rm", "-f", &format!("/var/lib/instrument/w{i}")]);
+        let out = Command::new(&busybox)
+            .args([
+                "dd",
+                "if=/dev/zero",
+                &format!("of={}", host_dir.join(format!("w{i}")).display()),
+                "bs=1048576",
+                "count=24",
+                "conv=fsync",
+            ])
+            .output()
+            .expect("busybox dd on the host");
+        host.extend(dd_rate(&out));
+        let _ = std::fs::remove_file(host_dir.join(format!("w{i}")));
+    }
+    row(
+        "persistent storage write 24 MiB + fsync (ext4 image)",
+        &inside,
+        "MB/s",
+    );
+    row("  baseline: plain host directory, same disk", &host, "MB/s");
+}
