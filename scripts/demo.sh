@@ -51,6 +51,10 @@ cleanup() {
     done
   fi
   ip link del "$SEG" 2>/dev/null || true
+  # Each instrument's tree (idmapped image, tmpfs, storage) is mounted
+  # under instances/; its loop device goes with the last mount.
+  grep -F " $STATE/instances/" /proc/self/mountinfo 2>/dev/null | awk '{print $5}' | sort -r \
+    | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
@@ -148,6 +152,14 @@ for m in r["mounts"]:
     if m["target"] in ("/", "/var/lib/instrument", "/run/instrument"):
         print("  mount %-20s %s" % (m["target"], m["fstype"]))'
 
+step "Unprivileged: root inside 'hello' is a host id of its own; what it writes is owned by that id"
+HELLO=$(init_pid hello)
+printf '  uid_map of its init (inside, host, count): %s\n' "$(tr -s ' ' < "/proc/$HELLO/uid_map")"
+run lxc-attach -P "$STATE/containers" -n hello -- /bin/sh -c \
+  'id -u; touch /var/lib/instrument/made-inside; unshare -U true 2>&1 || echo "  (no nested user namespace)"'
+run ls -ln "$STATE/instances/hello/persist/made-inside"
+run df -h "$STATE/instances/hello/persist"
+
 step "Crash 'hello' (SIGKILL its process): on-failure restarts it after its back-off"
 HELLO=$(init_pid hello)
 ENTRY=$(cut -d' ' -f1 "/proc/$HELLO/task/$HELLO/children")
@@ -157,7 +169,7 @@ run "$OUTPOSTD" status
 wait_state hello running
 wait_health hello ok
 run "$OUTPOSTD" status
-run tail -n 4 "$STATE/persist/hello/boots.jsonl"
+run tail -n 4 "$STATE/instances/hello/persist/boots.jsonl"
 
 step "kill -9 outpostd: the instruments keep running"
 BEFORE_HELLO=$(init_pid hello)

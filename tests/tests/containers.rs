@@ -472,10 +472,14 @@ fn persistent_data_survives_restart_and_upgrade_and_transient_does_not() {
     let out = s.attach(&name, &["/bin/ls", "/tmp"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("rootfs-change"));
 
-    // Upgrade to a new image version: the container is recreated, the
-    // persistent storage is kept.
+    // Upgrade to a new image version that asks for more persistent
+    // storage: the container is recreated, the storage grows and keeps its
+    // data.
     let dir = tempfile::tempdir().unwrap();
-    let v2 = variant(&base, dir.path(), |m| m.version = "0.2.0".into());
+    let v2 = variant(&base, dir.path(), |m| {
+        m.version = "0.2.0".into();
+        m.storage.persistent = bytesize::ByteSize::mib(96);
+    });
     s.import(&v2);
     s.write_sensor(&format!(
         "[[instrument]]\nname = \"{name}\"\nimage = \"example\"\nversion = \"0.2.0\"\n"
@@ -490,6 +494,16 @@ fn persistent_data_survives_restart_and_upgrade_and_transient_does_not() {
     wait_boots(3);
     let out = s.attach(&name, &["/bin/cat", "/var/lib/instrument/data"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+    let out = s.attach(&name, &["/bin/df", "-k", "/var/lib/instrument"]);
+    let df = String::from_utf8_lossy(&out.stdout).into_owned();
+    let size_kib: u64 = df
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("df: {df}"));
+    assert!(size_kib >= 96 * 1024, "grown to 96 MiB: {df}");
+    assert!(s.log_text().contains("growing persistent storage"));
     let r = probe(&s, &name);
     assert_eq!(r["env"]["OUTPOST_IMAGE"], "example:0.2.0");
 

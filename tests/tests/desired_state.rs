@@ -230,3 +230,63 @@ fn an_instrument_adopted_after_a_crash_during_its_start_gets_its_config() {
     );
     assert_eq!(st["config_version"], 1);
 }
+
+#[test]
+fn read_only_commands_never_create_a_state_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("no-such-state");
+    for args in [
+        vec!["status"],
+        vec!["events"],
+        vec!["image", "list"],
+        vec!["logs", "x"],
+        vec!["purge", "x"],
+        vec!["retention", "x"],
+    ] {
+        let out = std::process::Command::new(outpost_tests::outpostd_bin())
+            .arg("--state-dir")
+            .arg(&missing)
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains("does not exist") && err.contains("--state-dir"),
+            "{args:?}: {err}"
+        );
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+}
+
+#[test]
+fn check_on_the_sensor_verifies_bound_host_interfaces_and_says_when_it_could_not() {
+    let s = Sensor::new();
+    s.import(&outpost_tests::image("net-phy"));
+    s.write_sensor(
+        "[[instrument]]\nname = \"phy1\"\nimage = \"net-phy\"\nversion = \"0.1.0\"\n[instrument.interfaces.cap0]\ntype = \"phy\"\ndevice = \"opnosuch0\"\n",
+    );
+    let out = s.cli(&["check", s.sensor_file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a missing interface passed");
+    assert!(
+        err.contains("opnosuch0") && err.contains("does not exist"),
+        "{err}"
+    );
+
+    // Elsewhere (no state directory) it checks the file alone and says so.
+    let out = std::process::Command::new(outpost_tests::outpostd_bin())
+        .arg("--state-dir")
+        .arg(s.dir.path().join("elsewhere"))
+        .args(["check", s.sensor_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("not checked"), "{said}");
+    assert!(!s.dir.path().join("elsewhere").exists());
+}

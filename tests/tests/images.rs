@@ -267,3 +267,25 @@ fn malicious_and_broken_archives_are_refused_and_leave_nothing() {
     };
     refused(&s, &img, &["not a gzip-compressed tar"]);
 }
+
+#[test]
+fn a_truncated_archive_is_called_truncated() {
+    let s = Sensor::new();
+    let d = tempfile::tempdir().unwrap();
+    let good = example_image();
+    let bytes = fs::read(&good.archive).unwrap();
+    // Its own hash matches (it was cut before it was hashed), so only the
+    // unpacking can tell.
+    let cut = d.path().join("example-0.1.0.tar.gz");
+    fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let sha = outpost_image::hash::sha256_bytes(&bytes[..bytes.len() / 2]);
+    let img = ImageFile {
+        archive: cut,
+        sha256: sha,
+    };
+    refused(
+        &s,
+        &img,
+        &["truncated or corrupt", "copy or download it again"],
+    );
+}

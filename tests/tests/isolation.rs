@@ -491,3 +491,87 @@ fn a_fork_bomb_and_a_memory_hog_stay_inside_their_limits() {
     assert_eq!(by["health"], "ok", "{by:#}");
     assert!(!host_mounts_under(&s.state).is_empty());
 }
+
+#[test]
+fn nats_server_itself_caps_an_instruments_connections() {
+    // Past the proxy (as if it had a bug): the instrument's own identity,
+    // straight to nats-server, gets at most its account's limit.
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let name = unique("acct");
+    s.write_sensor(&instrument(&name, ""));
+    s.start(&["--max-bus-connections", "4"]);
+    s.wait_for(&name, "healthy", Duration::from_secs(20), |v| {
+        v["health"] == "ok"
+    });
+    let seed = fs::read_to_string(s.state.join(format!("secrets/{name}.nkey"))).unwrap();
+    let url = format!("nats://127.0.0.1:{}", s.nats_port());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (ok, refused) = rt.block_on(async {
+        let mut held = Vec::new();
+        let mut refused = Vec::new();
+        for _ in 0..8 {
+            match async_nats::ConnectOptions::with_nkey(seed.trim().to_string())
+                .max_reconnects(Some(0))
+                .connection_timeout(Duration::from_secs(2))
+                .connect(url.as_str())
+                .await
+            {
+                Ok(c) => {
+                    // A refused login may show only after CONNECT.
+                    let alive = tokio::time::timeout(Duration::from_secs(2), c.flush())
+                        .await
+                        .is_ok_and(|r| r.is_ok());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if alive && c.connection_state() == async_nats::connection::State::Connected {
+                        held.push(c);
+                    } else {
+                        refused.push("closed after CONNECT".to_string());
+                    }
+                }
+                Err(e) => refused.push(e.to_string()),
+            }
+        }
+        (held.len(), refused)
+    });
+    // Its instrument holds one connection already.
+    assert!(ok <= 3, "{ok} more connections accepted past a limit of 4");
+    assert!(!refused.is_empty());
+    assert!(
+        s.state
+            .join("nats/nats-server.log")
+            .exists()
+            .then(|| fs::read_to_string(s.state.join("nats/nats-server.log")).unwrap())
+            .unwrap()
+            .contains("maximum account active connections exceeded"),
+        "{refused:?}"
+    );
+    // The instrument itself never noticed.
+    let st = s.instrument(&name).unwrap();
+    assert_eq!(st["health"], "ok", "{st:#}");
+}
+
+#[test]
+fn outpostd_raises_its_open_file_limit_and_says_so() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // As under systemd's default: a soft limit of 1024 (this test runs in
+    // a process of its own).
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, 1024, hard).unwrap();
+    let mut s = Sensor::new();
+    s.write_sensor("");
+    s.start(&[]);
+    let limits = fs::read_to_string(format!("/proc/{}/limits", s.daemon_pid().unwrap())).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(soft > 1024, "{limits}");
+    assert!(
+        s.log_text().contains("open-file limit raised"),
+        "{}",
+        s.log_text()
+    );
+}

@@ -485,7 +485,11 @@ fn retention_deletes_old_files_through_the_sdk_default_handler() {
 }
 
 #[test]
-fn instruments_answer_the_nats_micro_service_ping() {
+fn instruments_answer_the_nats_micro_service_verbs_by_name() {
+    // Each instrument is alone in its nats account, so the platform asks
+    // each by name (`$SRV.PING.<name>`, `$SRV.INFO.<name>`: `nats micro
+    // info <name>` works from the platform's account); a plain `$SRV.PING`
+    // reaches no instrument, and no instrument can see another's.
     let mut s = Sensor::new();
     s.import(&example_image());
     let a = unique("svc");
@@ -504,27 +508,31 @@ fn instruments_answer_the_nats_micro_service_ping() {
     let seed = std::fs::read_to_string(s.state.join("secrets/outpostd.nkey")).unwrap();
     let port = s.nats_port();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let names: Vec<String> = rt.block_on(async {
-        use futures::StreamExt;
+    rt.block_on(async {
         let client = outpost_platform::messaging::bus::connect_platform_client(port, &seed, "test")
             .await
             .unwrap();
-        let inbox = client.new_inbox();
-        let mut sub = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply("$SRV.PING", inbox, "".into())
-            .await
-            .unwrap();
-        let mut names = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, sub.next()).await {
-            let v: Value = serde_json::from_slice(&m.payload).unwrap();
-            names.push(v["name"].as_str().unwrap().to_string());
-            if names.len() == 2 {
-                break;
+        for n in [&a, &b] {
+            for verb in ["PING", "INFO"] {
+                let m = client
+                    .request(format!("$SRV.{verb}.{n}"), "".into())
+                    .await
+                    .unwrap_or_else(|e| panic!("$SRV.{verb}.{n}: {e}"));
+                let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                assert_eq!(v["name"], n.as_str(), "{v}");
             }
         }
-        names
     });
-    assert!(names.contains(&a) && names.contains(&b), "{names:?}");
+    // From inside, the other instrument's verbs are not there.
+    let out = s.attach(
+        &a,
+        &[
+            "/usr/bin/outpost-probe",
+            "nats",
+            "request",
+            &format!("$SRV.PING.{b}"),
+        ],
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], false, "{r}");
 }

@@ -170,10 +170,15 @@ fn raise_open_file_limit() {
     };
     if got > soft {
         info!(from = soft, to = got, "open-file limit raised");
-    } else if got < WANTED_OPEN_FILES {
+    } else if got < 4096 {
         tracing::warn!(
             limit = got,
             "open-file limit is low and could not be raised (fix: raise LimitNOFILE of the outpostd service)"
+        );
+    } else if got < WANTED_OPEN_FILES {
+        info!(
+            limit = got,
+            "open-file limit kept at the hard limit (raising it needs CAP_SYS_RESOURCE)"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The daemon's bus side: its nats-server and platform connection, each
 //! running instrument's proxy, health checks and config delivery.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use crate::health::{Outcome, Tracker};
 use crate::messaging::bus::{Bus, BusError};
 use crate::messaging::proxy;
 use crate::messaging::server::{self, NatsServer};
-use crate::messaging::server_config::{self, ServerSettings, User};
+use crate::messaging::server_config::{self, InstrumentUser, ServerSettings};
 use crate::runtime::Runtime;
 
 /// JetStream storage limits of the sensor's own server.
@@ -46,21 +47,35 @@ impl<R: Runtime> Daemon<R> {
         let binary = server::find_binary(self.cfg.nats_server.as_deref())?;
         let port = server::choose_port(&dir, self.cfg.nats_port)?;
         self.keys.ensure(PLATFORM)?;
-        self.nats = Some(NatsServer::new(binary, &dir, port));
+        let mut server = NatsServer::new(binary, &dir, port);
+        server.leave_global_account().await?;
+        self.nats = Some(server);
         let wanted: Vec<InstrumentSpec> = self
             .desired
             .as_ref()
             .map(|(_, s)| s.instruments.clone())
             .unwrap_or_default();
-        self.sync_bus_users(&wanted);
+        let before = fs::read_to_string(self.nats.as_ref().expect("just set").config_path())
+            .unwrap_or_default();
+        self.sync_bus_users(&wanted).await;
         let nats = self.nats.as_mut().expect("just set");
         let (pid, adopted) = nats.start_or_adopt()?;
-        if adopted {
-            // Identities may have changed while outpostd was down.
-            nats.reload();
-        }
         nats.wait_ready(Duration::from_secs(15)).await?;
         self.watch_nats(pid);
+        if adopted && self.nats_users.as_deref() != Some(before.as_str()) {
+            // Identities changed while outpostd was down: a reload when the
+            // accounts are the same, else a restart (see sync_bus_users).
+            if server_config::instrument_accounts(&before)
+                == server_config::instrument_accounts(
+                    self.nats_users.as_deref().unwrap_or_default(),
+                )
+            {
+                self.nats.as_ref().expect("just set").reload();
+            } else {
+                self.restart_nats("instruments came or went while outpostd was down")
+                    .await;
+            }
+        }
         let bus = Bus::connect(port, self.keys.seed(PLATFORM)?, &self.sensor_name()).await?;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -136,9 +151,15 @@ impl<R: Runtime> Daemon<R> {
     }
 
     /// Writes nats-server's config for the platform and every wanted
-    /// instrument (its nkey and the permissions its manifest gives), and
-    /// reloads the server when that changed.
-    pub(super) fn sync_bus_users(&mut self, wanted: &[InstrumentSpec]) {
+    /// instrument (its nkey, its own account with its connection limit, the
+    /// permissions and peers its manifest gives), and has the server take
+    /// it: a reload when only users or permissions changed, a restart when
+    /// accounts came or went (nats-server 2.9 does not wire a service
+    /// import into the JetStream account for an account a reload adds, so
+    /// the new instrument's events would find no stream; fixed upstream
+    /// only in later versions). Instruments and the platform reconnect by
+    /// themselves and resend what was not acknowledged.
+    pub(super) async fn sync_bus_users(&mut self, wanted: &[InstrumentSpec]) {
         if self.nats.is_none() {
             return;
         }
@@ -149,21 +170,27 @@ impl<R: Runtime> Daemon<R> {
                 return;
             }
         };
-        let mut users = vec![User {
-            name: PLATFORM.into(),
-            nkey: platform,
-            permissions: None,
-        }];
+        let present: Vec<&str> = wanted.iter().map(|i| i.name.as_str()).collect();
+        let mut users = Vec::new();
         for ins in wanted {
             let perms = match self.manifest(&ins.image, &ins.version) {
                 Ok(Some(m)) => m.permissions,
                 _ => Default::default(),
             };
+            let among = |peers: &[String]| -> Vec<String> {
+                peers
+                    .iter()
+                    .filter(|p| present.contains(&p.as_str()) && **p != ins.name)
+                    .cloned()
+                    .collect()
+            };
             match self.keys.ensure(&ins.name) {
-                Ok(nkey) => users.push(User {
+                Ok(nkey) => users.push(InstrumentUser {
                     name: ins.name.clone(),
                     nkey,
-                    permissions: Some(instrument_permissions(&ins.name, &perms)),
+                    permissions: instrument_permissions(&ins.name, &perms),
+                    reads: among(&perms.read_events),
+                    calls: among(&perms.call),
                 }),
                 Err(e) => error!(instrument = %ins.name, "{e}"),
             }
@@ -178,24 +205,65 @@ impl<R: Runtime> Daemon<R> {
                 dir: &dir,
                 jetstream_max_file: JETSTREAM_MAX_FILE,
                 jetstream_max_memory: JETSTREAM_MAX_MEMORY,
+                max_connections_per_instrument: self.cfg.max_bus_connections,
             },
+            &platform,
             &users,
         );
         if self.nats_users.as_deref() == Some(text.as_str()) {
             return;
         }
+        let accounts: BTreeSet<String> = users.iter().map(|u| u.name.clone()).collect();
+        let same_accounts = self.nats_accounts.as_ref() == Some(&accounts);
         match nats.write_config(&text) {
             Ok(changed) => {
-                if changed && nats.pid().is_some() {
+                self.nats_users = Some(text);
+                self.nats_accounts = Some(accounts);
+                if !changed || nats.pid().is_none() {
+                    return;
+                }
+                if same_accounts {
                     nats.reload();
                     info!(
-                        identities = users.len(),
+                        instruments = users.len(),
                         "bus identities updated; nats-server reloaded"
                     );
+                } else {
+                    self.restart_nats("instruments came or went").await;
                 }
-                self.nats_users = Some(text);
             }
             Err(e) => error!("{e}"),
+        }
+    }
+
+    /// Stops nats-server and starts it on its current config, waiting
+    /// until it accepts connections.
+    async fn restart_nats(&mut self, why: &str) {
+        let Some(nats) = self.nats.as_mut() else {
+            return;
+        };
+        let t0 = Instant::now();
+        nats.stop().await;
+        let started = match nats.start_or_adopt() {
+            Ok((pid, _)) => nats.wait_ready(Duration::from_secs(15)).await.map(|_| pid),
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(pid) => {
+                self.watch_nats(pid);
+                info!(
+                    pid,
+                    ms = t0.elapsed().as_millis() as u64,
+                    "nats-server restarted: {why}"
+                );
+            }
+            Err(e) => {
+                error!("nats-server could not be restarted ({why}): {e}; retrying");
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(Command::NatsExited { pid: 0 }).await;
+                });
+            }
         }
     }
 

@@ -234,6 +234,8 @@ pub struct Daemon<R: Runtime> {
     bus: Option<Bus>,
     /// The nats-server config last written.
     nats_users: Option<String>,
+    /// The instruments that have an account in it.
+    nats_accounts: Option<BTreeSet<String>>,
     nats_failures: u32,
     /// Parsed manifests by (image, version, sha256): images never change.
     manifests: BTreeMap<(String, String, String), Manifest>,
@@ -262,6 +264,7 @@ impl<R: Runtime> Daemon<R> {
             nats: None,
             bus: None,
             nats_users: None,
+            nats_accounts: None,
             nats_failures: 0,
             manifests: BTreeMap::new(),
             config_checks: BTreeMap::new(),
@@ -493,7 +496,7 @@ impl<R: Runtime> Daemon<R> {
         }
         // After removals (a removed instrument keeps its identity while it
         // stops), before starts (a new one needs its identity to connect).
-        self.sync_bus_users(&wanted);
+        self.sync_bus_users(&wanted).await;
         for ins in &wanted {
             self.reconcile_one(ins).await;
         }

@@ -38,15 +38,16 @@ pub struct EventsLimits {
     pub max_age: Duration,
 }
 
-/// How long a one-shot client keeps retrying a refused login. nats-server
-/// (2.9, Debian 12) refuses nkey logins that race a config reload with
-/// "authorization violation" (measured: 308 of 500 connects while reloading
-/// every 30 ms), and outpostd reloads whenever instruments change.
+/// How long a one-shot client keeps retrying a refused login or a lost
+/// connection. nats-server (2.9, Debian 12) refuses nkey logins that race
+/// a config reload with "authorization violation" (measured: 308 of 500
+/// connects while reloading every 30 ms), and outpostd reloads whenever
+/// instruments change, or restarts the server when instruments come or go.
 const LOGIN_RETRY: Duration = Duration::from_secs(5);
 
 /// Connects a one-shot platform client (a command, a test) to the sensor's
-/// nats-server on `port`. Unlike [`Bus::connect`] it fails fast when nothing
-/// listens, but rides out the reload race above.
+/// nats-server on `port`. Unlike [`Bus::connect`] it gives up after a few
+/// seconds when nothing listens, but rides out a reload or restart.
 pub async fn connect_platform_client(
     port: u16,
     seed: &str,
@@ -63,8 +64,11 @@ pub async fn connect_platform_client(
         match attempt {
             Ok(c) => return Ok(c),
             Err(e)
-                if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation
-                    && tokio::time::Instant::now() < deadline =>
+                if matches!(
+                    e.kind(),
+                    async_nats::ConnectErrorKind::AuthorizationViolation
+                        | async_nats::ConnectErrorKind::Io
+                ) && tokio::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

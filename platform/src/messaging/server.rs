@@ -8,6 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::server_config;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tracing::{info, warn};
@@ -209,6 +210,40 @@ impl NatsServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Moves the sensor off a config from before per-instrument accounts:
+    /// a server still running on it is stopped (a reload cannot move
+    /// JetStream between accounts), and the JetStream store of the global
+    /// account, with the `EVENTS` stream and every event in it, becomes the
+    /// platform account's. Nothing happens on a current config.
+    pub async fn leave_global_account(&mut self) -> Result<(), ServerError> {
+        let old = fs::read_to_string(self.config_path()).unwrap_or_default();
+        if !server_config::is_global_account_config(&old) {
+            return Ok(());
+        }
+        if let Some(pid) = self.running_pid() {
+            info!(
+                pid,
+                "stopping the nats-server of an older outpostd to move its store into the platform's account"
+            );
+            self.pid = Some(pid);
+            self.stop().await;
+        }
+        // nats-server keeps JetStream under `<store_dir>/jetstream/<account>`.
+        let js = self.dir.join("jetstream").join("jetstream");
+        let global = js.join("$G");
+        let platform = js.join(server_config::PLATFORM_ACCOUNT);
+        if global.is_dir() && !platform.exists() {
+            fs::rename(&global, &platform).map_err(|e| {
+                io_err(
+                    format!("cannot move {} to {}", global.display(), platform.display()),
+                    e,
+                )
+            })?;
+            info!(from = %global.display(), to = %platform.display(), "event store moved into the platform's account");
+        }
+        Ok(())
     }
 
     /// Asks the server to re-read its config (SIGHUP).
