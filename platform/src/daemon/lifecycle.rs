@@ -1,0 +1,492 @@
+//! An instrument's lifecycle: start (with its bindings), adoption after a
+//! restart of outpostd, exit and the restart policy, stop and removal.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use outpost_protocol::InstrumentSpec;
+use tracing::{debug, error, info, warn};
+
+use super::{Command, Daemon, EXIT_READ_LIMIT};
+use crate::db::now_ms;
+use crate::paths;
+use crate::runtime::{ContainerSpec, Observed, Runtime, RuntimeError, ffi, rootfs};
+use crate::supervisor::{self, Decision, ExitFile, ExitRecord, state};
+
+impl<R: Runtime> Daemon<R> {
+    /// Takes over a container that is already running (after a restart of
+    /// outpostd), without touching it.
+    pub(super) async fn adopt(&mut self, name: &str, init_pid: i32) {
+        if !self.binding_records(Some(name)).is_empty() && !self.bindings_ready(name) {
+            warn!(
+                instrument = name,
+                "its interfaces were being bound when outpostd stopped; starting it again"
+            );
+            self.stop_running(name, init_pid).await;
+            return;
+        }
+        let inst = self.instances.get_mut(name).expect("present");
+        let known = inst.status.init_pid;
+        let since_ms = inst.status.started_at_ms.unwrap_or_else(now_ms);
+        let ran = Duration::from_millis((now_ms() - since_ms).max(0) as u64);
+        inst.started = Some(Instant::now().checked_sub(ran).unwrap_or_else(Instant::now));
+        inst.status.init_pid = Some(init_pid);
+        if inst.status.started_at_ms.is_none() || known != Some(init_pid) {
+            inst.status.started_at_ms = Some(now_ms());
+        }
+        let st = if inst.status.state == state::CRASH_LOOPING {
+            state::CRASH_LOOPING
+        } else {
+            state::RUNNING
+        };
+        if known == Some(init_pid) {
+            info!(instrument = name, init_pid, "re-adopted running instrument");
+        } else {
+            warn!(
+                instrument = name,
+                init_pid,
+                ?known,
+                "adopted a running container with an init pid outpostd did not record"
+            );
+        }
+        self.watch(name, init_pid);
+        self.set_state(name, st, format!("running (init pid {init_pid}); adopted"));
+        self.attach_bus(name, init_pid, true).await;
+    }
+
+    /// Resets the failure count of an instrument that has run long enough.
+    pub(super) fn check_stable(&mut self, name: &str, ins: &InstrumentSpec) {
+        let inst = self.instances.get_mut(name).expect("present");
+        let stable = inst
+            .started
+            .is_some_and(|s| s.elapsed() >= ins.backoff.stable_after);
+        if stable && inst.status.failures > 0 {
+            inst.status.failures = 0;
+            let pid = inst.status.init_pid.unwrap_or_default();
+            self.set_state(
+                name,
+                state::RUNNING,
+                format!("running (init pid {pid}); stable again"),
+            );
+        }
+    }
+
+    pub(super) fn watch(&mut self, name: &str, pid: i32) {
+        let inst = self.instances.get_mut(name).expect("present");
+        inst.generation += 1;
+        let generation = inst.generation;
+        let tx = self.tx.clone();
+        let n = name.to_string();
+        if let Some(old) = inst.watcher.take() {
+            old.abort();
+        }
+        inst.watcher = Some(tokio::spawn(async move {
+            wait_exit(pid).await;
+            let _ = tx
+                .send(Command::Exited {
+                    name: n,
+                    generation,
+                })
+                .await;
+        }));
+    }
+
+    pub(super) async fn start_instance(
+        &mut self,
+        name: &str,
+        ins: &InstrumentSpec,
+        spec: ContainerSpec,
+    ) {
+        let restarting = self.instances[name].status.last_exit.is_some()
+            && self.instances[name].next_restart.is_some();
+        let looping = self.instances[name].status.state == state::CRASH_LOOPING;
+        self.set_state(
+            name,
+            if looping {
+                state::CRASH_LOOPING
+            } else {
+                state::STARTING
+            },
+            format!("starting {}:{}", ins.image, ins.version),
+        );
+        let t0 = Instant::now();
+        let logs = self.cfg.state.logs(name);
+        if let Err(e) = paths::create_private_dir(&logs) {
+            let why = format!("cannot create its log directory {}: {e}", logs.display());
+            self.fail_start(name, ins, why).await;
+            return;
+        }
+        if let Err(why) = self.prepare_bindings(ins).await {
+            self.fail_start(name, ins, why).await;
+            return;
+        }
+        let prepared = t0.elapsed();
+        let rt = self.rt.clone();
+        let s = spec.clone();
+        let started = tokio::task::spawn_blocking(move || -> Result<i32, RuntimeError> {
+            let t = Instant::now();
+            rt.define(&s)?;
+            crate::failpoint::hit("after-define");
+            let defined = t.elapsed();
+            let pid = rt.start(&s)?;
+            crate::failpoint::hit("after-start");
+            debug!(
+                instrument = %s.name,
+                define_ms = defined.as_secs_f64() * 1e3,
+                start_ms = (t.elapsed() - defined).as_secs_f64() * 1e3,
+                "container started"
+            );
+            Ok(pid)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(RuntimeError::Container {
+                name: name.to_string(),
+                detail: format!("start task failed: {e}"),
+            })
+        });
+        debug!(
+            instrument = name,
+            prepare_ms = prepared.as_secs_f64() * 1e3,
+            "directories prepared"
+        );
+        let started = match started {
+            Ok(pid) => match self.apply_bindings(name, pid).await {
+                Ok(()) => Ok(pid),
+                Err(why) => {
+                    self.stop_running(name, pid).await;
+                    self.fail_start(name, ins, why).await;
+                    return;
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(pid) => {
+                let inst = self.instances.get_mut(name).expect("present");
+                inst.started = Some(Instant::now());
+                inst.next_restart = None;
+                inst.status.init_pid = Some(pid);
+                inst.status.started_at_ms = Some(now_ms());
+                inst.status.next_restart_ms = None;
+                inst.status.spec_hash = Some(spec.hash());
+                if restarting {
+                    inst.status.restarts += 1;
+                }
+                self.watch(name, pid);
+                let st = if looping {
+                    state::CRASH_LOOPING
+                } else {
+                    state::RUNNING
+                };
+                self.set_state(name, st, format!("running (init pid {pid})"));
+                self.attach_bus(name, pid, false).await;
+            }
+            Err(e) => self.fail_start(name, ins, e.to_string()).await,
+        }
+    }
+
+    /// A start that failed counts as a quick failure; nothing half-made
+    /// stays behind.
+    pub(super) async fn fail_start(&mut self, name: &str, ins: &InstrumentSpec, why: String) {
+        self.destroy(name).await;
+        let exit = ExitRecord {
+            at_ms: now_ms(),
+            code: None,
+            signal: None,
+            signal_name: None,
+            detail: format!("could not start: {why}"),
+        };
+        self.after_exit(name, ins, exit, Duration::ZERO);
+    }
+
+    /// Handles the exit of a running instrument.
+    pub(super) async fn on_exit(&mut self, name: &str, generation: u64) {
+        let Some(inst) = self.instances.get_mut(name) else {
+            return;
+        };
+        if inst.generation != generation || inst.watcher.is_none() {
+            return;
+        }
+        inst.watcher = None;
+        let ran_for = inst.started.map(|s| s.elapsed()).unwrap_or_default();
+        self.detach_bus(name, true);
+        let rt = self.rt.clone();
+        let n = name.to_string();
+        let _ =
+            tokio::task::spawn_blocking(move || rt.wait_stopped(&n, Duration::from_secs(10))).await;
+        let exit = self.read_exit(name).await;
+        let Some(ins) = self.wanted(name) else {
+            self.remove_instance(name).await;
+            return;
+        };
+        self.destroy(name).await;
+        self.after_exit(name, &ins, exit, ran_for);
+    }
+
+    /// Reads the exit record outpost-init left, off the actor loop and
+    /// with a time limit: the status directory is the container's to
+    /// write, so what is there may be built to hang or to mislead us.
+    pub(super) async fn read_exit(&self, name: &str) -> ExitRecord {
+        let dir = self.cfg.state.status_dir(name);
+        let read = tokio::task::spawn_blocking(move || supervisor::read_exit_file(&dir));
+        let file = match tokio::time::timeout(EXIT_READ_LIMIT, read).await {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => ExitFile::Unreadable(format!("reading it failed: {e}")),
+            Err(_) => {
+                ExitFile::Unreadable(format!("reading it took longer than {EXIT_READ_LIMIT:?}"))
+            }
+        };
+        if let ExitFile::Unreadable(why) = &file {
+            warn!(instrument = name, "unreadable exit record: {why}");
+        }
+        ExitRecord::from_file(&file, now_ms())
+    }
+
+    /// Records an exit and applies the restart policy.
+    pub(super) fn after_exit(
+        &mut self,
+        name: &str,
+        ins: &InstrumentSpec,
+        exit: ExitRecord,
+        ran_for: Duration,
+    ) {
+        if let Err(e) = self.db.record_exit(name, &exit) {
+            error!(instrument = name, "cannot record exit: {e}");
+        }
+        let inst = self.instances.get_mut(name).expect("present");
+        let decision = supervisor::after_exit(
+            ins.restart,
+            &ins.backoff,
+            &exit,
+            ran_for,
+            inst.status.failures,
+        );
+        inst.status.init_pid = None;
+        inst.status.last_exit = Some(exit.clone());
+        inst.started = None;
+        match decision {
+            Decision::Restart {
+                after,
+                failures,
+                crash_loop,
+            } => {
+                inst.status.failures = failures;
+                inst.next_restart = Some(Instant::now() + after);
+                inst.status.next_restart_ms = Some(now_ms() + after.as_millis() as i64);
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = tx.send(Command::Wake).await;
+                });
+                let (st, what) = if crash_loop {
+                    (
+                        state::CRASH_LOOPING,
+                        format!("{failures} quick failures in a row; "),
+                    )
+                } else {
+                    (state::BACKOFF, String::new())
+                };
+                self.set_state(
+                    name,
+                    st,
+                    format!(
+                        "{}; {what}restarting in {} (policy {})",
+                        exit.detail,
+                        humantime::format_duration(after),
+                        ins.restart
+                    ),
+                );
+            }
+            Decision::StayDown => {
+                inst.down_for_good = true;
+                inst.next_restart = None;
+                inst.status.next_restart_ms = None;
+                let st = if exit.is_clean() {
+                    state::EXITED
+                } else {
+                    state::CRASHED
+                };
+                self.set_state(
+                    name,
+                    st,
+                    format!(
+                        "{}; restart policy {} leaves it down",
+                        exit.detail, ins.restart
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A container found stopped without a watcher: it exited while
+    /// outpostd was down, or it was half made.
+    pub(super) async fn collect_leftover(&mut self, name: &str, ins: &InstrumentSpec) {
+        let was_running = self.instances[name].status.init_pid.is_some();
+        if was_running {
+            let exit = self.read_exit(name).await;
+            info!(
+                instrument = name,
+                "exited while outpostd was down: {}", exit.detail
+            );
+            let ran = self.instances[name]
+                .status
+                .started_at_ms
+                .map(|s| Duration::from_millis((now_ms() - s).max(0) as u64))
+                .unwrap_or_default();
+            self.destroy(name).await;
+            self.after_exit(name, ins, exit, ran);
+        } else {
+            warn!(
+                instrument = name,
+                "removing a container that was never started (half made by a crash)"
+            );
+            self.destroy(name).await;
+        }
+    }
+
+    /// Removes the container definition and the per-start directories.
+    pub(super) async fn destroy(&mut self, name: &str) {
+        self.release_bindings(name, None).await;
+        let rt = self.rt.clone();
+        let n = name.to_string();
+        match tokio::task::spawn_blocking(move || rt.destroy(&n)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(instrument = name, "{e}"),
+            Err(e) => error!(instrument = name, "destroy task failed: {e}"),
+        }
+    }
+
+    /// Stops a container whose init is `pid` but which outpostd has not
+    /// (yet) taken as running; the pid lets the stop undo its bindings
+    /// inside its namespace.
+    pub(super) async fn stop_running(&mut self, name: &str, pid: i32) {
+        self.instances
+            .get_mut(name)
+            .expect("present")
+            .status
+            .init_pid = Some(pid);
+        self.stop_and_destroy(name).await;
+    }
+
+    pub(super) async fn stop_and_destroy(&mut self, name: &str) {
+        if let Some(inst) = self.instances.get_mut(name) {
+            inst.generation += 1; // the exit that follows is ours
+            if let Some(w) = inst.watcher.take() {
+                w.abort();
+            }
+        }
+        if self.instances.contains_key(name) {
+            self.set_state(name, state::STOPPING, "stopping");
+        }
+        // Its proxy stays up while it stops, so it can flush its events.
+        let proxy = self.instances.get_mut(name).and_then(|i| i.proxy.take());
+        self.detach_bus(name, false);
+        // Interfaces go home while the namespace still exists (a phy would
+        // otherwise come back under another name, a virtual one not at all).
+        let pid = self.instances.get(name).and_then(|i| i.status.init_pid);
+        self.release_bindings(name, pid).await;
+        let rt = self.rt.clone();
+        let n = name.to_string();
+        let grace = self.cfg.stop_grace;
+        match tokio::task::spawn_blocking(move || rt.stop(&n, grace)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(instrument = name, "{e}"),
+            Err(e) => error!(instrument = name, "stop task failed: {e}"),
+        }
+        drop(proxy);
+        if self.instances.contains_key(name) {
+            let exit = self.read_exit(name).await;
+            let inst = self.instances.get_mut(name).expect("present");
+            inst.status.init_pid = None;
+            inst.status.last_exit = Some(exit);
+            inst.started = None;
+        }
+        self.destroy(name).await;
+    }
+
+    /// Stops and removes an instrument that is no longer wanted. Its
+    /// persistent storage and logs stay until `outpostd purge`.
+    pub(super) async fn remove_instance(&mut self, name: &str) {
+        let defined = !matches!(self.observe(name).await, Observed::Absent);
+        if defined {
+            info!(
+                instrument = name,
+                "no longer in the desired state; removing it (persistent storage is kept)"
+            );
+            self.stop_and_destroy(name).await;
+        }
+        if let Err(e) = rootfs::teardown(&self.cfg.state.instance(name)) {
+            error!(instrument = name, "{e}");
+        }
+        self.instances.remove(name);
+        self.keys.remove(name);
+        if let Err(e) = self.db.delete_status(name) {
+            error!(instrument = name, "cannot forget status: {e}");
+        }
+    }
+
+    pub(super) async fn shutdown(&mut self) {
+        let names: Vec<String> = self.instances.keys().cloned().collect();
+        for name in &names {
+            if let Some(inst) = self.instances.get_mut(name)
+                && let Some(w) = inst.watcher.take()
+            {
+                w.abort();
+            }
+            if let Some(inst) = self.instances.get_mut(name) {
+                // Checks end with outpostd (proxies too, when it exits); a
+                // restarted outpostd re-creates them for what it adopts.
+                if let Some(t) = inst.health_task.take() {
+                    t.abort();
+                }
+                if let Some((_, t)) = inst.config_task.take() {
+                    t.abort();
+                }
+            }
+        }
+        if self.cfg.stop_on_exit {
+            info!("stopping every instrument (--stop-on-exit)");
+            for name in &names {
+                if !matches!(self.observe(name).await, Observed::Absent) {
+                    self.stop_and_destroy(name).await;
+                }
+                self.set_state(
+                    name,
+                    state::STOPPED,
+                    "stopped with outpostd (--stop-on-exit)",
+                );
+            }
+            if let Some(n) = self.nats.as_mut() {
+                n.stop().await;
+            }
+        } else {
+            info!("outpostd exits; instruments keep running and will be re-adopted");
+        }
+    }
+}
+
+/// Resolves when process `pid` has exited.
+async fn wait_exit(pid: i32) {
+    match ffi::pidfd_open(pid) {
+        Ok(fd) => match ffi::wait_pidfd(fd).await {
+            Ok(()) => {}
+            Err(e) => {
+                warn!(pid, "cannot watch pidfd ({e}); polling instead");
+                poll_exit(pid).await;
+            }
+        },
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+        Err(e) => {
+            warn!(pid, "pidfd_open failed ({e}); polling instead");
+            poll_exit(pid).await;
+        }
+    }
+}
+
+async fn poll_exit(pid: i32) {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    while proc_dir.exists() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
