@@ -342,23 +342,16 @@ impl Sensor {
         timeout: Duration,
         mut pred: impl FnMut(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + timeout;
-        let mut last = Value::Null;
-        while Instant::now() < deadline {
-            if let Some(s) = self.instrument(name) {
-                if pred(&s) {
-                    return s;
-                }
-                last = s;
-            } else {
-                last = Value::Null;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "instrument {name} never became {what} within {timeout:?}; last status: {last:#}\n--- outpostd log ---\n{}",
-            self.log_text()
-        );
+        let of = |st: &Value| {
+            st["instruments"]
+                .as_array()
+                .and_then(|a| a.iter().find(|i| i["name"] == name))
+                .cloned()
+        };
+        let st = self.wait_status(&format!("instrument {name} {what}"), timeout, |st| {
+            of(st).is_some_and(|i| pred(&i))
+        });
+        of(&st).expect("found above")
     }
 
     /// Polls the whole status until `pred` holds; panics with the daemon
@@ -627,6 +620,16 @@ pub fn children(pid: i32) -> Vec<i32> {
     out.sort();
     out.dedup();
     out
+}
+
+/// The size in KiB that `df -k` printed for its (last) filesystem.
+pub fn df_size_kib(df_output: &str) -> u64 {
+    df_output
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("not df -k output: {df_output}"))
 }
 
 /// Every mount on the host whose source, target or options mention `path`.

@@ -496,13 +496,10 @@ fn persistent_data_survives_restart_and_upgrade_and_transient_does_not() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
     let out = s.attach(&name, &["/bin/df", "-k", "/var/lib/instrument"]);
     let df = String::from_utf8_lossy(&out.stdout).into_owned();
-    let size_kib: u64 = df
-        .lines()
-        .last()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse().ok())
-        .unwrap_or_else(|| panic!("df: {df}"));
-    assert!(size_kib >= 96 * 1024, "grown to 96 MiB: {df}");
+    assert!(
+        outpost_tests::df_size_kib(&df) >= 96 * 1024,
+        "grown to 96 MiB: {df}"
+    );
     assert!(s.log_text().contains("growing persistent storage"));
     let r = probe(&s, &name);
     assert_eq!(r["env"]["OUTPOST_IMAGE"], "example:0.2.0");

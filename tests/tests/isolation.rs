@@ -405,12 +405,7 @@ fn persistent_storage_filled_past_its_size_is_enospc_and_an_event_and_nothing_el
         "{written} bytes written into 32 MiB"
     );
     // Inside, df shows its own storage, not the host's disk.
-    let df_kb: u64 = said
-        .lines()
-        .last()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse().ok())
-        .unwrap_or_else(|| panic!("df: {said}"));
+    let df_kb = outpost_tests::df_size_kib(&said);
     assert!(df_kb < 64 * 1024, "df inside shows {df_kb} KiB");
     let used = free_before.saturating_sub(host_free());
     assert!(used < 64 << 20, "the host's disk lost {used} bytes");

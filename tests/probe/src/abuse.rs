@@ -8,7 +8,10 @@
 //!   127.0.0.1:4222, hold them, and say how many were closed by the other
 //!   side within SECONDS;
 //! - `hog MIB`: allocate and touch MIB mebibytes, printing progress (the
-//!   memory limit should end it with SIGKILL first).
+//!   memory limit should end it with SIGKILL first);
+//! - `write-rate DIR MIB`: write MIB mebibytes into a file in DIR, fsync
+//!   it, remove it, and say how fast (the benchmark runs the same binary
+//!   inside and on the host).
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -101,6 +104,30 @@ pub fn run(args: &[&str]) -> Option<i32> {
                     "still_open": conns.len() - closed_n,
                 })
             );
+            Some(0)
+        }
+        ["write-rate", dir, mib] => {
+            use std::io::Write;
+            let mib: usize = mib.parse().ok()?;
+            let path = std::path::Path::new(dir).join(format!("write-rate-{}", std::process::id()));
+            let block = vec![0x5a_u8; 1 << 20];
+            let t0 = Instant::now();
+            let written = (|| -> std::io::Result<()> {
+                let mut f = std::fs::File::create(&path)?;
+                for _ in 0..mib {
+                    f.write_all(&block)?;
+                }
+                f.sync_all()
+            })();
+            let secs = t0.elapsed().as_secs_f64();
+            let _ = std::fs::remove_file(&path);
+            let out = match written {
+                Ok(()) => {
+                    json!({"mib": mib, "seconds": secs, "mb_per_s": (mib << 20) as f64 / secs / 1e6})
+                }
+                Err(e) => json!({"error": e.to_string()}),
+            };
+            println!("{out}");
             Some(0)
         }
         ["hog", mib] => {

@@ -100,6 +100,29 @@ pub(crate) fn log_latencies(log: &str, names: &[String], from: &str, to: &str) -
     out
 }
 
+/// Adds `n` instruments to a running sensor one at a time, each started
+/// before the next; returns their names and create+start -> running
+/// times from outpostd's log.
+pub(crate) fn start_one_by_one(s: &Sensor, n: usize, prefix: &str) -> (Vec<String>, Vec<f64>) {
+    let mut names = Vec::new();
+    let mut body = String::new();
+    for _ in 0..n {
+        let name = unique(prefix);
+        body.push_str(&instrument(&name));
+        s.write_sensor(&body);
+        s.reload();
+        s.wait_running(&name);
+        names.push(name);
+    }
+    let lat = log_latencies(
+        &s.log_text(),
+        &names,
+        "state=\"starting\"",
+        "state=\"running\"",
+    );
+    (names, lat)
+}
+
 pub(crate) fn rss_kib(pid: i32) -> (u64, u64) {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |k: &str| {
@@ -215,22 +238,7 @@ fn foundation(img: &outpost_tests::ImageFile, starts: usize, idle: usize) {
     s.write_sensor("");
     s.start(&[]);
     let (rss0, _) = rss_kib(s.daemon_pid().unwrap());
-    let mut names = Vec::new();
-    let mut body = String::new();
-    for _ in 0..starts {
-        let n = unique("bench");
-        body.push_str(&instrument(&n));
-        s.write_sensor(&body);
-        s.reload();
-        s.wait_running(&n);
-        names.push(n);
-    }
-    let lat = log_latencies(
-        &s.log_text(),
-        &names,
-        "state=\"starting\"",
-        "state=\"running\"",
-    );
+    let (names, lat) = start_one_by_one(&s, starts, "bench");
     row(
         "instrument create+start -> running (outpostd log)",
         &lat,

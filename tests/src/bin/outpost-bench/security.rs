@@ -5,17 +5,16 @@
 //!   ext4 storage on a loop device) against the same daemon starting them
 //!   privileged, as before (`--privileged-containers-for-benchmark`, a
 //!   hidden flag for exactly this comparison);
-//! - persistent storage write throughput (24 MiB with `dd ... conv=fsync`
-//!   inside the instrument, busybox's own figure) against the same `dd`
-//!   into a plain directory on the host, on the filesystem the state
-//!   directory is on.
+//! - persistent storage write throughput (24 MiB and an fsync, by the
+//!   in-container probe) against the same binary writing into a plain
+//!   directory on the host, on the filesystem the state directory is on.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use outpost_tests::{ImageFile, Sensor, unique};
 
-use crate::{instrument, log_latencies, ms, percentile, row};
+use crate::{instrument, ms, percentile, row, start_one_by_one};
 
 /// Starts `starts` instruments one after another, then re-adopts the
 /// first `idle` of them after `kill -9` five times; returns (start
@@ -35,22 +34,7 @@ fn starts_and_adoption(
     s.import(img);
     s.write_sensor("");
     s.start(flags);
-    let mut names = Vec::new();
-    let mut body = String::new();
-    for _ in 0..starts {
-        let n = unique("sec");
-        body.push_str(&instrument(&n));
-        s.write_sensor(&body);
-        s.reload();
-        s.wait_running(&n);
-        names.push(n);
-    }
-    let lat = log_latencies(
-        &s.log_text(),
-        &names,
-        "state=\"starting\"",
-        "state=\"running\"",
-    );
+    let (names, lat) = start_one_by_one(&s, starts, "sec");
     let keep: Vec<String> = names.iter().take(idle).cloned().collect();
     s.write_sensor(&keep.iter().map(|n| instrument(n)).collect::<String>());
     s.reload();
@@ -72,24 +56,14 @@ fn starts_and_adoption(
     (lat, adopt)
 }
 
-/// MB/s busybox `dd` reports for 24 MiB written with an fsync.
-fn dd_rate(out: &std::process::Output) -> Option<f64> {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // "25165824 bytes (24.0MB) copied, 0.051130 seconds, 469.4MB/s"
-    let line = text.lines().find(|l| l.contains("copied"))?;
-    let bytes: f64 = line.split_whitespace().next()?.parse().ok()?;
-    let secs: f64 = line
-        .split(", ")
-        .nth(1)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(bytes / secs / 1e6)
+/// MB/s the probe's `write-rate` reports.
+fn rate(out: &std::process::Output) -> Option<f64> {
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()?
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+    v["mb_per_s"].as_f64()
 }
 
 pub fn run(img: &ImageFile, starts: usize, idle: usize) {
@@ -120,37 +94,29 @@ pub fn run(img: &ImageFile, starts: usize, idle: usize) {
     s.write_sensor(&instrument(&n));
     s.start(&[]);
     s.wait_running(&n);
-    let busybox = s.state.join("images/example/0.1.0/rootfs/bin/busybox");
+    // The same static probe binary writes inside and on the host.
+    let probe = s
+        .state
+        .join("images/example/0.1.0/rootfs/usr/bin/outpost-probe");
     let host_dir = s.dir.path().join("plain");
     std::fs::create_dir_all(&host_dir).unwrap();
     let (mut inside, mut host) = (Vec::new(), Vec::new());
-    for i in 0..5 {
+    for _ in 0..5 {
         let out = s.attach(
             &n,
             &[
-                "/bin/dd",
-                "if=/dev/zero",
-                &format!("of=/var/lib/instrument/w{i}"),
-                "bs=1048576",
-                "count=24",
-                "conv=fsync",
+                "/usr/bin/outpost-probe",
+                "write-rate",
+                "/var/lib/instrument",
+                "24",
             ],
         );
-        inside.extend(dd_rate(&out));
-        let _ = s.attach(&n, &["/bin/rm", "-f", &format!("/var/lib/instrument/w{i}")]);
-        let out = Command::new(&busybox)
-            .args([
-                "dd",
-                "if=/dev/zero",
-                &format!("of={}", host_dir.join(format!("w{i}")).display()),
-                "bs=1048576",
-                "count=24",
-                "conv=fsync",
-            ])
+        inside.extend(rate(&out));
+        let out = Command::new(&probe)
+            .args(["write-rate", host_dir.to_str().unwrap(), "24"])
             .output()
-            .expect("busybox dd on the host");
-        host.extend(dd_rate(&out));
-        let _ = std::fs::remove_file(host_dir.join(format!("w{i}")));
+            .expect("the probe on the host");
+        host.extend(rate(&out));
     }
     row(
         "persistent storage write 24 MiB + fsync (ext4 image)",
