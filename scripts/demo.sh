@@ -53,8 +53,8 @@ cleanup() {
   ip link del "$SEG" 2>/dev/null || true
   # Each instrument's tree (idmapped image, tmpfs, storage) is mounted
   # under instances/; its loop device goes with the last mount.
-  grep -F " $STATE/instances/" /proc/self/mountinfo 2>/dev/null | awk '{print $5}' | sort -r \
-    | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep -F " $STATE/instances/" /proc/self/mountinfo 2>/dev/null || true; } | awk '{print $5}' \
+    | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
