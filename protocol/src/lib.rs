@@ -16,6 +16,7 @@
 //! - [`messages`]: the platform ↔ instrument payloads and their schemas.
 //! - [`validate`]: the field-error type both validators report with.
 //! - [`names`]: the rules for instrument, image and role names.
+//! - [`ratelimit`]: a pure limiter for log lines a peer can trigger.
 
 pub mod beacon;
 pub mod bindings;
@@ -24,6 +25,7 @@ pub mod envelope;
 pub mod manifest;
 pub mod messages;
 pub mod names;
+pub mod ratelimit;
 pub mod subjects;
 pub mod validate;
 

@@ -466,17 +466,31 @@ async fn http(plan: &Plan, url: &str, nonce: &str) -> io::Result<Verdict> {
 /// The I/O error under a reqwest error, so it is classified like the
 /// other channels'.
 fn io_cause(e: reqwest::Error) -> io::Error {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let timeout = e.is_timeout();
+    io_under(&e).unwrap_or_else(|| {
+        if timeout {
+            io::Error::new(io::ErrorKind::TimedOut, e.to_string())
+        } else {
+            io::Error::other(e.to_string())
+        }
+    })
+}
+
+/// The first I/O error in `e`'s chain of sources, with its OS error number
+/// kept (what [`classify`] goes by: "network unreachable" is `blocked`
+/// only because the errno says so).
+fn io_under(e: &(dyn std::error::Error + 'static)) -> Option<io::Error> {
+    let mut src = Some(e);
     while let Some(s) = src {
         if let Some(io) = s.downcast_ref::<io::Error>() {
-            return io::Error::new(io.kind(), io.to_string());
+            return Some(match io.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(io.kind(), io.to_string()),
+            });
         }
         src = s.source();
     }
-    if e.is_timeout() {
-        return io::Error::new(io::ErrorKind::TimedOut, e.to_string());
-    }
-    io::Error::other(e.to_string())
+    None
 }
 
 #[cfg(test)]
@@ -505,6 +519,64 @@ mod tests {
         assert_eq!(impostor.outcome, Outcome::Blocked);
         assert!(impostor.detail.contains("does not verify"));
         assert_eq!(judge(&key(), &n, b"", "tcp").outcome, Outcome::Blocked);
+    }
+
+    /// An error the way a library wraps it (as hyper does under reqwest):
+    /// the OS error is a source some levels down.
+    #[derive(Debug)]
+    struct Wrapped(
+        &'static str,
+        Option<Box<dyn std::error::Error + Send + Sync>>,
+    );
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn every_channel_classifies_the_same_errno_the_same_way() {
+        use libc::{ECONNREFUSED, ETIMEDOUT};
+        let table = [
+            (ECONNREFUSED, Outcome::Blocked, "refused"),
+            (ETIMEDOUT, Outcome::Blocked, "timed out"),
+            (ENETUNREACH, Outcome::Blocked, "network unreachable"),
+            (EHOSTUNREACH, Outcome::Blocked, "host unreachable"),
+            (ENODEV, Outcome::Error, "does not exist"),
+            (EPERM, Outcome::Error, "not permitted"),
+            (EACCES, Outcome::Error, "not permitted"),
+        ];
+        for (errno, outcome, says) in table {
+            // TCP, UDP, DNS and ICMP get the socket's error as it is.
+            let direct = classify(&io::Error::from_raw_os_error(errno), Some("seg0"));
+            // HTTP gets it wrapped in the client's errors.
+            let wrapped = Wrapped(
+                "client error (Connect)",
+                Some(Box::new(Wrapped(
+                    "tcp connect error",
+                    Some(Box::new(io::Error::from_raw_os_error(errno))),
+                ))),
+            );
+            let through_http = classify(&io_under(&wrapped).unwrap(), Some("seg0"));
+            for (channel, v) in [("socket", &direct), ("http", &through_http)] {
+                assert_eq!(
+                    v.outcome, outcome,
+                    "errno {errno} on {channel}: {}",
+                    v.detail
+                );
+                assert!(
+                    v.detail.contains(says),
+                    "errno {errno} on {channel}: {}",
+                    v.detail
+                );
+            }
+        }
+        assert!(io_under(&Wrapped("no io inside", None)).is_none());
     }
 
     #[test]

@@ -2,10 +2,18 @@
 //! probe's hello with the HMAC of its nonce on every listener it is given,
 //! and prints (and with `--log`, appends to a file) one JSON line per
 //! escape it answered: `{ts, channel, source, nonce}`.
+//!
+//! It exits non-zero only at start-up (bad arguments, an address it cannot
+//! bind). Afterwards nothing a peer does stops it (see `home.rs`); a
+//! listener whose socket truly fails is bound again with back-off. Every
+//! `--stats-every` it prints one JSON line on stderr with what it counted
+//! per channel, so an operator sees that home is alive.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use outpost_beacon::home::Home;
@@ -42,6 +50,90 @@ struct Args {
     /// Append one JSON line per escape to this file.
     #[arg(long)]
     log: Option<PathBuf>,
+    /// TCP and HTTP connections served at once; more are closed at once.
+    #[arg(long, default_value_t = outpost_beacon::home::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Of those, how many one source address may hold.
+    #[arg(long, default_value_t = outpost_beacon::home::DEFAULT_MAX_PER_SOURCE)]
+    max_per_source: usize,
+    /// Print a stats line (JSON, on stderr) this often; 0 turns it off.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    stats_every: Duration,
+}
+
+/// What one listener serves.
+#[derive(Clone, Copy)]
+enum Kind {
+    Tcp,
+    Http,
+    Udp,
+    Dns,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Tcp => "tcp",
+            Kind::Http => "http",
+            Kind::Udp => "udp",
+            Kind::Dns => "dns",
+        }
+    }
+}
+
+/// A bound listener.
+enum Socket {
+    Stream(TcpListener),
+    Datagram(UdpSocket),
+}
+
+async fn bind(kind: Kind, at: SocketAddr) -> std::io::Result<Socket> {
+    Ok(match kind {
+        Kind::Tcp | Kind::Http => Socket::Stream(TcpListener::bind(at).await?),
+        Kind::Udp | Kind::Dns => Socket::Datagram(UdpSocket::bind(at).await?),
+    })
+}
+
+async fn serve_one(home: Arc<Home>, kind: Kind, socket: Socket) -> std::io::Result<()> {
+    match (kind, socket) {
+        (Kind::Tcp, Socket::Stream(l)) => home.serve_tcp(l).await,
+        (Kind::Http, Socket::Stream(l)) => home.serve_http(l).await,
+        (Kind::Udp, Socket::Datagram(s)) => home.serve_udp(s).await,
+        (Kind::Dns, Socket::Datagram(s)) => home.serve_dns(s).await,
+        _ => unreachable!("bind makes the socket the kind needs"),
+    }
+}
+
+/// Serves one listener for good: when its socket fails, binds the address
+/// again, waiting 0.1 s doubling to 30 s between tries.
+async fn keep_serving(home: Arc<Home>, kind: Kind, at: SocketAddr, first: Socket) {
+    let mut socket = Some(first);
+    let mut wait = Duration::from_millis(100);
+    loop {
+        if let Some(s) = socket.take() {
+            let t0 = std::time::Instant::now();
+            let why = match serve_one(home.clone(), kind, s).await {
+                Ok(()) => "it stopped".to_string(),
+                Err(e) => e.to_string(),
+            };
+            if t0.elapsed() > Duration::from_secs(60) {
+                wait = Duration::from_millis(100);
+            }
+            eprintln!(
+                "beacon-home: the {} listener on {at} failed ({why}); binding it again",
+                kind.name()
+            );
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+        match bind(kind, at).await {
+            Ok(s) => socket = Some(s),
+            Err(e) => eprintln!(
+                "beacon-home: cannot bind {} on {at} again: {e}; retrying in {wait:?}",
+                kind.name()
+            ),
+        }
+    }
 }
 
 async fn serve(a: Args) -> Result<(), String> {
@@ -63,43 +155,55 @@ async fn serve(a: Args) -> Result<(), String> {
             "nothing to listen on: give at least one of --tcp, --udp, --http, --dns".into(),
         );
     }
-    let home = Home::new(key, a.zone.clone(), a.log.as_deref())?;
+    let home = Home::with_limits(
+        key,
+        a.zone.clone(),
+        a.log.as_deref(),
+        a.max_connections,
+        a.max_per_source,
+    )?;
+    // Every address is bound before anything is served: a start-up error
+    // is the only way beacon-home exits.
+    let mut listeners = Vec::new();
+    for (kind, addrs) in [
+        (Kind::Tcp, &a.tcp),
+        (Kind::Http, &a.http),
+        (Kind::Udp, &a.udp),
+        (Kind::Dns, &a.dns),
+    ] {
+        for at in addrs {
+            let s = bind(kind, *at)
+                .await
+                .map_err(|e| format!("cannot listen for {} on {at}: {e}", kind.name()))?;
+            listeners.push((kind, *at, s));
+        }
+    }
     let mut set = tokio::task::JoinSet::new();
-    let bind_err = |what: &str, at: &SocketAddr, e: std::io::Error| {
-        format!("cannot listen for {what} on {at}: {e}")
-    };
-    for at in &a.tcp {
-        let l = TcpListener::bind(at)
-            .await
-            .map_err(|e| bind_err("tcp", at, e))?;
-        set.spawn(home.clone().serve_tcp(l));
-    }
-    for at in &a.http {
-        let l = TcpListener::bind(at)
-            .await
-            .map_err(|e| bind_err("http", at, e))?;
-        set.spawn(home.clone().serve_http(l));
-    }
-    for at in &a.udp {
-        let s = UdpSocket::bind(at)
-            .await
-            .map_err(|e| bind_err("udp", at, e))?;
-        set.spawn(home.clone().serve_udp(s));
-    }
-    for at in &a.dns {
-        let s = UdpSocket::bind(at)
-            .await
-            .map_err(|e| bind_err("dns", at, e))?;
-        set.spawn(home.clone().serve_dns(s));
+    for (kind, at, s) in listeners {
+        set.spawn(keep_serving(home.clone(), kind, at, s));
     }
     eprintln!(
         "beacon-home: listening (tcp {:?}, udp {:?}, http {:?}, dns {:?})",
         a.tcp, a.udp, a.http, a.dns
     );
-    match set.join_next().await {
-        Some(Ok(Err(e))) => Err(format!("a listener failed: {e}")),
-        _ => Err("a listener stopped".into()),
+    if !a.stats_every.is_zero() {
+        let home = home.clone();
+        let every = a.stats_every;
+        set.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let line = serde_json::json!({
+                    "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                    "stats": home.stats(),
+                });
+                eprintln!("{line}");
+            }
+        });
     }
+    while set.join_next().await.is_some() {}
+    Ok(())
 }
 
 fn main() -> ExitCode {
