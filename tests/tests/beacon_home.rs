@@ -27,6 +27,11 @@ fn free_port() -> u16 {
 
 /// One probe round; the attempts it printed.
 fn probe_round(ns: Option<&str>, args: &[&str]) -> Vec<Value> {
+    probe_round_env(ns, args, &[])
+}
+
+/// [`probe_round`] with extra environment variables.
+fn probe_round_env(ns: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Vec<Value> {
     let mut cmd = match ns {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -47,6 +52,7 @@ fn probe_round(ns: Option<&str>, args: &[&str]) -> Vec<Value> {
             "1s",
         ])
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run escape-probe");
     String::from_utf8_lossy(&out.stdout)
@@ -302,4 +308,33 @@ fn garbage_half_open_floods_and_oversized_heads_are_counted_and_never_stop_home(
     let round = probe_round(None, &args);
     assert!(all_escaped(&round), "{round:#?}");
     assert!(alive(&mut home.0));
+}
+
+#[test]
+fn a_stray_proxy_variable_does_not_stop_the_direct_http_path() {
+    let http = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let _home = Spawned(
+        Command::new(workspace_bin("beacon-home"))
+            .args(["--key", KEY, "--http", &format!("127.0.0.1:{http}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("home.err")).unwrap())
+            .spawn()
+            .expect("start beacon-home"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // Nothing listens on the "proxy": a probe that used it would see the
+    // attempt refused.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let round = probe_round_env(
+        None,
+        &["--http", &format!("http://127.0.0.1:{http}/canary")],
+        &[
+            ("http_proxy", dead.as_str()),
+            ("HTTP_PROXY", dead.as_str()),
+            ("all_proxy", dead.as_str()),
+        ],
+    );
+    assert_eq!(round.len(), 1, "{round:?}");
+    assert_eq!(round[0]["outcome"], "escaped", "{round:?}");
 }

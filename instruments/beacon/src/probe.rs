@@ -428,7 +428,10 @@ fn icmp(dev: Option<&str>, target: Ipv4Addr, nonce: &str, limit: Duration) -> io
 async fn http(plan: &Plan, url: &str, nonce: &str) -> io::Result<Verdict> {
     // A client per attempt, on purpose: a kept-alive connection from a
     // past round could outlive a firewall that now blocks new ones.
+    // No proxy from the environment: a stray `http_proxy` must not stop
+    // the direct path from being tried.
     let mut b = reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(plan.timeout);
     if let Some(d) = &plan.interface {
