@@ -81,38 +81,41 @@ impl Kind {
     }
 }
 
-/// A bound listener.
-enum Socket {
-    Stream(TcpListener),
-    Datagram(UdpSocket),
+/// A bound listener, of the kind it serves.
+enum Listener {
+    Tcp(TcpListener),
+    Http(TcpListener),
+    Udp(UdpSocket),
+    Dns(UdpSocket),
 }
 
-async fn bind(kind: Kind, at: SocketAddr) -> std::io::Result<Socket> {
+async fn bind(kind: Kind, at: SocketAddr) -> std::io::Result<Listener> {
     Ok(match kind {
-        Kind::Tcp | Kind::Http => Socket::Stream(TcpListener::bind(at).await?),
-        Kind::Udp | Kind::Dns => Socket::Datagram(UdpSocket::bind(at).await?),
+        Kind::Tcp => Listener::Tcp(TcpListener::bind(at).await?),
+        Kind::Http => Listener::Http(TcpListener::bind(at).await?),
+        Kind::Udp => Listener::Udp(UdpSocket::bind(at).await?),
+        Kind::Dns => Listener::Dns(UdpSocket::bind(at).await?),
     })
 }
 
-async fn serve_one(home: Arc<Home>, kind: Kind, socket: Socket) -> std::io::Result<()> {
-    match (kind, socket) {
-        (Kind::Tcp, Socket::Stream(l)) => home.serve_tcp(l).await,
-        (Kind::Http, Socket::Stream(l)) => home.serve_http(l).await,
-        (Kind::Udp, Socket::Datagram(s)) => home.serve_udp(s).await,
-        (Kind::Dns, Socket::Datagram(s)) => home.serve_dns(s).await,
-        _ => unreachable!("bind makes the socket the kind needs"),
+async fn serve_one(home: Arc<Home>, listener: Listener) -> std::io::Result<()> {
+    match listener {
+        Listener::Tcp(l) => home.serve_tcp(l).await,
+        Listener::Http(l) => home.serve_http(l).await,
+        Listener::Udp(s) => home.serve_udp(s).await,
+        Listener::Dns(s) => home.serve_dns(s).await,
     }
 }
 
 /// Serves one listener for good: when its socket fails, binds the address
 /// again, waiting 0.1 s doubling to 30 s between tries.
-async fn keep_serving(home: Arc<Home>, kind: Kind, at: SocketAddr, first: Socket) {
+async fn keep_serving(home: Arc<Home>, kind: Kind, at: SocketAddr, first: Listener) {
     let mut socket = Some(first);
     let mut wait = Duration::from_millis(100);
     loop {
         if let Some(s) = socket.take() {
             let t0 = std::time::Instant::now();
-            let why = match serve_one(home.clone(), kind, s).await {
+            let why = match serve_one(home.clone(), s).await {
                 Ok(()) => "it stopped".to_string(),
                 Err(e) => e.to_string(),
             };
