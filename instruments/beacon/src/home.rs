@@ -375,6 +375,18 @@ impl Home {
                 let _ = s
                     .write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     .await;
+                // Closing with unread data would reset the connection and
+                // lose the answer: say we are done, then read what is
+                // still coming for a moment (bounded) before closing.
+                let _ = s.shutdown().await;
+                let mut sink = [0u8; 4096];
+                let mut drained = 0;
+                while drained < 64 * 1024 {
+                    match tokio::time::timeout(Duration::from_secs(1), s.read(&mut sink)).await {
+                        Ok(Ok(n)) if n > 0 => drained += n,
+                        _ => break,
+                    }
+                }
                 return Ok(());
             }
             buf.extend_from_slice(&chunk[..n]);
