@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use outpost_protocol::Envelope;
+use outpost_tests::hostnet::Spawned;
 use outpost_tests::{Sensor, example_image, unique};
 
 fn instrument(name: &str) -> String {
@@ -107,13 +108,16 @@ fn events_in_the_old_global_account_are_kept_in_the_platforms_account() {
     )
     .unwrap();
     fs::write(nats.join("port"), format!("{port}\n")).unwrap();
-    let mut old = Command::new("nats-server")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run nats-server");
+    // Killed on drop, also when the test fails before it stops it.
+    let old = Spawned(
+        Command::new("nats-server")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run nats-server"),
+    );
     let ids: Vec<String> = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let url = format!("nats://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -158,8 +162,7 @@ fn events_in_the_old_global_account_are_kept_in_the_platforms_account() {
         }
         ids
     });
-    let _ = old.kill();
-    let _ = old.wait();
+    drop(old);
 
     let name = unique("new");
     s.write_sensor(&instrument(&name));
