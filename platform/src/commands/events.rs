@@ -14,6 +14,9 @@ use crate::messaging::bus::connect_platform_client;
 use crate::messaging::keys::Keys;
 use crate::messaging::server;
 
+/// How long the first questions to the bus are asked again.
+const SETUP_RETRY: Duration = Duration::from_secs(15);
+
 /// What to print.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EventsArgs {
@@ -69,9 +72,23 @@ pub fn events(state_dir: &Path, args: EventsArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("is outpostd running on {}?", state_dir.display()))?;
         let js = async_nats::jetstream::new(client);
-        let stream = js.get_stream(EVENTS_STREAM).await.with_context(|| {
-            format!("stream {EVENTS_STREAM} is not there (has outpostd started?)")
-        })?;
+        // outpostd restarts nats-server when instruments come or go; a
+        // question asked meanwhile times out, so the first ones are asked
+        // again for a while (the client reconnects by itself).
+        let deadline = tokio::time::Instant::now() + SETUP_RETRY;
+        let stream = loop {
+            match js.get_stream(EVENTS_STREAM).await {
+                Ok(s) => break s,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "stream {EVENTS_STREAM} is not there (has outpostd started?)"
+                    )));
+                }
+            }
+        };
         let make = |start: u64| {
             let stream = stream.clone();
             let filter = filter.clone();
@@ -94,7 +111,15 @@ pub fn events(state_dir: &Path, args: EventsArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot read {EVENTS_STREAM} ({filter})"))
             }
         };
-        let consumer = make(0).await?;
+        let consumer = loop {
+            match make(0).await {
+                Ok(c) => break c,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         if args.follow {
             // Keeps following across hiccups (a missed heartbeat, a
             // restarted nats-server): a new consumer resumes after the
