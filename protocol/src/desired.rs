@@ -189,6 +189,7 @@ impl Default for Backoff {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LimitOverrides {
+    #[serde(default, serialize_with = "crate::size::serialize_opt")]
     pub memory: Option<ByteSize>,
     pub cpu: Option<f64>,
     pub pids: Option<u32>,

@@ -17,6 +17,7 @@
 //! - [`validate`]: the field-error type both validators report with.
 //! - [`names`]: the rules for instrument, image and role names.
 //! - [`ratelimit`]: a pure limiter for log lines a peer can trigger.
+//! - [`size`]: byte sizes written back exactly.
 
 pub mod beacon;
 pub mod bindings;
@@ -26,6 +27,7 @@ pub mod manifest;
 pub mod messages;
 pub mod names;
 pub mod ratelimit;
+pub mod size;
 pub mod subjects;
 pub mod validate;
 

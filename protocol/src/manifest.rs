@@ -129,8 +129,10 @@ pub enum InterfaceCapability {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Storage {
     /// Budget for `/var/lib/instrument` (kept across restarts and upgrades).
+    #[serde(serialize_with = "crate::size::serialize")]
     pub persistent: ByteSize,
     /// Size of the tmpfs at `/run/instrument` (empty at every start).
+    #[serde(serialize_with = "crate::size::serialize")]
     pub transient: ByteSize,
 }
 
@@ -148,6 +150,7 @@ impl Default for Storage {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Limits {
     /// Memory limit.
+    #[serde(serialize_with = "crate::size::serialize")]
     pub memory: ByteSize,
     /// CPU limit in cores (0.5 = half a core).
     pub cpu: f64,
