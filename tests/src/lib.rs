@@ -532,6 +532,21 @@ impl Sensor {
         if let Some(pid) = self.nats_pid() {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        // A daemon killed while it restarted nats-server may have left a
+        // new one that had not written its pid file yet: find it by its
+        // config path.
+        let conf = self.state.join("nats/nats-server.conf");
+        let conf = conf.to_string_lossy();
+        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains("nats-server") && cmd.contains(conf.as_ref()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
         let names: Vec<String> = fs::read_dir(self.lxcpath())
             .map(|d| {
                 d.flatten()
