@@ -70,6 +70,32 @@ struct Counters {
     errors: AtomicU64,
 }
 
+/// What one event on a channel counts as (see [`Counters`]).
+#[derive(Clone, Copy)]
+enum Tally {
+    Hello,
+    Proof,
+    Refused,
+    Error,
+}
+
+/// A listener's failures in a row: after [`BROKEN_AFTER`] of them it counts
+/// as broken (the binary binds it again); any success starts over.
+#[derive(Default)]
+struct Streak(u32);
+
+impl Streak {
+    /// Takes a failure; whether the listener now counts as broken.
+    fn failed(&mut self) -> bool {
+        self.0 += 1;
+        self.0 >= BROKEN_AFTER
+    }
+
+    fn ok(&mut self) {
+        self.0 = 0;
+    }
+}
+
 /// How home is doing, per channel (`tcp`, `udp`, `http`, `dns`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ChannelStats {
@@ -193,14 +219,22 @@ impl Home {
         })
     }
 
-    fn count(&self, c: Channel) -> &Counters {
-        &self.counters[slot(c)]
+    /// Counts one outcome on a channel.
+    fn bump(&self, c: Channel, t: Tally) {
+        let k = &self.counters[slot(c)];
+        let n = match t {
+            Tally::Hello => &k.hellos,
+            Tally::Proof => &k.proofs,
+            Tally::Refused => &k.refused,
+            Tally::Error => &k.errors,
+        };
+        n.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a per-packet or per-connection failure and logs it, at most
     /// ten lines a minute whatever the peers do.
     fn failed(&self, c: Channel, peer: Option<SocketAddr>, what: &str, e: &std::io::Error) {
-        self.count(c).errors.fetch_add(1, Ordering::Relaxed);
+        self.bump(c, Tally::Error);
         let allowed = self.error_log.lock().expect("lock").allow(Instant::now());
         if let Some(held) = allowed {
             let from = peer.map(|p| format!(" ({p})")).unwrap_or_default();
@@ -214,7 +248,7 @@ impl Home {
     }
 
     fn record(&self, channel: Channel, source: SocketAddr, nonce: &str) {
-        self.count(channel).proofs.fetch_add(1, Ordering::Relaxed);
+        self.bump(channel, Tally::Proof);
         let r = Record {
             ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             channel,
@@ -242,7 +276,7 @@ impl Home {
     }
 
     async fn accept(self: Arc<Self>, l: TcpListener, channel: Channel) -> std::io::Result<()> {
-        let mut in_a_row = 0u32;
+        let mut streak = Streak::default();
         loop {
             let (s, peer) = match l.accept().await {
                 Ok(x) => x,
@@ -250,20 +284,19 @@ impl Home {
                     // Out of descriptors, a connection reset before it was
                     // accepted, …: wait a little, the listener is fine.
                     self.failed(channel, None, "accept", &e);
-                    in_a_row += 1;
-                    if in_a_row >= BROKEN_AFTER {
+                    if streak.failed() {
                         return Err(e);
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
-            in_a_row = 0;
+            streak.ok();
             let (Some(source), Ok(permit)) = (
                 self.source_slot(peer.ip()),
                 self.connections.clone().try_acquire_owned(),
             ) else {
-                self.count(channel).refused.fetch_add(1, Ordering::Relaxed);
+                self.bump(channel, Tally::Refused);
                 drop(s);
                 continue;
             };
@@ -301,17 +334,13 @@ impl Home {
         let text = String::from_utf8_lossy(&buf);
         match proof::parse_hello(&text) {
             Some(nonce) => {
-                self.count(Channel::Tcp)
-                    .hellos
-                    .fetch_add(1, Ordering::Relaxed);
+                self.bump(Channel::Tcp, Tally::Hello);
                 s.write_all(proof::reply(&self.key, nonce).as_bytes())
                     .await?;
                 self.record(Channel::Tcp, peer, nonce);
             }
             None => {
-                self.count(Channel::Tcp)
-                    .refused
-                    .fetch_add(1, Ordering::Relaxed);
+                self.bump(Channel::Tcp, Tally::Refused);
             }
         }
         Ok(())
@@ -322,7 +351,7 @@ impl Home {
     /// logged, never fatal: one packet must not blind the beacon.
     pub async fn serve_udp(self: Arc<Self>, s: UdpSocket) -> std::io::Result<()> {
         let mut buf = [0u8; 512];
-        let mut in_a_row = 0u32;
+        let mut streak = Streak::default();
         loop {
             let (n, peer) = match s.recv_from(&mut buf).await {
                 Ok(x) => x,
@@ -330,24 +359,19 @@ impl Home {
                     // E.g. an ICMP error for an earlier reply, reported on
                     // the next receive.
                     self.failed(Channel::Udp, None, "receive", &e);
-                    in_a_row += 1;
-                    if in_a_row >= BROKEN_AFTER {
+                    if streak.failed() {
                         return Err(e);
                     }
                     continue;
                 }
             };
-            in_a_row = 0;
+            streak.ok();
             let text = String::from_utf8_lossy(&buf[..n]);
             let Some(nonce) = proof::parse_hello(&text) else {
-                self.count(Channel::Udp)
-                    .refused
-                    .fetch_add(1, Ordering::Relaxed);
+                self.bump(Channel::Udp, Tally::Refused);
                 continue;
             };
-            self.count(Channel::Udp)
-                .hellos
-                .fetch_add(1, Ordering::Relaxed);
+            self.bump(Channel::Udp, Tally::Hello);
             match s
                 .send_to(proof::reply(&self.key, nonce).as_bytes(), peer)
                 .await
@@ -369,9 +393,7 @@ impl Home {
                 return Ok(());
             }
             if buf.len() + n > HEAD_CAP {
-                self.count(Channel::Http)
-                    .refused
-                    .fetch_add(1, Ordering::Relaxed);
+                self.bump(Channel::Http, Tally::Refused);
                 let _ = s
                     .write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     .await;
@@ -400,15 +422,11 @@ impl Home {
         };
         let (status, body) = match &nonce {
             Some(n) => {
-                self.count(Channel::Http)
-                    .hellos
-                    .fetch_add(1, Ordering::Relaxed);
+                self.bump(Channel::Http, Tally::Hello);
                 ("200 OK", proof::reply(&self.key, n))
             }
             None => {
-                self.count(Channel::Http)
-                    .refused
-                    .fetch_add(1, Ordering::Relaxed);
+                self.bump(Channel::Http, Tally::Refused);
                 ("404 Not Found", "not a canary request\n".to_string())
             }
         };
@@ -427,36 +445,29 @@ impl Home {
     /// socket is broken (an answer that cannot be sent is counted).
     pub async fn serve_dns(self: Arc<Self>, s: UdpSocket) -> std::io::Result<()> {
         let mut buf = [0u8; 1500];
-        let mut in_a_row = 0u32;
+        let mut streak = Streak::default();
         loop {
             let (n, peer) = match s.recv_from(&mut buf).await {
                 Ok(x) => x,
                 Err(e) => {
                     self.failed(Channel::Dns, None, "receive", &e);
-                    in_a_row += 1;
-                    if in_a_row >= BROKEN_AFTER {
+                    if streak.failed() {
                         return Err(e);
                     }
                     continue;
                 }
             };
-            in_a_row = 0;
+            streak.ok();
             let Some((answer, nonce)) = self.dns_answer(&buf[..n]) else {
-                self.count(Channel::Dns)
-                    .refused
-                    .fetch_add(1, Ordering::Relaxed);
+                self.bump(Channel::Dns, Tally::Refused);
                 continue;
             };
-            match &nonce {
-                Some(_) => self
-                    .count(Channel::Dns)
-                    .hellos
-                    .fetch_add(1, Ordering::Relaxed),
-                None => self
-                    .count(Channel::Dns)
-                    .refused
-                    .fetch_add(1, Ordering::Relaxed),
+            let tally = if nonce.is_some() {
+                Tally::Hello
+            } else {
+                Tally::Refused
             };
+            self.bump(Channel::Dns, tally);
             match s.send_to(&answer, peer).await {
                 Ok(_) => {
                     if let Some(nonce) = nonce {
