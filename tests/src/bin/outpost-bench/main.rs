@@ -123,6 +123,20 @@ pub(crate) fn start_one_by_one(s: &Sensor, n: usize, prefix: &str) -> (Vec<Strin
     (names, lat)
 }
 
+/// Takes every instrument but the first `n` of `names` out of the desired
+/// state and waits until outpostd removed them; returns the ones kept.
+pub(crate) fn keep_first(s: &Sensor, names: &[String], n: usize) -> Vec<String> {
+    let keep: Vec<String> = names.iter().take(n).cloned().collect();
+    s.write_sensor(&keep.iter().map(|n| instrument(n)).collect::<String>());
+    s.reload();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.status()["instruments"].as_array().map_or(0, |a| a.len()) != keep.len() {
+        assert!(Instant::now() < deadline, "extra instruments not removed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    keep
+}
+
 pub(crate) fn rss_kib(pid: i32) -> (u64, u64) {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |k: &str| {
@@ -343,14 +357,7 @@ fn foundation(img: &outpost_tests::ImageFile, starts: usize, idle: usize) {
     );
 
     // Keep `idle` instruments, then measure RSS and re-adoption.
-    let keep: Vec<String> = names.iter().take(idle).cloned().collect();
-    s.write_sensor(&keep.iter().map(|n| instrument(n)).collect::<String>());
-    s.reload();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while s.status()["instruments"].as_array().map_or(0, |a| a.len()) != keep.len() {
-        assert!(Instant::now() < deadline, "extra instruments not removed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let keep = keep_first(&s, &names, idle);
     std::thread::sleep(Duration::from_secs(3));
     let (rss, hwm) = rss_kib(s.daemon_pid().unwrap());
 

@@ -10,11 +10,11 @@
 //!   directory on the host, on the filesystem the state directory is on.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use outpost_tests::{ImageFile, Sensor, unique};
 
-use crate::{instrument, ms, percentile, row, start_one_by_one};
+use crate::{instrument, keep_first, ms, percentile, row, start_one_by_one};
 
 /// Starts `starts` instruments one after another, then re-adopts the
 /// first `idle` of them after `kill -9` five times; returns (start
@@ -35,14 +35,7 @@ fn starts_and_adoption(
     s.write_sensor("");
     s.start(flags);
     let (names, lat) = start_one_by_one(&s, starts, "sec");
-    let keep: Vec<String> = names.iter().take(idle).cloned().collect();
-    s.write_sensor(&keep.iter().map(|n| instrument(n)).collect::<String>());
-    s.reload();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while s.status()["instruments"].as_array().map_or(0, |a| a.len()) != keep.len() {
-        assert!(Instant::now() < deadline, "extra instruments not removed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let keep = keep_first(&s, &names, idle);
     let mut adopt = Vec::new();
     for _ in 0..5 {
         s.kill9();
