@@ -350,11 +350,6 @@ impl<R: Runtime> Daemon<R> {
             paths::create_private_dir(&dir)
                 .map_err(|e| DaemonError::Setup(format!("cannot create {}: {e}", dir.display())))?;
         }
-        if let Err(e) =
-            std::fs::set_permissions(st.db(), std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        {
-            warn!(path = %st.db().display(), "cannot make the state database private: {e}");
-        }
         self.images.recover(&self.db)?;
         self.desired = self.db.latest_desired()?;
         if let Some(file) = self.cfg.sensor_file.clone() {

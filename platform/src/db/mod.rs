@@ -172,6 +172,17 @@ pub struct DesiredVersion {
     pub created_at_ms: i64,
 }
 
+/// Makes the database file `0600` if others may read it.
+fn private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o077 != 0
+        && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    {
+        tracing::warn!(path = %path.display(), "cannot make the state database private: {e}");
+    }
+}
+
 /// Maps SQLite errors to [`DbError`] naming the database file.
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> DbError + '_ {
     move |source| DbError::Sqlite {
@@ -191,6 +202,9 @@ impl Db {
     pub fn open(path: &Path) -> Result<Db, DbError> {
         let err = sql_err(path);
         let conn = Connection::open(path).map_err(&err)?;
+        // The state is root's alone (SQLite gives its WAL files the same
+        // mode), whichever command made the file.
+        private(path);
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(&err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
