@@ -31,22 +31,32 @@ pub const MAX_FIELD: usize = 1024;
 
 /// How the probe tried to leave the segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Channel {
     Tcp,
     Udp,
     Dns,
+    /// ICMP echo (ICMPv6 echo for an IPv6 target).
     Icmp,
     Http,
+    /// HTTP over TLS, the canary's certificate pinned.
+    Https,
+    /// An HTTP or HTTPS canary asked through a configured proxy.
+    HttpProxy,
+    /// A TCP canary reached by HTTP `CONNECT` through a configured proxy.
+    Connect,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 5] = [
+    pub const ALL: [Channel; 8] = [
         Channel::Tcp,
         Channel::Udp,
         Channel::Dns,
         Channel::Icmp,
         Channel::Http,
+        Channel::Https,
+        Channel::HttpProxy,
+        Channel::Connect,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +66,9 @@ impl Channel {
             Channel::Dns => "dns",
             Channel::Icmp => "icmp",
             Channel::Http => "http",
+            Channel::Https => "https",
+            Channel::HttpProxy => "http-proxy",
+            Channel::Connect => "connect",
         }
     }
 }
@@ -237,6 +250,16 @@ mod tests {
         format!(
             r#"{{"ts":"2026-11-26T10:00:00.123Z","channel":"{channel}","target":"10.0.0.1:7","outcome":"{outcome}","latency_ms":1.5,"evidence":{{"level":"{level}","detail":"x"}}}}"#
         )
+    }
+
+    #[test]
+    fn every_channel_reads_back_under_its_own_name() {
+        for c in Channel::ALL {
+            let a = parse_line(&line(c.as_str(), "escaped", "proven")).unwrap();
+            assert_eq!(a.channel, c);
+            assert!(a.to_line().contains(&format!("\"channel\":\"{c}\"")));
+        }
+        assert!(parse_line(&line("http_proxy", "blocked", "none")).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `escape-probe`'s settings: a TOML file, arguments, or the `probe` table
 //! of the beacon's config (which the beacon writes to a file for it).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,12 +37,32 @@ pub struct ProbeConfig {
     /// Names under home's zone, with the resolvers to ask.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<DnsTarget>,
-    /// ICMP echo targets, IPv4 addresses.
+    /// ICMP echo targets, IPv4 or IPv6 addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub icmp: Vec<String>,
     /// HTTP canaries, "http://address:port/path".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<String>,
+    /// HTTPS canaries, each with the sha256 of home's certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub https: Vec<HttpsCanary>,
+    /// HTTP proxies, "http://address:port" (optionally with
+    /// "user:password@"): every HTTP and HTTPS canary is also asked through
+    /// each (channel `http-proxy`), and every TCP canary is also reached by
+    /// `CONNECT` through each (channel `connect`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxies: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsCanary {
+    /// "https://address:port/path".
+    pub url: String,
+    /// The sha256 of home's certificate (DER), "sha256:<hex>" as
+    /// `beacon-home` prints it; `openssl x509 -fingerprint -sha256` output
+    /// is taken too.
+    pub pin: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,15 +85,83 @@ pub struct Plan {
     pub udp: Vec<SocketAddr>,
     /// (zone, resolver)
     pub dns: Vec<(String, SocketAddr)>,
-    pub icmp: Vec<Ipv4Addr>,
+    pub icmp: Vec<IpAddr>,
     /// (url, where it connects)
     pub http: Vec<(String, SocketAddr)>,
+    pub https: Vec<Https>,
+    pub proxies: Vec<Proxy>,
+}
+
+/// A checked HTTPS canary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Https {
+    pub url: String,
+    /// Where it connects.
+    pub addr: SocketAddr,
+    /// What goes in the request line and `Host`.
+    pub path: String,
+    pub host: String,
+    /// The sha256 of the certificate home must present.
+    pub pin: [u8; 32],
+}
+
+/// A checked proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proxy {
+    /// As given, without a password: what attempt targets name.
+    pub name: String,
+    /// As given, with the password: what the HTTP client is handed.
+    pub url: String,
+    pub addr: SocketAddr,
+    /// `Proxy-Authorization` value, when the URL had credentials.
+    pub authorization: Option<String>,
 }
 
 impl Plan {
     /// How many attempts one round makes.
     pub fn attempts(&self) -> usize {
-        self.tcp.len() + self.udp.len() + self.dns.len() + self.icmp.len() + self.http.len()
+        let direct = self.tcp.len()
+            + self.udp.len()
+            + self.dns.len()
+            + self.icmp.len()
+            + self.http.len()
+            + self.https.len();
+        let proxied = self.proxies.len() * (self.http.len() + self.https.len() + self.tcp.len());
+        direct + proxied
+    }
+}
+
+/// `s` as a sha256 pin: 64 hex digits, after an optional "sha256:" and
+/// with ':' between bytes allowed (as openssl prints fingerprints).
+pub fn parse_pin(s: &str) -> Option<[u8; 32]> {
+    let t = s.trim();
+    let t = t
+        .strip_prefix("sha256:")
+        .or_else(|| t.strip_prefix("SHA256:"))
+        .or_else(|| t.strip_prefix("sha256 Fingerprint="))
+        .or_else(|| t.strip_prefix("SHA256 Fingerprint="))
+        .unwrap_or(t);
+    let hex: String = t.chars().filter(|c| *c != ':').collect();
+    let mut pin = [0u8; 32];
+    hex::decode_to_slice(hex.to_ascii_lowercase(), &mut pin).ok()?;
+    Some(pin)
+}
+
+/// How a pin is shown: "sha256:<hex>".
+pub fn show_pin(pin: &[u8; 32]) -> String {
+    format!("sha256:{}", hex::encode(pin))
+}
+
+/// The IP address `url` names as its host; an error (naming `field`) for a
+/// name, since resolving it would itself be a DNS escape.
+fn url_ip(field: &str, u: &str, url: &reqwest::Url) -> Result<IpAddr, String> {
+    match url.host() {
+        Some(url::Host::Ipv4(a)) => Ok(a.into()),
+        Some(url::Host::Ipv6(a)) => Ok(a.into()),
+        _ => Err(format!(
+            "{field} {u:?}: give the host as an IP address; resolving a name would itself be \
+             a DNS escape"
+        )),
     }
 }
 
@@ -191,35 +279,103 @@ impl ProbeConfig {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                s.parse::<Ipv4Addr>().map_err(|_| {
-                    format!("icmp[{i}] {s:?} is not an IPv4 address like 203.0.113.7 (IPv6 echo is not supported yet)")
+                s.parse::<IpAddr>().map_err(|_| {
+                    format!("icmp[{i}] {s:?} is not an IP address like 203.0.113.7 or 2001:db8::7")
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut http = Vec::new();
         for (i, u) in self.http.iter().enumerate() {
-            let url = reqwest::Url::parse(u)
-                .map_err(|e| format!("http[{i}] {u:?} is not a URL ({e})"))?;
+            let field = format!("http[{i}]");
+            let url =
+                reqwest::Url::parse(u).map_err(|e| format!("{field} {u:?} is not a URL ({e})"))?;
             if url.scheme() != "http" {
                 return Err(format!(
-                    "http[{i}] {u:?}: only http:// canaries are supported (the HMAC is the proof; \
-                     TLS adds nothing to it)"
+                    "{field} {u:?}: only http:// here; list an https:// canary under https, \
+                     with its pin"
                 ));
             }
-            let ip: IpAddr = match url.host() {
-                Some(url::Host::Ipv4(a)) => a.into(),
-                Some(url::Host::Ipv6(a)) => a.into(),
-                _ => {
-                    return Err(format!(
-                        "http[{i}] {u:?}: give the host as an IP address; resolving a name \
-                         would itself be a DNS escape"
-                    ));
-                }
-            };
+            let ip = url_ip(&field, u, &url)?;
             http.push((
                 u.clone(),
                 SocketAddr::new(ip, url.port_or_known_default().unwrap_or(80)),
             ));
+        }
+        let mut https = Vec::new();
+        for (i, c) in self.https.iter().enumerate() {
+            let (field, u) = (format!("https[{i}].url"), &c.url);
+            let url =
+                reqwest::Url::parse(u).map_err(|e| format!("{field} {u:?} is not a URL ({e})"))?;
+            if url.scheme() != "https" {
+                return Err(format!(
+                    "{field} {u:?}: only https:// here; list an http:// canary under http"
+                ));
+            }
+            let ip = url_ip(&field, u, &url)?;
+            let pin = parse_pin(&c.pin).ok_or_else(|| {
+                format!(
+                    "https[{i}].pin {:?} is not a sha256 pin like sha256:<64 hex digits>; \
+                     beacon-home prints its certificate's pin when it starts",
+                    c.pin
+                )
+            })?;
+            let addr = SocketAddr::new(ip, url.port_or_known_default().unwrap_or(443));
+            let mut path = url.path().to_string();
+            if let Some(q) = url.query() {
+                path.push('?');
+                path.push_str(q);
+            }
+            https.push(Https {
+                url: u.clone(),
+                addr,
+                path,
+                host: url[url::Position::BeforeHost..url::Position::AfterPort].to_string(),
+                pin,
+            });
+        }
+        let mut proxies = Vec::new();
+        for (i, u) in self.proxies.iter().enumerate() {
+            let field = format!("proxies[{i}]");
+            let url = reqwest::Url::parse(u).map_err(|e| {
+                format!("{field} {u:?} is not a URL like http://10.0.0.8:3128 ({e})")
+            })?;
+            if url.scheme() != "http" {
+                return Err(format!(
+                    "{field} {u:?}: only http:// proxies are supported (as most are: the \
+                     client speaks plain HTTP to the proxy, and CONNECT for TLS)"
+                ));
+            }
+            if url.path() != "/" || url.query().is_some() {
+                return Err(format!(
+                    "{field} {u:?}: a proxy is an address and port, like http://10.0.0.8:3128, \
+                     without a path"
+                ));
+            }
+            let ip = url_ip(&field, u, &url)?;
+            let addr = SocketAddr::new(ip, url.port_or_known_default().unwrap_or(80));
+            let authorization = (!url.username().is_empty()).then(|| {
+                use base64::Engine;
+                let user = percent_decode(url.username());
+                let pass = percent_decode(url.password().unwrap_or(""));
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+                )
+            });
+            let mut shown = url.clone();
+            let _ = shown.set_password(None);
+            let _ = shown.set_username("");
+            proxies.push(Proxy {
+                name: shown.as_str().trim_end_matches('/').to_string(),
+                url: u.clone(),
+                addr,
+                authorization,
+            });
+        }
+        if !proxies.is_empty() && self.http.is_empty() && self.https.is_empty() && tcp.is_empty() {
+            return Err(
+                "proxies are listed but no http, https or tcp canary to reach through them".into(),
+            );
         }
         let plan = Plan {
             interval,
@@ -231,14 +387,22 @@ impl ProbeConfig {
             dns,
             icmp,
             http,
+            https,
+            proxies,
         };
         if plan.attempts() == 0 {
             return Err(
-                "no canary targets: list at least one of tcp, udp, dns, icmp or http".into(),
+                "no canary targets: list at least one of tcp, udp, dns, icmp, http or https".into(),
             );
         }
         Ok(plan)
     }
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -264,14 +428,39 @@ mod tests {
             key = "00112233445566778899aabbccddeeff"
             tcp = ["10.0.0.1:7000"]
             udp = ["10.0.0.1:7001"]
-            icmp = ["10.0.0.1"]
+            icmp = ["10.0.0.1", "2001:db8::1"]
             http = ["http://10.0.0.1:8080/canary"]
+            https = [{ url = "https://[2001:db8::1]:8443/canary?x=1", pin = "SHA256:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF" }]
+            proxies = ["http://scout:p%40ss+1@10.0.0.8:3128"]
             dns = [{ name = "Canary.Example.org.", resolvers = ["10.0.0.53", "10.0.0.1:5353"] }]
             "#,
         )
         .unwrap();
         let p = c.plan().unwrap();
-        assert_eq!(p.attempts(), 6);
+        // 1 tcp, 1 udp, 2 dns, 2 icmp, 1 http, 1 https; through the proxy
+        // the http, the https and the tcp canary again.
+        assert_eq!(p.attempts(), 8 + 3);
+        assert_eq!(p.https[0].addr, "[2001:db8::1]:8443".parse().unwrap());
+        assert_eq!(p.https[0].host, "[2001:db8::1]:8443");
+        assert_eq!(p.https[0].path, "/canary?x=1");
+        assert_eq!(
+            show_pin(&p.https[0].pin),
+            "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+        );
+        let proxy = &p.proxies[0];
+        assert_eq!(proxy.name, "http://10.0.0.8:3128", "no password in targets");
+        assert_eq!(proxy.addr, "10.0.0.8:3128".parse().unwrap());
+        use base64::Engine;
+        assert_eq!(
+            proxy.authorization.as_deref(),
+            Some(
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode("scout:p@ss+1")
+                )
+                .as_str()
+            )
+        );
         assert_eq!(p.timeout, Duration::from_millis(500));
         assert_eq!(p.dns[0].0, "canary.example.org");
         assert_eq!(p.dns[0].1, "10.0.0.53:53".parse().unwrap());
@@ -303,10 +492,48 @@ mod tests {
                 "tcp[0] \"example.com:80\"",
             ),
             (Box::new(|c| c.tcp = vec![]), "no canary targets"),
-            (Box::new(|c| c.icmp = vec!["::1".into()]), "icmp[0]"),
+            (Box::new(|c| c.icmp = vec!["canary".into()]), "icmp[0]"),
             (
                 Box::new(|c| c.http = vec!["https://10.0.0.1/".into()]),
-                "only http://",
+                "under https, with its pin",
+            ),
+            (
+                Box::new(|c| {
+                    c.https = vec![HttpsCanary {
+                        url: "https://10.0.0.1/".into(),
+                        pin: "sha256:abcd".into(),
+                    }]
+                }),
+                "https[0].pin",
+            ),
+            (
+                Box::new(|c| {
+                    c.https = vec![HttpsCanary {
+                        url: "https://home.example/".into(),
+                        pin: format!("sha256:{}", "ab".repeat(32)),
+                    }]
+                }),
+                "https[0].url",
+            ),
+            (
+                Box::new(|c| c.proxies = vec!["socks5://10.0.0.8:1080".into()]),
+                "only http:// proxies",
+            ),
+            (
+                Box::new(|c| c.proxies = vec!["http://proxy.corp:3128".into()]),
+                "proxies[0]",
+            ),
+            (
+                Box::new(|c| c.proxies = vec!["http://10.0.0.8:3128/x".into()]),
+                "without a path",
+            ),
+            (
+                Box::new(|c| {
+                    c.tcp = vec![];
+                    c.udp = vec!["10.0.0.1:7001".into()];
+                    c.proxies = vec!["http://10.0.0.8:3128".into()];
+                }),
+                "no http, https or tcp canary",
             ),
             (
                 Box::new(|c| c.http = vec!["http://home.example/".into()]),

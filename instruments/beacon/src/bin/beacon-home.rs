@@ -8,6 +8,13 @@
 //! listener whose socket truly fails is bound again with back-off. Every
 //! `--stats-every` it prints one JSON line on stderr with what it counted
 //! per channel, so an operator sees that home is alive.
+//!
+//! HTTPS (`--https`) presents the certificate at `--cert`/`--cert-key`; when
+//! neither file exists, home makes a self-signed pair there and keeps it,
+//! so the pin the probes are configured with survives restarts. Without
+//! `--cert`/`--cert-key` the pair lives in memory and its pin changes with
+//! every start. The pin is printed at start; `--print-pin` prints it (and
+//! makes the pair, if need be) without serving.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,8 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use outpost_beacon::home::Home;
+use outpost_beacon::config::show_pin;
+use outpost_beacon::home::{Home, tls};
 use outpost_beacon::proof::Key;
+use rustls::ServerConfig;
 use tokio::net::{TcpListener, UdpSocket};
 
 #[derive(Parser)]
@@ -41,6 +50,21 @@ struct Args {
     /// Answer HTTP requests here.
     #[arg(long)]
     http: Vec<SocketAddr>,
+    /// Answer HTTPS requests here (see --cert, --key).
+    #[arg(long)]
+    https: Vec<SocketAddr>,
+    /// The HTTPS certificate, PEM; made (self-signed) with --cert-key if
+    /// neither file exists.
+    #[arg(long, requires = "cert_key")]
+    cert: Option<PathBuf>,
+    /// The HTTPS certificate's private key, PEM (--key is the shared HMAC
+    /// key).
+    #[arg(long, requires = "cert")]
+    cert_key: Option<PathBuf>,
+    /// Print the HTTPS certificate's pin (sha256:…) for the probe's
+    /// settings and exit; needs --cert and --key.
+    #[arg(long, requires = "cert")]
+    print_pin: bool,
     /// Answer DNS TXT queries for <nonce>.<zone> here.
     #[arg(long)]
     dns: Vec<SocketAddr>,
@@ -66,6 +90,7 @@ struct Args {
 enum Kind {
     Tcp,
     Http,
+    Https,
     Udp,
     Dns,
 }
@@ -75,6 +100,7 @@ impl Kind {
         match self {
             Kind::Tcp => "tcp",
             Kind::Http => "http",
+            Kind::Https => "https",
             Kind::Udp => "udp",
             Kind::Dns => "dns",
         }
@@ -85,6 +111,7 @@ impl Kind {
 enum Listener {
     Tcp(TcpListener),
     Http(TcpListener),
+    Https(TcpListener),
     Udp(UdpSocket),
     Dns(UdpSocket),
 }
@@ -93,15 +120,24 @@ async fn bind(kind: Kind, at: SocketAddr) -> std::io::Result<Listener> {
     Ok(match kind {
         Kind::Tcp => Listener::Tcp(TcpListener::bind(at).await?),
         Kind::Http => Listener::Http(TcpListener::bind(at).await?),
+        Kind::Https => Listener::Https(TcpListener::bind(at).await?),
         Kind::Udp => Listener::Udp(UdpSocket::bind(at).await?),
         Kind::Dns => Listener::Dns(UdpSocket::bind(at).await?),
     })
 }
 
-async fn serve_one(home: Arc<Home>, listener: Listener) -> std::io::Result<()> {
+async fn serve_one(
+    home: Arc<Home>,
+    listener: Listener,
+    tls: Option<Arc<ServerConfig>>,
+) -> std::io::Result<()> {
     match listener {
         Listener::Tcp(l) => home.serve_tcp(l).await,
         Listener::Http(l) => home.serve_http(l).await,
+        Listener::Https(l) => match tls {
+            Some(t) => home.serve_https(l, t).await,
+            None => Err(std::io::Error::other("no TLS certificate")),
+        },
         Listener::Udp(s) => home.serve_udp(s).await,
         Listener::Dns(s) => home.serve_dns(s).await,
     }
@@ -109,13 +145,19 @@ async fn serve_one(home: Arc<Home>, listener: Listener) -> std::io::Result<()> {
 
 /// Serves one listener for good: when its socket fails, binds the address
 /// again, waiting 0.1 s doubling to 30 s between tries.
-async fn keep_serving(home: Arc<Home>, kind: Kind, at: SocketAddr, first: Listener) {
+async fn keep_serving(
+    home: Arc<Home>,
+    kind: Kind,
+    at: SocketAddr,
+    first: Listener,
+    tls: Option<Arc<ServerConfig>>,
+) {
     let mut socket = Some(first);
     let mut wait = Duration::from_millis(100);
     loop {
         if let Some(s) = socket.take() {
             let t0 = std::time::Instant::now();
-            let why = match serve_one(home.clone(), s).await {
+            let why = match serve_one(home.clone(), s, tls.clone()).await {
                 Ok(()) => "it stopped".to_string(),
                 Err(e) => e.to_string(),
             };
@@ -139,7 +181,56 @@ async fn keep_serving(home: Arc<Home>, kind: Kind, at: SocketAddr, first: Listen
     }
 }
 
+/// The HTTPS certificate, when one is wanted: from (or made at)
+/// --cert/--cert-key, else made in memory. Its pin is printed: on stdout
+/// alone for --print-pin, else on stderr.
+fn tls(a: &Args) -> Result<Option<Arc<ServerConfig>>, String> {
+    if a.https.is_empty() && !a.print_pin {
+        return Ok(None);
+    }
+    let names: Vec<String> = a
+        .https
+        .iter()
+        .filter(|at| !at.ip().is_unspecified())
+        .map(|at| at.ip().to_string())
+        .collect();
+    let (config, pin, note) = match (&a.cert, &a.cert_key) {
+        (Some(c), Some(k)) => {
+            let t = tls::load_or_make(c, k, &names).map_err(|e| e.to_string())?;
+            let note = if t.made {
+                format!(
+                    "made a self-signed certificate at {} (key {}); it is kept",
+                    c.display(),
+                    k.display()
+                )
+            } else {
+                format!("certificate {}", c.display())
+            };
+            (t.config, t.pin, note)
+        }
+        _ => {
+            let (c, k) = tls::self_signed(&names).map_err(|e| e.to_string())?;
+            let pin = tls::pin_of(&c);
+            let config = tls::server_config(c, k).map_err(|e| e.to_string())?;
+            let note = "a self-signed certificate in memory: its pin changes when home \
+                        restarts; give --cert and --cert-key to keep one"
+                .to_string();
+            (config, pin, note)
+        }
+    };
+    if a.print_pin {
+        println!("{}", show_pin(&pin));
+    } else {
+        eprintln!("beacon-home: https: {note}; pin {}", show_pin(&pin));
+    }
+    Ok(Some(config))
+}
+
 async fn serve(a: Args) -> Result<(), String> {
+    let tls = tls(&a)?;
+    if a.print_pin {
+        return Ok(());
+    }
     let key = match (&a.key, &a.key_file) {
         (Some(k), None) => Key::from_hex(k).map_err(|e| format!("--key: {e}"))?,
         (None, Some(f)) => Key::from_hex(
@@ -153,9 +244,10 @@ async fn serve(a: Args) -> Result<(), String> {
     if !a.dns.is_empty() && a.zone.is_none() {
         return Err("--dns needs --zone, the name the probe's dns targets use".into());
     }
-    if a.tcp.len() + a.udp.len() + a.http.len() + a.dns.len() == 0 {
+    if a.tcp.len() + a.udp.len() + a.http.len() + a.https.len() + a.dns.len() == 0 {
         return Err(
-            "nothing to listen on: give at least one of --tcp, --udp, --http, --dns".into(),
+            "nothing to listen on: give at least one of --tcp, --udp, --http, --https, --dns"
+                .into(),
         );
     }
     let home = Home::with_limits(
@@ -171,6 +263,7 @@ async fn serve(a: Args) -> Result<(), String> {
     for (kind, addrs) in [
         (Kind::Tcp, &a.tcp),
         (Kind::Http, &a.http),
+        (Kind::Https, &a.https),
         (Kind::Udp, &a.udp),
         (Kind::Dns, &a.dns),
     ] {
@@ -183,11 +276,11 @@ async fn serve(a: Args) -> Result<(), String> {
     }
     let mut set = tokio::task::JoinSet::new();
     for (kind, at, s) in listeners {
-        set.spawn(keep_serving(home.clone(), kind, at, s));
+        set.spawn(keep_serving(home.clone(), kind, at, s, tls.clone()));
     }
     eprintln!(
-        "beacon-home: listening (tcp {:?}, udp {:?}, http {:?}, dns {:?})",
-        a.tcp, a.udp, a.http, a.dns
+        "beacon-home: listening (tcp {:?}, udp {:?}, http {:?}, https {:?}, dns {:?})",
+        a.tcp, a.udp, a.http, a.https, a.dns
     );
     if !a.stats_every.is_zero() {
         let home = home.clone();

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use outpost_beacon::config::{DnsTarget, ProbeConfig};
+use outpost_beacon::config::{DnsTarget, HttpsCanary, ProbeConfig};
 use outpost_beacon::probe;
 
 #[derive(Parser)]
@@ -52,6 +52,14 @@ struct Args {
     /// An HTTP canary, http://address:port/path (repeatable).
     #[arg(long)]
     http: Vec<String>,
+    /// An HTTPS canary with the pin of home's certificate,
+    /// "https://address:port/path=sha256:<hex>" (repeatable).
+    #[arg(long)]
+    https: Vec<String>,
+    /// An HTTP proxy to try every HTTP, HTTPS and TCP canary through as
+    /// well, "http://address:port" (repeatable).
+    #[arg(long)]
+    proxy: Vec<String>,
     /// Run one round and exit: status 0 if nothing escaped, 1 if something did.
     #[arg(long)]
     once: bool,
@@ -73,6 +81,19 @@ fn settings(a: Args) -> Result<(ProbeConfig, bool), String> {
     c.udp.extend(a.udp);
     c.icmp.extend(a.icmp);
     c.http.extend(a.http);
+    c.proxies.extend(a.proxy);
+    for h in a.https {
+        let (url, pin) = h.rsplit_once("=sha256:").ok_or_else(|| {
+            format!(
+                "--https {h:?} must be url=sha256:<pin>, like \
+                 https://203.0.113.7:8443/canary=sha256:1a22…; beacon-home --print-pin prints it"
+            )
+        })?;
+        c.https.push(HttpsCanary {
+            url: url.into(),
+            pin: format!("sha256:{pin}"),
+        });
+    }
     for d in a.dns {
         let (name, resolver) = d.split_once('@').ok_or_else(|| {
             format!("--dns {d:?} must be zone@resolver, like canary.example.org@10.0.0.53")
