@@ -10,6 +10,7 @@
 //!   `example-0.1.0.tar.gz` and its `.sha256`.
 
 pub mod archive;
+pub mod beacon;
 pub mod hostnet;
 
 use std::fs;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use outpost_tests::hostnet::{HostNet, Spawned, ip, must, sysctl_in};
+use outpost_tests::beacon::{details, escapes, events_of, health, home, target, wait_until};
 use outpost_tests::{Sensor, children, entrypoint_pid, image, unique, workspace_bin};
 use serde_json::Value;
 
@@ -25,57 +26,6 @@ const OTHER_KEY: &str = "0000000000000000000000000000000000000000000000000000000
 
 fn tag() -> String {
     format!("{:05x}", rand::random::<u32>() & 0xf_ffff)
-}
-
-/// `beacon-home` in namespace `ns`.
-fn home(ns: &str, key: &str, args: &[&str], log: &std::path::Path) -> Spawned {
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(workspace_bin("beacon-home"))
-        .args(["--key", key, "--log"])
-        .arg(log)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start beacon-home");
-    Spawned(child)
-}
-
-fn details(s: &Sensor, name: &str) -> Value {
-    s.instrument(name)
-        .map(|i| i["health_details"].clone())
-        .unwrap_or(Value::Null)
-}
-
-/// The latest attempt on `channel target`, from the health details.
-fn target(d: &Value, key: &str) -> Value {
-    d["targets"][key].clone()
-}
-
-fn escapes(s: &Sensor, name: &str) -> Vec<Value> {
-    events_of(s, name, "escape")
-}
-
-fn events_of(s: &Sensor, name: &str, kind: &str) -> Vec<Value> {
-    s.events(Some(name))
-        .into_iter()
-        .filter(|e| e.kind == kind)
-        .map(|e| e.payload)
-        .collect()
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The host pid of the running escape-probe: the beacon's child.
@@ -92,11 +42,6 @@ fn signal(pid: i32, sig: Signal) {
     kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("kill {sig} {pid}: {e}"));
 }
 
-fn health(s: &Sensor, name: &str) -> String {
-    s.instrument(name)
-        .and_then(|i| i["health"].as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
 
 /// Writes a file the way an operator should: to a temporary name, then a
 /// rename, so the beacon never reads half of it.

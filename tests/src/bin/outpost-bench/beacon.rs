@@ -3,9 +3,11 @@
 //! - `parse_line` throughput on probe lines, against decoding the same
 //!   lines into an untyped `serde_json::Value` (the floor for any JSON
 //!   line parser);
-//! - one attempt per channel against a real `beacon-home` on loopback,
-//!   p50/p99 in microseconds, against a bare TCP connect to the same home (what any
-//!   reachability check pays);
+//! - one attempt per channel against a real `beacon-home` on loopback
+//!   (HTTPS with its pinned certificate, ICMP and ICMPv6 echo, and the
+//!   HTTP, HTTPS and TCP canaries again through a real tinyproxy),
+//!   p50/p99 in microseconds, against a bare TCP connect to the same home
+//!   (what any reachability check pays);
 //! - `escape-probe`'s resident memory after some rounds at 200 ms.
 
 use std::net::TcpStream;
@@ -13,8 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use outpost_beacon::config::{DnsTarget, ProbeConfig};
-use outpost_protocol::beacon::{Channel, parse_line};
+use outpost_beacon::config::{DnsTarget, HttpsCanary, ProbeConfig};
+use outpost_protocol::beacon::{Channel, Outcome, parse_line};
 use outpost_tests::hostnet::Spawned;
 use outpost_tests::workspace_bin;
 
@@ -33,8 +35,19 @@ fn free_port() -> u16 {
 pub fn run(rounds: usize) {
     println!("\n== beacon ==");
     parse();
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
     let at = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, cert_key) = (dir.path().join("home.crt"), dir.path().join("home.key"));
+    let pin = Command::new(workspace_bin("beacon-home"))
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--cert-key")
+        .arg(&cert_key)
+        .arg("--print-pin")
+        .output()
+        .expect("beacon-home --print-pin");
+    let pin = String::from_utf8_lossy(&pin.stdout).trim().to_string();
     let _home = Spawned(
         Command::new(workspace_bin("beacon-home"))
             .args([
@@ -46,17 +59,45 @@ pub fn run(rounds: usize) {
                 &at(1),
                 "--http",
                 &at(2),
+                "--https",
+                &at(4),
             ])
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--cert-key")
+            .arg(&cert_key)
             .args(["--dns", &at(3), "--zone", "canary.bench"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start beacon-home"),
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(at(0)).is_err() {
-        assert!(Instant::now() < deadline, "beacon-home did not listen");
-        std::thread::sleep(Duration::from_millis(20));
+    let conf = dir.path().join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "User nobody\nGroup nogroup\nPort {}\nListen 127.0.0.1\nAllow 127.0.0.1\n\
+             MaxClients 64\nDisableViaHeader Yes\nLogLevel Warning\n",
+            ports[5]
+        ),
+    )
+    .unwrap();
+    let _proxy = Spawned(
+        Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tinyproxy (Debian package tinyproxy)"),
+    );
+    for i in [0, 4, 5] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(at(i)).is_err() {
+            assert!(Instant::now() < deadline, "{} did not listen", at(i));
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     let config = ProbeConfig {
         interval: Some("1s".into()),
@@ -64,6 +105,12 @@ pub fn run(rounds: usize) {
         tcp: vec![at(0)],
         udp: vec![at(1)],
         http: vec![format!("http://{}/canary", at(2))],
+        https: vec![HttpsCanary {
+            url: format!("https://{}/canary", at(4)),
+            pin,
+        }],
+        icmp: vec!["127.0.0.1".into(), "::1".into()],
+        proxies: vec![format!("http://{}", at(5))],
         dns: vec![DnsTarget {
             name: "canary.bench".into(),
             resolvers: vec![at(3)],
@@ -75,17 +122,27 @@ pub fn run(rounds: usize) {
         .enable_all()
         .build()
         .unwrap();
-    let mut per: std::collections::BTreeMap<Channel, Vec<f64>> = Default::default();
+    let mut per: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for _ in 0..rounds {
         rt.block_on(outpost_beacon::probe::round(&plan, |a| {
-            assert!(a.is_proven_escape(), "not proven on loopback: {a:?}");
-            per.entry(a.channel)
-                .or_default()
-                .push(a.latency_ms * 1000.0);
+            let what = match a.channel {
+                Channel::Icmp if a.target.contains(':') => "icmp (v6), reachable".to_string(),
+                Channel::Icmp => "icmp (v4), reachable".to_string(),
+                Channel::HttpProxy if a.target.starts_with("https:") => {
+                    "http-proxy (https canary), proven".to_string()
+                }
+                Channel::HttpProxy => "http-proxy (http canary), proven".to_string(),
+                c => format!("{c}, proven"),
+            };
+            assert!(
+                a.is_proven_escape() || (a.channel == Channel::Icmp && a.outcome == Outcome::Escaped),
+                "no escape on loopback: {a:?}"
+            );
+            per.entry(what).or_default().push(a.latency_ms * 1000.0);
         }));
     }
-    for (c, v) in &per {
-        row(&format!("attempt {c} to beacon-home, proven"), v, "us");
+    for (what, v) in &per {
+        row(&format!("attempt {what}"), v, "us");
     }
     let mut connect = Vec::new();
     for _ in 0..rounds {
