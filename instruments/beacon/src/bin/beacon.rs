@@ -30,6 +30,7 @@ use instrument_sdk::{ArtifactNotice, BoxError, Context, Health, Instrument};
 use outpost_beacon::alerts::Alerter;
 use outpost_beacon::binary::{Binaries, Choice};
 use outpost_beacon::config::{ProbeConfig, duration};
+use outpost_beacon::iface;
 use outpost_protocol::beacon::{Attempt, MAX_LINE, Outcome, parse_line, schema};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -177,29 +178,6 @@ struct Beacon {
     config_rx: Mutex<Option<watch::Receiver<Option<Settings>>>>,
     artifact_tx: mpsc::UnboundedSender<ArtifactNotice>,
     artifact_rx: Mutex<Option<mpsc::UnboundedReceiver<ArtifactNotice>>>,
-}
-
-/// Why `iface` cannot carry the probe's attempts, if it cannot: missing,
-/// administratively down, or without carrier. Read from the container's
-/// own sysfs.
-fn interface_problem(iface: &str) -> Option<String> {
-    let dir = Path::new("/sys/class/net").join(iface);
-    let flags = match std::fs::read_to_string(dir.join("flags")) {
-        Ok(f) => f,
-        Err(_) => return Some(format!("interface {iface} does not exist in the container")),
-    };
-    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0);
-    if flags & 1 == 0 {
-        return Some(format!("interface {iface} is down"));
-    }
-    let oper = std::fs::read_to_string(dir.join("operstate")).unwrap_or_default();
-    match oper.trim() {
-        "down" | "lowerlayerdown" | "notpresent" => Some(format!(
-            "interface {iface} has no link (operstate {})",
-            oper.trim()
-        )),
-        _ => None,
-    }
 }
 
 /// A line the probe printed, or why it ended, tagged with its
@@ -526,7 +504,7 @@ impl Supervisor<'_> {
 
     async fn tick(&mut self) {
         let now = Instant::now();
-        let problem = interface_problem(&self.settings.interface);
+        let problem = iface::problem(&self.settings.interface);
         self.beacon.state.lock().expect("lock").interface_problem = problem;
 
         if self.running.is_none() && self.restart_at.is_some_and(|t| now >= t) {
