@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use instrument_sdk::Health;
+use outpost_beacon::iface::Snapshot;
 use outpost_protocol::beacon::Attempt;
 use serde::Serialize;
 
@@ -47,6 +48,11 @@ pub(crate) struct State {
     pub(crate) rollbacks: u64,
     /// Why the interface is not usable, if it is not.
     pub(crate) interface_problem: Option<String>,
+    /// The interface's addresses and routes at the last read, if it
+    /// worked.
+    pub(crate) interface_state: Option<Snapshot>,
+    /// Why the last read of them did not work.
+    pub(crate) interface_state_error: Option<String>,
 }
 
 impl State {
@@ -66,6 +72,8 @@ pub(crate) fn health(st: &State) -> Health {
     let details = serde_json::json!({
         "interface": st.settings.as_ref().map(|s| s.interface.clone()),
         "interface_problem": st.interface_problem,
+        "interface_state": st.interface_state,
+        "interface_state_error": st.interface_state_error,
         "config_version": st.settings.as_ref().map(|s| s.version),
         "probe": st.probe,
         "restarts": st.restarts,

@@ -16,9 +16,12 @@
 //!   probe that exits, and kills and restarts one silent for 10 intervals,
 //!   at least 30s); `failed` while the probe binary cannot be started at
 //!   all, which the platform answers by restarting the instrument. Details
-//!   carry the last attempt per target and counts per outcome.
+//!   carry the last attempt per target, counts per outcome, and the
+//!   interface's addresses and routes (`interface_state`, read every
+//!   second; `interface_state_error` when that read fails).
 //! - Events: `escape` (rate-limited), `escape-summary`, `probe-silent`,
-//!   `probe-updated`, `probe-rollback`.
+//!   `probe-updated`, `probe-rollback`, `interface-changed` (what came and
+//!   went on the interface, at most one per 5s).
 
 mod health;
 mod process;
@@ -38,7 +41,7 @@ use tracing::{info, warn};
 
 use crate::health::State;
 use crate::settings::{Config, Settings};
-use crate::supervisor::{BACKOFF_MIN, POLL_BINARY, Supervisor};
+use crate::supervisor::{BACKOFF_MIN, InterfaceWatch, POLL_BINARY, Supervisor};
 
 /// The probe the image ships.
 const IMAGE_PROBE: &str = "/usr/bin/escape-probe";
@@ -112,6 +115,7 @@ impl Instrument for Beacon {
             last_poll: Instant::now(),
             alerter: Alerter::new(first.window, first.summary, Instant::now()),
             silent_alerted: false,
+            interface: InterfaceWatch::new(&first.interface),
         };
         sup.reconfigure(first).await?;
         let mut tick = tokio::time::interval(TICK);

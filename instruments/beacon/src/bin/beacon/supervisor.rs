@@ -9,8 +9,9 @@ use instrument_sdk::Context;
 use outpost_beacon::alerts::Alerter;
 use outpost_beacon::binary::{Binaries, Choice};
 use outpost_beacon::config::ProbeConfig;
-use outpost_beacon::iface;
+use outpost_beacon::iface::{self, Tracker};
 use outpost_protocol::beacon::{Outcome, parse_line, schema};
+use outpost_protocol::ratelimit::RateLimited;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -28,6 +29,28 @@ pub(crate) const POLL_BINARY: Duration = Duration::from_secs(1);
 /// and restarted.
 const HUNG_INTERVALS: u32 = 10;
 const HUNG_MIN: Duration = Duration::from_secs(30);
+/// How often the interface's addresses and routes are read.
+const READ_INTERFACE: Duration = Duration::from_secs(1);
+/// At most one `interface-changed` event per this; changes in between are
+/// folded into the next one.
+const INTERFACE_EVENT_GAP: Duration = Duration::from_secs(5);
+
+/// What the run loop keeps to follow the interface's addresses and routes.
+pub(crate) struct InterfaceWatch {
+    tracker: Tracker,
+    last_read: Option<Instant>,
+    errors: RateLimited,
+}
+
+impl InterfaceWatch {
+    pub(crate) fn new(interface: &str) -> InterfaceWatch {
+        InterfaceWatch {
+            tracker: Tracker::new(interface, INTERFACE_EVENT_GAP),
+            last_read: None,
+            errors: RateLimited::new(1, Duration::from_secs(60)),
+        }
+    }
+}
 
 /// The run loop's own state.
 pub(crate) struct Supervisor<'a> {
@@ -47,6 +70,7 @@ pub(crate) struct Supervisor<'a> {
     pub(crate) last_poll: Instant,
     pub(crate) alerter: Alerter,
     pub(crate) silent_alerted: bool,
+    pub(crate) interface: InterfaceWatch,
 }
 
 impl Supervisor<'_> {
@@ -245,6 +269,14 @@ impl Supervisor<'_> {
         let now = Instant::now();
         let problem = iface::problem(&self.settings.interface);
         self.beacon.state.lock().expect("lock").interface_problem = problem;
+        if self
+            .interface
+            .last_read
+            .is_none_or(|t| now.duration_since(t) >= READ_INTERFACE)
+        {
+            self.interface.last_read = Some(now);
+            self.watch_interface().await;
+        }
 
         if self.running.is_none() && self.restart_at.is_some_and(|t| now >= t) {
             self.start("restart after exit").await;
@@ -327,6 +359,48 @@ impl Supervisor<'_> {
                     "pid": pid,
                 }),
             );
+        }
+    }
+
+    /// Reads the interface's addresses and routes into the state and
+    /// publishes what changed since the last `interface-changed` event
+    /// (the first read is the baseline). A failed read is shown in health
+    /// and logged, at most once a minute.
+    async fn watch_interface(&mut self) {
+        let name = self.settings.interface.clone();
+        if self.interface.tracker.interface() != name {
+            // Another interface: its first read is a new baseline.
+            self.interface.tracker = Tracker::new(&name, INTERFACE_EVENT_GAP);
+        }
+        let read = iface::read(&name).await;
+        let now = Instant::now();
+        let snapshot = match read {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(held) = self.interface.errors.allow(now) {
+                    warn!(
+                        held_back = held,
+                        "cannot follow the interface's addresses and routes: {e}"
+                    );
+                }
+                let mut st = self.beacon.state.lock().expect("lock");
+                st.interface_state = None;
+                st.interface_state_error = Some(e.to_string());
+                return;
+            }
+        };
+        {
+            let mut st = self.beacon.state.lock().expect("lock");
+            st.interface_state = Some(snapshot.clone());
+            st.interface_state_error = None;
+        }
+        if let Some(c) = self.interface.tracker.observe(snapshot, now) {
+            info!(
+                "interface {name} changed: added [{}], removed [{}]",
+                c.added.join(", "),
+                c.removed.join(", ")
+            );
+            self.publish("interface-changed", schema::INTERFACE_CHANGED, &c);
         }
     }
 
