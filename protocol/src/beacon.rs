@@ -22,6 +22,7 @@ pub mod schema {
     pub const PROBE_SILENT: &str = "beacon.probe-silent/1";
     pub const PROBE_UPDATED: &str = "beacon.probe-updated/1";
     pub const PROBE_ROLLBACK: &str = "beacon.probe-rollback/1";
+    pub const INTERFACE_CHANGED: &str = "beacon.interface-changed/1";
 }
 
 /// Longest line the parser takes; a longer one is refused unread.

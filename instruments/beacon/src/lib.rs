@@ -9,6 +9,8 @@
 //! - [`home`]: the canary's listeners.
 //! - [`alerts`]: rate-limited escape alerts and "still escaping" summaries.
 //! - [`binary`]: which probe binary runs, trials of new ones, rollback.
+//! - [`iface`]: the segment interface's state, addresses and routes, and
+//!   what changed in them.
 //!
 //! The probe's line format and its parser are in
 //! [`outpost_protocol::beacon`], next to the event payloads.
@@ -17,5 +19,6 @@ pub mod alerts;
 pub mod binary;
 pub mod config;
 pub mod home;
+pub mod iface;
 pub mod probe;
 pub mod proof;
