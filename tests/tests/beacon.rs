@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use outpost_tests::hostnet::{HostNet, Spawned, ip, must, sysctl_in};
 use outpost_tests::beacon::{details, escapes, events_of, health, home, target, wait_until};
+use outpost_tests::hostnet::{HostNet, Spawned, ip, must, sysctl_in};
 use outpost_tests::{Sensor, children, entrypoint_pid, image, unique, workspace_bin};
 use serde_json::Value;
 
@@ -41,7 +41,6 @@ fn probe_pid(init: i32) -> Option<i32> {
 fn signal(pid: i32, sig: Signal) {
     kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("kill {sig} {pid}: {e}"));
 }
-
 
 /// Writes a file the way an operator should: to a temporary name, then a
 /// rename, so the beacon never reads half of it.

@@ -91,8 +91,26 @@ fn beacon_proves_proxy_and_ipv6_leaks_and_sees_through_tls_interception() {
         "eth0",
         "10.80.0.2/24",
     );
-    ip(&["-n", &router, "addr", "add", "fd80::1/64", "dev", "eth1", "nodad"]);
-    ip(&["-n", &outside, "addr", "add", "fd80::2/64", "dev", "eth0", "nodad"]);
+    ip(&[
+        "-n",
+        &router,
+        "addr",
+        "add",
+        "fd80::1/64",
+        "dev",
+        "eth1",
+        "nodad",
+    ]);
+    ip(&[
+        "-n",
+        &outside,
+        "addr",
+        "add",
+        "fd80::2/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
     for route in [["10.79.0.0/24", "10.80.0.1"], ["fd79::/64", "fd80::1"]] {
         ip(&["-n", &outside, "route", "add", route[0], "via", route[1]]);
     }
@@ -174,7 +192,16 @@ proxies = ["http://10.79.0.1:3128"]
     ]);
     net.links.push(rport.clone());
     ip(&["-n", &router, "addr", "add", "10.79.0.1/24", "dev", "eth0"]);
-    ip(&["-n", &router, "addr", "add", "fd79::1/64", "dev", "eth0", "nodad"]);
+    ip(&[
+        "-n",
+        &router,
+        "addr",
+        "add",
+        "fd79::1/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
     ip(&["-n", &router, "link", "set", "eth0", "up"]);
     ip(&["link", "set", &rport, "master", &br, "up"]);
     let _interceptor = home(
@@ -186,17 +213,16 @@ proxies = ["http://10.79.0.1:3128"]
 
     // Sealed: every path blocked, for its own reason.
     let via = " via http://10.79.0.1:3128";
-    let d = s
-        .wait_for(&name, "a sealed round", Duration::from_secs(20), |i| {
-            let d = &i["health_details"];
-            i["health"] == "ok"
-                && d["targets"]
-                    .as_object()
-                    .is_some_and(|t| t.len() == 1 + 2 + 1 + 1 + 1 + 1 + 2)
-                && d["interface_state"]["addresses"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|x| x == "fd79::2/64"))
-        })["health_details"]
+    let d = s.wait_for(&name, "a sealed round", Duration::from_secs(20), |i| {
+        let d = &i["health_details"];
+        i["health"] == "ok"
+            && d["targets"]
+                .as_object()
+                .is_some_and(|t| t.len() == 1 + 2 + 1 + 1 + 1 + 1 + 2)
+            && d["interface_state"]["addresses"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "fd79::2/64"))
+    })["health_details"]
         .clone();
     assert!(escapes(&s, &name).is_empty(), "escapes while sealed: {d:#}");
     let v6 = target(&d, "icmp fd80::2");
@@ -218,16 +244,15 @@ proxies = ["http://10.79.0.1:3128"]
         ("connect", format!("10.80.0.2:7000{via}")),
         ("connect", format!("[fd80::2]:7000{via}")),
     ];
-    let found = wait_until(
-        "escapes through the proxy",
-        Duration::from_secs(15),
-        || {
-            let e = escapes(&s, &name);
-            want.iter()
-                .all(|(c, t)| e.iter().any(|a| a["channel"] == *c && a["target"] == t.as_str()))
-                .then_some(e)
-        },
-    );
+    let found = wait_until("escapes through the proxy", Duration::from_secs(15), || {
+        let e = escapes(&s, &name);
+        want.iter()
+            .all(|(c, t)| {
+                e.iter()
+                    .any(|a| a["channel"] == *c && a["target"] == t.as_str())
+            })
+            .then_some(e)
+    });
     for a in &found {
         assert_eq!(a["evidence"]["level"], "proven", "{a}");
         assert!(

@@ -135,7 +135,8 @@ pub fn run(rounds: usize) {
                 c => format!("{c}, proven"),
             };
             assert!(
-                a.is_proven_escape() || (a.channel == Channel::Icmp && a.outcome == Outcome::Escaped),
+                a.is_proven_escape()
+                    || (a.channel == Channel::Icmp && a.outcome == Outcome::Escaped),
                 "no escape on loopback: {a:?}"
             );
             per.entry(what).or_default().push(a.latency_ms * 1000.0);
