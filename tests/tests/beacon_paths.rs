@@ -293,6 +293,7 @@ proxies = ["http://10.79.0.1:3128"]
             (escaped_http && detail(&h).contains("does not match the pin")).then_some(h)
         },
     );
+    eprintln!("intercepted: {}", detail(&intercepted));
     assert_eq!(intercepted["outcome"], "blocked", "{intercepted}");
     assert!(detail(&intercepted).contains(&pin), "{intercepted}");
     assert!(
@@ -321,6 +322,7 @@ proxies = ["http://10.79.0.1:3128"]
                 .find(|e| e["added"].to_string().contains("default via fe80::"))
         },
     );
+    eprintln!("interface-changed: {change}");
     assert_eq!(change["interface"], "seg0", "{change}");
     let v6 = wait_until("IPv6 escapes", Duration::from_secs(10), || {
         let e = escapes(&s, &name);
