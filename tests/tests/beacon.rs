@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use outpost_tests::beacon::{details, escapes, events_of, health, home, target, wait_until};
-use outpost_tests::hostnet::{HostNet, Spawned, ip, must, sysctl_in};
+use outpost_tests::hostnet::{HostNet, ip, must, sysctl_in};
 use outpost_tests::{Sensor, children, entrypoint_pid, image, unique, workspace_bin};
 use serde_json::Value;
 

@@ -214,12 +214,28 @@ fn a_reply_home_cannot_route_back_does_not_blind_it() {
 #[test]
 fn garbage_half_open_floods_and_oversized_heads_are_counted_and_never_stop_home() {
     let (tcp, udp, http, dns) = (free_port(), free_port(), free_port(), free_port());
+    let https = free_port();
     let dir = tempfile::tempdir().unwrap();
     let err_log = dir.path().join("home.err");
     let at = |p: u16| format!("127.0.0.1:{p}");
+    let (cert, cert_key) = (dir.path().join("home.crt"), dir.path().join("home.key"));
+    let pin = Command::new(workspace_bin("beacon-home"))
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--cert-key")
+        .arg(&cert_key)
+        .arg("--print-pin")
+        .output()
+        .expect("beacon-home --print-pin");
+    let pin = String::from_utf8_lossy(&pin.stdout).trim().to_string();
     let mut home = Spawned(
         Command::new(workspace_bin("beacon-home"))
             .args(["--key", KEY, "--stats-every", "1s", "--zone", "canary.test"])
+            .args(["--https", &at(https)])
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--cert-key")
+            .arg(&cert_key)
             .args([
                 "--tcp",
                 &at(tcp),
@@ -246,10 +262,12 @@ fn garbage_half_open_floods_and_oversized_heads_are_counted_and_never_stop_home(
         format!("http://{}/canary", at(http)),
         "--dns".to_string(),
         format!("canary.test@{}", at(dns)),
+        "--https".to_string(),
+        format!("https://{}/canary={pin}", at(https)),
     ];
     let args: Vec<&str> = probe_args.iter().map(String::as_str).collect();
     let all_escaped =
-        |round: &[Value]| round.len() == 4 && round.iter().all(|a| a["outcome"] == "escaped");
+        |round: &[Value]| round.len() == 5 && round.iter().all(|a| a["outcome"] == "escaped");
 
     // Garbage on every channel.
     let u = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -258,7 +276,7 @@ fn garbage_half_open_floods_and_oversized_heads_are_counted_and_never_stop_home(
         let _ = u.send_to(&junk, at(udp));
         let _ = u.send_to(&junk, at(dns));
     }
-    for port in [tcp, http] {
+    for port in [tcp, http, https] {
         for _ in 0..20 {
             if let Ok(mut s) = TcpStream::connect(at(port)) {
                 let _ = s.write_all(b"\x00\xffGARBAGE\r\n\r\n");
@@ -304,6 +322,7 @@ fn garbage_half_open_floods_and_oversized_heads_are_counted_and_never_stop_home(
             && s["udp"]["refused"].as_u64() >= Some(100)
             && s["dns"]["refused"].as_u64() >= Some(100)
             && s["http"]["refused"].as_u64() >= Some(20)
+            && s["https"]["errors"].as_u64() >= Some(20)
     });
     eprintln!("home after the flood: {st}");
     drop(held);
