@@ -267,6 +267,24 @@ async fn a_tls_interceptor_is_blocked_with_the_pin_mismatch_named() {
     let a = round(&probe).await.remove(0);
     assert_eq!(a.outcome, Outcome::Blocked, "{a:?}");
     assert!(a.evidence.detail.contains("TLS handshake failed"), "{a:?}");
+    // A firewall that accepts and cuts the connection at once.
+    let cutter = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cut_at = cutter.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = cutter.accept().await {
+            drop(s);
+        }
+    });
+    let probe = ProbeConfig {
+        https: vec![HttpsCanary {
+            url: format!("https://{cut_at}/canary"),
+            pin: probe.https[0].pin.clone(),
+        }],
+        ..probe
+    };
+    let a = round(&probe).await.remove(0);
+    assert_eq!(a.outcome, Outcome::Blocked, "{a:?}");
+    assert!(a.evidence.detail.contains("cut before an answer"), "{a:?}");
 }
 
 #[tokio::test]

@@ -205,6 +205,14 @@ pub fn classify(e: &io::Error, dev: Option<&str>) -> Verdict {
             Verdict::blocked("refused (a TCP RST or an ICMP port unreachable answered)")
         }
         (io::ErrorKind::TimedOut, _) => Verdict::blocked("no answer (timed out)"),
+        (
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof,
+            _,
+        ) => Verdict::blocked(format!(
+            "the connection was cut before an answer ({e}): a firewall or proxy reset or closed it"
+        )),
         (_, Some(ENETUNREACH)) => {
             Verdict::blocked("network unreachable: no route out of the segment")
         }
@@ -331,10 +339,12 @@ mod tests {
 
     #[test]
     fn every_channel_classifies_the_same_errno_the_same_way() {
-        use libc::{ECONNREFUSED, ETIMEDOUT};
+        use libc::{ECONNABORTED, ECONNREFUSED, ECONNRESET, ETIMEDOUT};
         let table = [
             (ECONNREFUSED, Outcome::Blocked, "refused"),
             (ETIMEDOUT, Outcome::Blocked, "timed out"),
+            (ECONNRESET, Outcome::Blocked, "cut before an answer"),
+            (ECONNABORTED, Outcome::Blocked, "cut before an answer"),
             (ENETUNREACH, Outcome::Blocked, "network unreachable"),
             (EHOSTUNREACH, Outcome::Blocked, "host unreachable"),
             (ENODEV, Outcome::Error, "does not exist"),
