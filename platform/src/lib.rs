@@ -27,8 +27,10 @@
 //!   for the crash-safety tests.
 
 pub mod commands;
+pub mod ctl;
 pub mod daemon;
 pub mod db;
+pub mod dbus;
 pub mod failpoint;
 pub mod health;
 pub mod images;

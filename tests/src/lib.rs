@@ -11,6 +11,7 @@
 
 pub mod archive;
 pub mod beacon;
+pub mod dbus;
 pub mod hostnet;
 
 use std::fs;
@@ -50,7 +51,7 @@ pub fn outpostd_bin() -> PathBuf {
     let p = env_or("OUTPOSTD", workspace().join("target/debug/outpostd"));
     assert!(
         p.exists(),
-        "{} is missing: run `make build` first",
+        "{} is missing: run `./run build` first",
         p.display()
     );
     p
@@ -76,7 +77,7 @@ pub fn init_bin() -> PathBuf {
     );
     assert!(
         p.exists(),
-        "{} is missing: run `make init` first",
+        "{} is missing: run `./run build` first",
         p.display()
     );
     p
@@ -94,7 +95,7 @@ pub struct ImageFile {
     pub sha256: String,
 }
 
-/// The example image built by `make images`.
+/// The example image built by `./run build`.
 pub fn example_image() -> ImageFile {
     image("example")
 }
@@ -104,7 +105,7 @@ pub fn image(name: &str) -> ImageFile {
     let archive = images_dir().join(format!("{name}-0.1.0.tar.gz"));
     let side = images_dir().join(format!("{name}-0.1.0.tar.gz.sha256"));
     let sha = fs::read_to_string(&side)
-        .unwrap_or_else(|e| panic!("{}: {e}: run `make images` first", side.display()));
+        .unwrap_or_else(|e| panic!("{}: {e}: run `./run build` first", side.display()));
     ImageFile {
         archive,
         sha256: sha.split_whitespace().next().unwrap().to_string(),
@@ -222,6 +223,13 @@ impl Sensor {
     /// [`Sensor::spawn`] with extra environment variables.
     pub fn spawn_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "daemon already started");
+        // Never the host's bus: a test that wants the API passes its own
+        // (`--dbus <address>`, see `dbus::DBus`).
+        let no_bus: &[&str] = if extra.contains(&"--dbus") {
+            &[]
+        } else {
+            &["--dbus", "none"]
+        };
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -243,6 +251,7 @@ impl Sensor {
                 "--nats-port",
                 "0",
             ])
+            .args(no_bus)
             .args(extra)
             .env("OUTPOST_LOG", "info,outpost_platform=debug")
             .envs(env.iter().copied())

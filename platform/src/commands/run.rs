@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// that escapes its container is then root on the host.
     #[arg(long, hide = true)]
     pub privileged_containers_for_benchmark: bool,
+    /// Where to serve the local admin API (org.outpost.Sensor1) that
+    /// outpostctl talks to: "system", "none", or a bus address.
+    #[arg(long, env = "OUTPOST_DBUS", default_value = "system")]
+    pub dbus: crate::dbus::BusChoice,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. SIGHUP re-reads the sensor file.
@@ -121,18 +125,21 @@ pub fn run(state_dir: &Path, opts: RunArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let bus = opts.dbus.clone();
     runtime.block_on(async move {
         let daemon = Daemon::new(cfg, rt)?;
         let handle = daemon.handle();
+        // Kept until the daemon ends; dropping it leaves the bus.
+        let _api = crate::dbus::serve(&bus, handle.clone()).await;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let signals = tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = term.recv() => { info!("SIGTERM received"); handle.send(Command::Shutdown).await; break; }
-                    _ = int.recv() => { info!("SIGINT received"); handle.send(Command::Shutdown).await; break; }
-                    _ = hup.recv() => { info!("SIGHUP received; re-reading the sensor file"); handle.send(Command::Reload).await; }
+                    _ = term.recv() => { info!("SIGTERM received"); let _ = handle.send(Command::Shutdown).await; break; }
+                    _ = int.recv() => { info!("SIGINT received"); let _ = handle.send(Command::Shutdown).await; break; }
+                    _ = hup.recv() => { info!("SIGHUP received; re-reading the sensor file"); if handle.send(Command::Reload).await.is_err() { break; } }
                 }
             }
         });
@@ -192,7 +199,7 @@ fn find_init(given: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
     for c in &candidates {
         if c.exists() {
             outpost_image::elf::check_static(c).map_err(|e| {
-                anyhow::anyhow!("outpost-init: {e} (fix: build it with `make init`)")
+                anyhow::anyhow!("outpost-init: {e} (fix: build it with `./run build`)")
             })?;
             if let Some(p) = path_problem(c) {
                 bail!("outpost-init: {p}");
@@ -201,7 +208,7 @@ fn find_init(given: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
         }
     }
     bail!(
-        "no static outpost-init found (looked at {}) (fix: build it with `make init`, or pass --init)",
+        "no static outpost-init found (looked at {}) (fix: build it with `./run build`, or pass --init)",
         candidates
             .iter()
             .map(|c| c.display().to_string())

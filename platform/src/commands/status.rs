@@ -6,6 +6,7 @@ use nix::fcntl::{Flock, FlockArg};
 use outpost_protocol::SensorSpec;
 use serde::Serialize;
 
+use crate::daemon::Snapshot;
 use crate::db::{InstrumentStatus, Refusal, now_ms};
 use crate::network::{self, InterfaceStatus};
 use crate::paths::StateDir;
@@ -79,15 +80,41 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    match report.daemon_pid {
+    let snapshot = Snapshot {
+        desired_version: report.desired_version,
+        refused: report.refused,
+        fleet_managed: db.fleet_managed()?,
+        instruments: Vec::new(),
+    };
+    let (statuses, interfaces): (Vec<_>, Vec<_>) = report
+        .instruments
+        .into_iter()
+        .map(|r| (r.status, r.interfaces))
+        .unzip();
+    let snapshot = Snapshot {
+        instruments: statuses,
+        ..snapshot
+    };
+    print_table(report.daemon_pid, &snapshot, &interfaces);
+    Ok(())
+}
+
+/// Prints the status table: the daemon, the desired state, a refusal, and
+/// one line per instrument with its bound interfaces (`interfaces[n]`
+/// belongs to `snap.instruments[n]`, when given).
+pub fn print_table(daemon_pid: Option<u32>, snap: &Snapshot, interfaces: &[Vec<InterfaceStatus>]) {
+    match daemon_pid {
         Some(pid) => println!("outpostd: running (pid {pid})"),
         None => println!("outpostd: not running"),
     }
-    match report.desired_version {
+    match snap.desired_version {
         Some(v) => println!("desired state: version {v}"),
         None => println!("desired state: none yet (start outpostd with --sensor-file)"),
     }
-    if let Some(r) = &report.refused {
+    if snap.fleet_managed {
+        println!("managed by a fleet: local changes need --override and count as drift");
+    }
+    if let Some(r) = &snap.refused {
         let ago = (now_ms() - r.at_ms).max(0) / 1000;
         println!(
             "refused {ago}s ago from {} (the version above stays in force):",
@@ -97,9 +124,9 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
             println!("  {p}");
         }
     }
-    if report.instruments.is_empty() {
+    if snap.instruments.is_empty() {
         println!("no instruments");
-        return Ok(());
+        return;
     }
     println!();
     println!(
@@ -107,8 +134,7 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
         "INSTRUMENT", "STATE", "HEALTH", "IMAGE", "PID", "UPTIME", "RESTARTS", "CONFIG"
     );
     let now = now_ms();
-    for row in report.instruments {
-        let s = row.status;
+    for (n, s) in snap.instruments.iter().enumerate() {
         let uptime = match (s.init_pid, s.started_at_ms) {
             (Some(_), Some(t)) => format!("{}s", (now - t).max(0) / 1000),
             _ => "-".into(),
@@ -146,7 +172,7 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
             config,
             detail
         );
-        for i in &row.interfaces {
+        for i in interfaces.get(n).into_iter().flatten() {
             println!(
                 "  {:<8} {:<8} {:<10} rx {} pkts {} B (dropped {})  tx {} pkts {} B (dropped {})",
                 i.role,
@@ -161,5 +187,4 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
 }

@@ -1,74 +1,49 @@
-//! The desired state's way in: the sensor file, read at start and on
-//! SIGHUP and checked as a whole (see [`crate::validate`]), and the
-//! manifests its checks need.
+//! The sensor file as an input to [`Daemon::apply`] (see `intake`), and
+//! the manifests the checks need.
 
 use std::fs;
 use std::path::Path;
 
 use outpost_protocol::{InstrumentSpec, Manifest, SensorSpec};
-use tracing::{debug, error, info};
+use sha2::{Digest, Sha256};
+use tracing::{debug, error};
 
 use super::Daemon;
-use crate::db::{Refusal, now_ms};
+use crate::db::{Origin, Source};
 use crate::runtime::Runtime;
-use crate::validate;
 
 impl<R: Runtime> Daemon<R> {
-    /// Reads, validates and stores the sensor file. It is checked exactly
-    /// as `outpostd check` does (alone, then against every imported
-    /// image); a refused file changes nothing, and the refusal is kept for
-    /// `status` until a valid file is applied.
-    pub(super) fn load_sensor_file(&mut self, file: &Path) -> Result<(), String> {
-        let source = format!("file:{}", file.display());
-        let spec = match self.read_valid_sensor_file(file) {
-            Ok(spec) => spec,
-            Err(problems) => {
-                let refusal = Refusal {
-                    at_ms: now_ms(),
-                    source,
-                    problems: problems.clone(),
-                };
-                if let Err(e) = self.db.set_refusal(Some(&refusal)) {
-                    error!("cannot record the refusal: {e}");
-                }
-                return Err(problems.join("; "));
-            }
-        };
-        let stored = self
-            .db
-            .store_desired(&spec, &source)
-            .map_err(|e| e.to_string())?;
-        if let Err(e) = self.db.set_refusal(None) {
-            error!("cannot clear the last refusal: {e}");
-        }
-        if stored.changed {
-            info!(version = stored.version, file = %file.display(), "new desired state stored");
-        } else {
-            debug!(version = stored.version, "sensor file unchanged");
-        }
-        self.desired = Some((stored.version, spec));
-        Ok(())
-    }
-
-    /// The sensor file, parsed and checked, or every problem with it.
-    pub(super) fn read_valid_sensor_file(
-        &mut self,
-        file: &Path,
-    ) -> Result<SensorSpec, Vec<String>> {
+    /// Applies the sensor file through [`Daemon::apply`]: when `explicit`
+    /// (SIGHUP) always, at start-up only when it changed since the last
+    /// version that came from it, so that a local change made since
+    /// survives a restart. A refused file changes nothing; the refusal is
+    /// kept for `status` until a valid state is applied.
+    pub(super) fn load_sensor_file(&mut self, file: &Path, explicit: bool) -> Result<(), String> {
         let text = fs::read_to_string(file)
-            .map_err(|e| vec![format!("cannot read sensor file {}: {e}", file.display())])?;
-        let spec = SensorSpec::parse_valid(&text)
-            .map_err(|e| vec![format!("sensor file {}: {e}", file.display())])?;
-        let checked = validate::against_images(&spec, |i, v| self.manifest(i, v))
-            .map_err(|e| vec![format!("sensor file {}: {e}", file.display())])?;
-        if !checked.is_valid() {
-            return Err(checked
-                .problems
-                .iter()
-                .map(|p| format!("sensor file {}: {}", file.display(), p.replace('\n', " ")))
-                .collect());
+            .map_err(|e| format!("cannot read sensor file {}: {e}", file.display()))?;
+        if !explicit && let Ok(spec) = SensorSpec::parse_valid(&text) {
+            let sha = hex::encode(Sha256::digest(spec.to_canonical_json().as_bytes()));
+            let last = self.db.last_file_sha().map_err(|e| e.to_string())?;
+            if last.as_deref() == Some(sha.as_str()) {
+                let version = self.desired.as_ref().map(|(v, _)| *v).unwrap_or(0);
+                debug!(
+                    file = %file.display(),
+                    version,
+                    "the sensor file is unchanged since it was last applied; the stored desired state stays"
+                );
+                return Ok(());
+            }
         }
-        Ok(spec)
+        let reason = if explicit {
+            "SIGHUP"
+        } else {
+            "start-up: the sensor file changed since it was last applied"
+        };
+        let origin = Origin::new(Source::File, file.display().to_string(), reason);
+        let label = format!("sensor file {}", file.display());
+        self.apply(&text, &label, origin, false)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     pub(super) fn reload(&mut self) {
@@ -76,7 +51,7 @@ impl<R: Runtime> Daemon<R> {
             self.desired = self.db.latest_desired().unwrap_or(self.desired.take());
             return;
         };
-        if let Err(e) = self.load_sensor_file(&file) {
+        if let Err(e) = self.load_sensor_file(&file, true) {
             error!("{e}; keeping the previous desired state");
         }
     }

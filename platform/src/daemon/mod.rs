@@ -16,9 +16,12 @@
 
 mod bus;
 mod desired;
+mod intake;
 mod lifecycle;
 mod nats;
 mod net;
+
+pub use intake::{Applied, ApplyError};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -28,11 +31,12 @@ use std::time::{Duration, Instant};
 
 use outpost_protocol::messages::StorageUse;
 use outpost_protocol::{InstrumentSpec, Manifest, SensorSpec};
-use tokio::sync::mpsc;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::db::{Db, DbError, IdRange, InstrumentStatus, now_ms};
+use crate::db::{Db, DbError, IdRange, InstrumentStatus, Origin, Refusal, now_ms};
 use crate::health;
 use crate::images::ImageStore;
 use crate::messaging::bus::{Bus, EventsLimits};
@@ -121,19 +125,81 @@ pub enum Command {
     },
     /// nats-server (this pid) ended.
     NatsExited { pid: i32 },
+    /// A desired-state change (see `intake`): `text` is a whole sensor
+    /// file, `label` names it in problems.
+    Apply {
+        text: String,
+        label: String,
+        origin: Origin,
+        force: bool,
+        reply: oneshot::Sender<Result<Applied, ApplyError>>,
+    },
     /// Stop the daemon.
     Shutdown,
 }
 
-/// A cloneable handle to the daemon.
+/// What the daemon answers status questions from: published after every
+/// command, so a question never waits behind work.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub desired_version: Option<i64>,
+    /// The last desired state refused, while no newer one was accepted.
+    pub refused: Option<Refusal>,
+    pub fleet_managed: bool,
+    pub instruments: Vec<InstrumentStatus>,
+}
+
+/// The daemon has stopped (or is stopping): nothing more can be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("outpostd is stopping and takes no more requests")]
+pub struct Stopped;
+
+/// A cloneable handle to the daemon: commands in, answers and the status
+/// snapshot out.
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Command>,
+    status: watch::Receiver<Arc<Snapshot>>,
 }
 
 impl Handle {
-    pub async fn send(&self, c: Command) {
-        let _ = self.tx.send(c).await;
+    /// Sends a command that needs no answer.
+    pub async fn send(&self, c: Command) -> Result<(), Stopped> {
+        self.tx.send(c).await.map_err(|_| Stopped)
+    }
+
+    /// Applies a desired state (see `intake`); the stored version, or why
+    /// nothing was stored.
+    pub async fn apply(
+        &self,
+        text: String,
+        label: String,
+        origin: Origin,
+        force: bool,
+    ) -> Result<Applied, ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Apply {
+            text,
+            label,
+            origin,
+            force,
+            reply,
+        })
+        .await
+        .map_err(|e| ApplyError::Store(e.to_string()))?;
+        answer
+            .await
+            .map_err(|_| ApplyError::Store(Stopped.to_string()))?
+    }
+
+    /// The latest status snapshot; never waits.
+    pub fn status(&self) -> Arc<Snapshot> {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that wakes on every new snapshot.
+    pub fn watch_status(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.status.clone()
     }
 }
 
@@ -230,6 +296,7 @@ pub struct Daemon<R: Runtime> {
     rt: Arc<R>,
     tx: mpsc::Sender<Command>,
     rx: Option<mpsc::Receiver<Command>>,
+    status_tx: watch::Sender<Arc<Snapshot>>,
     desired: Option<(i64, SensorSpec)>,
     instances: BTreeMap<String, Instance>,
     keys: Keys,
@@ -261,6 +328,7 @@ impl<R: Runtime> Daemon<R> {
             rt: Arc::new(rt),
             tx,
             rx: Some(rx),
+            status_tx: watch::Sender::new(Arc::new(Snapshot::default())),
             desired: None,
             instances: BTreeMap::new(),
             keys,
@@ -278,7 +346,25 @@ impl<R: Runtime> Daemon<R> {
     pub fn handle(&self) -> Handle {
         Handle {
             tx: self.tx.clone(),
+            status: self.status_tx.subscribe(),
         }
+    }
+
+    /// Publishes the status snapshot, if it changed.
+    fn publish_status(&self) {
+        let snap = Snapshot {
+            desired_version: self.desired.as_ref().map(|(v, _)| *v),
+            refused: self.db.refusal().ok().flatten(),
+            fleet_managed: self.db.fleet_managed().unwrap_or(false),
+            instruments: self.instances.values().map(|i| i.status.clone()).collect(),
+        };
+        self.status_tx.send_if_modified(|cur| {
+            if **cur == snap {
+                return false;
+            }
+            *cur = Arc::new(snap);
+            true
+        });
     }
 
     /// Runs until a [`Command::Shutdown`].
@@ -286,9 +372,11 @@ impl<R: Runtime> Daemon<R> {
         let mut rx = self.rx.take().expect("run is called once");
         let t0 = Instant::now();
         self.startup()?;
+        self.publish_status();
         self.start_bus().await?;
         self.release_orphaned_bindings().await;
         self.reconcile().await;
+        self.publish_status();
         let running = self
             .instances
             .values()
@@ -315,17 +403,32 @@ impl<R: Runtime> Daemon<R> {
                     Some(Command::Health { name, generation, outcome, latency_ms, storage }) => {
                         self.on_storage(&name, generation, storage);
                         self.on_health(&name, generation, outcome, latency_ms).await;
+                        self.publish_status();
                         continue;
                     }
                     Some(Command::ConfigResult { name, generation, version, applied, reason }) => {
                         self.on_config_result(&name, generation, version, applied, reason);
+                        self.publish_status();
                         continue;
                     }
                     Some(Command::NatsExited { pid }) => self.on_nats_exit(pid).await,
+                    Some(Command::Apply { text, label, origin, force, reply }) => {
+                        let r = self.apply(&text, &label, origin, force);
+                        let changed = matches!(r, Ok(Applied { changed: true, .. }));
+                        // The answer goes out before the (slow) reconcile:
+                        // the caller learns the version at once and
+                        // watches the status for the rest.
+                        self.publish_status();
+                        let _ = reply.send(r);
+                        if !changed {
+                            continue;
+                        }
+                    }
                 },
                 _ = tick.tick() => {}
             }
             self.reconcile().await;
+            self.publish_status();
         }
         self.shutdown().await;
         Ok(())
@@ -353,7 +456,7 @@ impl<R: Runtime> Daemon<R> {
         self.images.recover(&self.db)?;
         self.desired = self.db.latest_desired()?;
         if let Some(file) = self.cfg.sensor_file.clone() {
-            match self.load_sensor_file(&file) {
+            match self.load_sensor_file(&file, false) {
                 Ok(()) => {}
                 Err(e) if self.desired.is_some() => {
                     error!(file = %file.display(), "{e}; keeping the stored desired state");

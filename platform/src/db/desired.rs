@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// `meta` key of the fleet-managed mark.
+const FLEET_MANAGED_KEY: &str = "fleet-managed";
+
 impl Db {
     /// The newest desired state, with its version.
     pub fn latest_desired(&self) -> Result<Option<(i64, SensorSpec)>, DbError> {
@@ -29,7 +32,7 @@ impl Db {
     /// Stores `spec` as a new version unless it equals the latest one, and
     /// gives every instrument whose config body changed a new config
     /// version number.
-    pub fn store_desired(&mut self, spec: &SensorSpec, source: &str) -> Result<Stored, DbError> {
+    pub fn store_desired(&mut self, spec: &SensorSpec, origin: &Origin) -> Result<Stored, DbError> {
         let body = spec.to_canonical_json();
         let sha = hex::encode(Sha256::digest(body.as_bytes()));
         let (tx, path) = self.immediate()?;
@@ -52,8 +55,18 @@ impl Db {
         }
         let now = now_ms();
         tx.execute(
-            "INSERT INTO desired_state (format, body, sha256, source, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![FORMAT_VERSION, body, sha, source, now],
+            "INSERT INTO desired_state (format, body, sha256, source, author, reason, drift, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                FORMAT_VERSION,
+                body,
+                sha,
+                origin.source.as_str(),
+                origin.author,
+                origin.reason,
+                origin.drift,
+                now
+            ],
         )
         .map_err(&err)?;
         let version = tx.last_insert_rowid();
@@ -104,7 +117,8 @@ impl Db {
         let mut st = self
             .conn
             .prepare(
-                "SELECT version, sha256, source, created_at_ms FROM desired_state ORDER BY version DESC LIMIT ?1",
+                "SELECT version, sha256, source, author, reason, drift, created_at_ms
+                 FROM desired_state ORDER BY version DESC LIMIT ?1",
             )
             .map_err(|e| self.err(e))?;
         let rows = st
@@ -113,11 +127,54 @@ impl Db {
                     version: r.get(0)?,
                     sha256: r.get(1)?,
                     source: r.get(2)?,
-                    created_at_ms: r.get(3)?,
+                    author: r.get(3)?,
+                    reason: r.get(4)?,
+                    drift: r.get(5)?,
+                    created_at_ms: r.get(6)?,
                 })
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The sha256 of the newest version that came from the sensor file
+    /// (what start-up compares the file with), if one did.
+    pub fn last_file_sha(&self) -> Result<Option<String>, DbError> {
+        self.conn
+            .query_row(
+                "SELECT sha256 FROM desired_state WHERE source = 'file' OR source LIKE 'file:%'
+                 ORDER BY version DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Whether the sensor is managed by a fleet (local changes are then
+    /// refused unless overridden).
+    pub fn fleet_managed(&self) -> Result<bool, DbError> {
+        let v: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                params![FLEET_MANAGED_KEY],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(v.as_deref() == Some("1"))
+    }
+
+    pub fn set_fleet_managed(&self, on: bool) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![FLEET_MANAGED_KEY, if on { "1" } else { "0" }],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// The newest config version of an instrument and its body.

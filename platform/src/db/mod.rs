@@ -24,7 +24,7 @@ mod instruments;
 
 pub use idmaps::{IdRange, Refusal};
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Exits kept per instrument.
 const EXIT_HISTORY: i64 = 100;
@@ -164,12 +164,62 @@ pub struct Stored {
 }
 
 /// One stored desired-state version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredVersion {
     pub version: i64,
     pub sha256: String,
+    /// `file`, `local` or `fleet` (`file:<path>` from before schema 5).
     pub source: String,
+    pub author: String,
+    pub reason: String,
+    /// Made against the fleet on a fleet-managed sensor (an override).
+    pub drift: bool,
     pub created_at_ms: i64,
+}
+
+/// Where a desired-state change came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The sensor file (at start-up when it changed, on SIGHUP).
+    File,
+    /// An operator on the sensor (`outpostctl`, D-Bus).
+    Local,
+    /// The fleet.
+    Fleet,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::File => "file",
+            Source::Local => "local",
+            Source::Fleet => "fleet",
+        }
+    }
+}
+
+/// Who asked for a desired-state change, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub source: Source,
+    /// For `file` the file's path; for `local` the caller ("uid 0 via
+    /// :1.42"); for `fleet` the fleet operator.
+    pub author: String,
+    pub reason: String,
+    /// An override of the fleet on a fleet-managed sensor.
+    pub drift: bool,
+}
+
+impl Origin {
+    pub fn new(source: Source, author: impl Into<String>, reason: impl Into<String>) -> Origin {
+        Origin {
+            source,
+            author: author.into(),
+            reason: reason.into(),
+            drift: false,
+        }
+    }
 }
 
 /// Makes the database file `0600` if others may read it.
@@ -352,6 +402,18 @@ impl Db {
             )
             .map_err(&err)?;
         }
+        if v < 5 {
+            // Who made each desired-state version and why; whether it was
+            // made against the fleet (drift). Rows from before keep their
+            // `file:<path>` source.
+            tx.execute_batch(
+                "ALTER TABLE desired_state ADD COLUMN author TEXT NOT NULL DEFAULT '';
+                ALTER TABLE desired_state ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+                ALTER TABLE desired_state ADD COLUMN drift INTEGER NOT NULL DEFAULT 0;
+                PRAGMA user_version = 5;",
+            )
+            .map_err(&err)?;
+        }
         tx.commit().map_err(&err)
     }
 }
@@ -368,13 +430,60 @@ mod tests {
     }
 
     #[test]
+    fn each_version_keeps_its_origin_and_start_up_compares_with_the_last_file_one() {
+        let d = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&d.path().join("db")).unwrap();
+        assert_eq!(db.last_file_sha().unwrap(), None);
+        let file = db
+            .store_desired(
+                &spec("hi"),
+                &Origin::new(Source::File, "/etc/outpost/sensor.toml", "start-up"),
+            )
+            .unwrap();
+        let mut local = Origin::new(Source::Local, "uid 0 via :1.4", "add b");
+        local.drift = true;
+        db.store_desired(&spec("ho"), &local).unwrap();
+        let h = db.desired_history(10).unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(
+            (
+                h[0].source.as_str(),
+                h[0].author.as_str(),
+                h[0].reason.as_str(),
+                h[0].drift
+            ),
+            ("local", "uid 0 via :1.4", "add b", true)
+        );
+        assert_eq!((h[1].version, h[1].source.as_str()), (file.version, "file"));
+        // What start-up compares the file with is the file's version, not
+        // the newest (a local one).
+        assert_eq!(
+            db.last_file_sha().unwrap().as_deref(),
+            Some(h[1].sha256.as_str())
+        );
+        assert!(!db.fleet_managed().unwrap());
+        db.set_fleet_managed(true).unwrap();
+        assert!(db.fleet_managed().unwrap());
+    }
+
+    #[test]
     fn desired_state_is_versioned_and_deduplicated() {
         let d = tempfile::tempdir().unwrap();
         let mut db = Db::open(&d.path().join("db")).unwrap();
         assert!(db.latest_desired().unwrap().is_none());
-        let s1 = db.store_desired(&spec("hi"), "test").unwrap();
+        let s1 = db
+            .store_desired(
+                &spec("hi"),
+                &Origin::new(Source::File, "/etc/sensor.toml", "test"),
+            )
+            .unwrap();
         assert!(s1.changed);
-        let again = db.store_desired(&spec("hi"), "test").unwrap();
+        let again = db
+            .store_desired(
+                &spec("hi"),
+                &Origin::new(Source::File, "/etc/sensor.toml", "test"),
+            )
+            .unwrap();
         assert_eq!(
             again,
             Stored {
@@ -382,7 +491,12 @@ mod tests {
                 changed: false
             }
         );
-        let s2 = db.store_desired(&spec("ho"), "test").unwrap();
+        let s2 = db
+            .store_desired(
+                &spec("ho"),
+                &Origin::new(Source::File, "/etc/sensor.toml", "test"),
+            )
+            .unwrap();
         assert!(s2.version > s1.version);
         assert_eq!(db.latest_desired().unwrap().unwrap().1, spec("ho"));
         assert_eq!(db.latest_config("a").unwrap(), Some(2));
@@ -398,12 +512,28 @@ mod tests {
     fn config_versions_are_never_reused() {
         let d = tempfile::tempdir().unwrap();
         let mut db = Db::open(&d.path().join("db")).unwrap();
-        db.store_desired(&spec("one"), "t").unwrap();
-        db.store_desired(&spec("two"), "t").unwrap();
+        db.store_desired(
+            &spec("one"),
+            &Origin::new(Source::File, "/etc/sensor.toml", "test"),
+        )
+        .unwrap();
+        db.store_desired(
+            &spec("two"),
+            &Origin::new(Source::File, "/etc/sensor.toml", "test"),
+        )
+        .unwrap();
         // Remove the instrument, then add it back with the first body.
         let empty = SensorSpec::parse_valid("[sensor]\nname = \"s\"\n").unwrap();
-        db.store_desired(&empty, "t").unwrap();
-        db.store_desired(&spec("one"), "t").unwrap();
+        db.store_desired(
+            &empty,
+            &Origin::new(Source::File, "/etc/sensor.toml", "test"),
+        )
+        .unwrap();
+        db.store_desired(
+            &spec("one"),
+            &Origin::new(Source::File, "/etc/sensor.toml", "test"),
+        )
+        .unwrap();
         assert_eq!(db.latest_config("a").unwrap(), Some(3));
     }
 
@@ -420,12 +550,16 @@ mod tests {
             bytes: 1,
         };
         db.insert_image(&rec).unwrap();
-        db.store_desired(&spec("x"), "t").unwrap();
+        db.store_desired(
+            &spec("x"),
+            &Origin::new(Source::File, "/etc/sensor.toml", "test"),
+        )
+        .unwrap();
         let err = db.delete_image_if_unused("example", "0.1.0").unwrap_err();
         assert!(err.to_string().contains("instrument a"), "{err}");
         db.store_desired(
             &SensorSpec::parse_valid("[sensor]\nname = \"s\"\n").unwrap(),
-            "t",
+            &Origin::new(Source::File, "/etc/sensor.toml", "test"),
         )
         .unwrap();
         db.delete_image_if_unused("example", "0.1.0").unwrap();

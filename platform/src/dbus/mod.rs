@@ -1,0 +1,217 @@
+//! The local admin API: `org.outpost.Sensor1` at `/org/outpost/Sensor1`
+//! on the system bus (or any bus `outpostd run --dbus` names), and the
+//! client side `outpostctl` uses.
+//!
+//! Every method checks the caller's credentials from the bus daemon
+//! ([`auth`]) before it asks the daemon anything. Reads are answered from
+//! the daemon's status snapshot, so they never wait behind a stop; changes
+//! go through the daemon's one intake (`Handle::apply`). The `Changed`
+//! signal fires when the snapshot changes, at most four times a second.
+//!
+//! - [`auth`]: who may read and who may change.
+//! - [`client`]: the proxy and the error names `outpostctl` maps to exit
+//!   codes.
+
+pub mod auth;
+pub mod client;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use zbus::fdo::DBusProxy;
+use zbus::message::Header;
+use zbus::names::BusName;
+use zbus::object_server::SignalEmitter;
+
+use crate::daemon::{ApplyError, Handle, Snapshot};
+use crate::db::{Origin, Source};
+use auth::{Access, Caller, Groups, authorize};
+
+/// The service's well-known name, object path and interface.
+pub const NAME: &str = "org.outpost.Sensor1";
+pub const PATH: &str = "/org/outpost/Sensor1";
+
+/// Errors a method answers with; the D-Bus error names are
+/// `org.outpost.Sensor1.Error.<Variant>`.
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.outpost.Sensor1.Error")]
+pub enum SensorError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// The caller's credentials do not allow the call.
+    AccessDenied(String),
+    /// The desired state is invalid; every problem is in the message.
+    Invalid(String),
+    /// The sensor is fleet-managed and the change was not an override.
+    FleetManaged(String),
+    /// Anything else (the daemon is stopping, the store failed).
+    Failed(String),
+}
+
+impl From<ApplyError> for SensorError {
+    fn from(e: ApplyError) -> SensorError {
+        match e {
+            ApplyError::Invalid(_) => SensorError::Invalid(e.to_string()),
+            ApplyError::FleetManaged(_) => SensorError::FleetManaged(e.to_string()),
+            ApplyError::Store(_) => SensorError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// What `Status` answers (JSON): the snapshot and the daemon's pid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub daemon_pid: u32,
+    #[serde(flatten)]
+    pub snapshot: Snapshot,
+}
+
+/// The `org.outpost.Sensor1` object.
+pub struct Sensor {
+    handle: Handle,
+}
+
+impl Sensor {
+    /// The caller of the current message, as the bus daemon vouches for
+    /// it, if `access` allows the call.
+    async fn caller(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        access: Access,
+    ) -> Result<Caller, SensorError> {
+        let sender = hdr
+            .sender()
+            .ok_or_else(|| SensorError::AccessDenied("a call without a sender".into()))?
+            .to_owned();
+        let creds = DBusProxy::new(conn)
+            .await?
+            .get_connection_credentials(BusName::Unique(sender.clone()))
+            .await
+            .map_err(|e| {
+                SensorError::Failed(format!("cannot read the caller's credentials: {e}"))
+            })?;
+        let uid = creds.unix_user_id().ok_or_else(|| {
+            SensorError::AccessDenied(format!(
+                "the bus did not say which user {sender} is; refused"
+            ))
+        })?;
+        let caller = Caller {
+            sender: sender.to_string(),
+            uid,
+            gids: creds.unix_group_ids().cloned().unwrap_or_default(),
+        };
+        authorize(&caller, access, Groups::lookup())
+            .map_err(|e| SensorError::AccessDenied(e.to_string()))?;
+        Ok(caller)
+    }
+}
+
+#[zbus::interface(name = "org.outpost.Sensor1")]
+impl Sensor {
+    /// The sensor's status as JSON (see `StatusReport`).
+    async fn status(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, SensorError> {
+        self.caller(conn, &hdr, Access::Read).await?;
+        let report = StatusReport {
+            daemon_pid: std::process::id(),
+            snapshot: (*self.handle.status()).clone(),
+        };
+        serde_json::to_string(&report).map_err(|e| SensorError::Failed(e.to_string()))
+    }
+
+    /// Applies a whole desired state (a sensor file's TOML); `label`
+    /// names it in problems, `force` overrides a fleet, `reason` is kept
+    /// with the version. Answers the version and whether it is new.
+    async fn apply(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        text: String,
+        label: String,
+        force: bool,
+        reason: String,
+    ) -> Result<(i64, bool), SensorError> {
+        let caller = self.caller(conn, &hdr, Access::Change).await?;
+        let origin = Origin::new(Source::Local, caller.to_string(), reason);
+        let label = if label.is_empty() {
+            "desired state".to_string()
+        } else {
+            label
+        };
+        let applied = self.handle.apply(text, label, origin, force).await?;
+        Ok((applied.version, applied.changed))
+    }
+
+    /// The daemon's status snapshot changed (state, health, versions).
+    #[zbus(signal)]
+    async fn changed(emitter: &SignalEmitter<'_>, desired_version: i64) -> zbus::Result<()>;
+}
+
+/// Where the API is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusChoice {
+    System,
+    Address(String),
+    None,
+}
+
+impl std::str::FromStr for BusChoice {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<BusChoice, Self::Err> {
+        Ok(match s {
+            "system" => BusChoice::System,
+            "none" => BusChoice::None,
+            a => BusChoice::Address(a.to_string()),
+        })
+    }
+}
+
+/// Serves the API for `handle` on `bus` until the connection is dropped.
+/// Failing to reach the bus is not fatal to the daemon: instruments run on,
+/// and the error says how to get the API back.
+pub async fn serve(bus: &BusChoice, handle: Handle) -> Option<zbus::Connection> {
+    let builder = match bus {
+        BusChoice::None => return None,
+        BusChoice::System => zbus::connection::Builder::system(),
+        BusChoice::Address(a) => zbus::connection::Builder::address(a.as_str()),
+    };
+    let sensor = Sensor {
+        handle: handle.clone(),
+    };
+    let built = async { builder?.name(NAME)?.serve_at(PATH, sensor)?.build().await }.await;
+    let conn = match built {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(
+                bus = ?bus,
+                "cannot serve {NAME} on D-Bus: {e}; outpostctl cannot reach this daemon \
+                 (fix: start the system bus, install platform/dbus/{NAME}.conf into \
+                 /usr/share/dbus-1/system.d/, or pass --dbus ADDRESS)"
+            );
+            return None;
+        }
+    };
+    info!(bus = ?bus, "serving {NAME} on D-Bus");
+    tokio::spawn(signal_changes(conn.clone(), handle));
+    Some(conn)
+}
+
+/// Emits `Changed` when the snapshot changes, at most four times a second.
+async fn signal_changes(conn: zbus::Connection, handle: Handle) {
+    let mut rx = handle.watch_status();
+    let Ok(emitter) = SignalEmitter::new(&conn, PATH) else {
+        return;
+    };
+    while rx.changed().await.is_ok() {
+        let version = rx.borrow_and_update().desired_version.unwrap_or(0);
+        if let Err(e) = Sensor::changed(&emitter, version).await {
+            warn!("cannot emit Changed: {e}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
