@@ -197,3 +197,115 @@ fn outpostctl_reads_need_a_group_and_changes_need_outpost_admin() {
     let out = bus.ctl(&["status"]);
     assert_eq!(out.status.code(), Some(69), "{}", text(&out));
 }
+
+#[test]
+fn outpostctl_config_history_diff_rollback_and_start_stop_restart() {
+    let bus = DBus::start();
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let a = unique("ctl-cfg");
+    s.write_sensor(&format!(
+        "{}config = {{ greeting = \"hello\" }}\n",
+        instrument(&a)
+    ));
+    s.start(&["--dbus", &bus.address]);
+    let pid = s.wait_running(&a);
+
+    let shown = ok(bus.ctl(&["config", "show", &a]));
+    assert_eq!(shown.trim(), "greeting = \"hello\"", "{shown}");
+
+    // set: checked against the image's schema first; a bad body stores
+    // nothing and names the field.
+    let bad = file(&s, "bad-config.toml", "");
+    std::fs::write(&bad, "greeting = 42\ncolour = \"red\"\n").unwrap();
+    let out = bus.ctl(&["config", "set", &a, &bad]);
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("greeting") && err.contains("colour"), "{err}");
+    let good = file(&s, "good-config.toml", "");
+    std::fs::write(&good, "greeting = \"bonjour\"\nburst = 3\n").unwrap();
+    let out = ok(bus.ctl(&["config", "set", &a, &good, "--reason", "french"]));
+    assert!(out.contains("desired state version 2"), "{out}");
+    s.wait_for(&a, "config 2 applied", Duration::from_secs(20), |i| {
+        i["config_applied"] == 2
+    });
+
+    // history: both versions, newest first, with origin and reason.
+    let h: Value =
+        serde_json::from_str(&ok(bus.ctl(&["config", "history", &a, "--format", "json"]))).unwrap();
+    let h = h.as_array().unwrap();
+    assert_eq!(h.len(), 2, "{h:#?}");
+    assert_eq!(
+        (h[0]["version"].as_i64(), h[0]["source"].as_str()),
+        (Some(2), Some("local"))
+    );
+    assert_eq!(h[0]["reason"], "french");
+    assert!(
+        h[0]["author"].as_str().unwrap().starts_with("uid 0 via :"),
+        "{h:#?}"
+    );
+    assert_eq!(
+        (h[1]["version"].as_i64(), h[1]["source"].as_str()),
+        (Some(1), Some("file"))
+    );
+    let table = ok(bus.ctl(&["config", "history", &a]));
+    assert!(
+        table.contains("french") && table.contains("VERSION"),
+        "{table}"
+    );
+
+    // diff of the two.
+    let d = ok(bus.ctl(&["config", "diff", &a, "1", "2"]));
+    assert!(
+        d.contains("-greeting = \"hello\"")
+            && d.contains("+greeting = \"bonjour\"")
+            && d.contains("+burst = 3"),
+        "{d}"
+    );
+
+    // rollback: a new version (3) with version 1's body.
+    let out = ok(bus.ctl(&["config", "rollback", &a, "1"]));
+    assert!(out.contains("desired state version 3"), "{out}");
+    let shown = ok(bus.ctl(&["config", "show", &a]));
+    assert_eq!(shown.trim(), "greeting = \"hello\"", "{shown}");
+    let h: Value =
+        serde_json::from_str(&ok(bus.ctl(&["config", "history", &a, "--format", "json"]))).unwrap();
+    assert_eq!(h[0]["version"], 3);
+    assert_eq!(h[0]["reason"], "rollback to config version 1");
+    let out = bus.ctl(&["config", "rollback", &a, "9"]);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no config version 9 (it has: 3, 2, 1)"),
+        "{}",
+        text(&out)
+    );
+    let out = bus.ctl(&["config", "show", "no-such"]);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out));
+
+    // restart: a new init, the desired state unchanged.
+    ok(bus.ctl(&["restart", &a]));
+    let again = s.wait_running(&a);
+    assert_ne!(again, pid, "restart kept the same container");
+    let st = status(&bus);
+    assert_eq!(st["desired_version"], 3, "{st:#}");
+
+    // stop and start: the desired state's enabled, and the container.
+    let out = ok(bus.ctl(&["stop", &a]));
+    assert!(out.contains("disabled (desired state version 4)"), "{out}");
+    s.wait_for(&a, "stopped", Duration::from_secs(20), |i| {
+        i["state"] == "stopped"
+    });
+    let out = ok(bus.ctl(&["stop", &a]));
+    assert!(out.contains("already disabled"), "{out}");
+    ok(bus.ctl(&["start", &a]));
+    s.wait_running(&a);
+    let list = ok(bus.ctl(&["instruments"]));
+    assert!(list.contains(&a) && list.contains("running"), "{list}");
+    let out = bus.ctl(&["restart", "no-such"]);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&a),
+        "the error lists the instruments there are: {}",
+        text(&out)
+    );
+}

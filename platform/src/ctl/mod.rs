@@ -5,7 +5,10 @@
 //! Every read command takes `--format table|json` (JSON field names are
 //! stable). Failures exit non-zero with a message that names the problem
 //! and the fix: 69 outpostd unreachable, 77 not allowed, 65 invalid input,
-//! 75 refused because a fleet manages the sensor, 70 anything else.
+//! 66 no such instrument or version, 75 refused because a fleet manages
+//! the sensor, 70 anything else.
+
+mod config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +16,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::dbus::StatusReport;
-use crate::dbus::client::{self, CallError};
+use crate::dbus::client::{self, CallError, SensorProxy};
+use config::ConfigCmd;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +47,29 @@ pub enum Format {
 pub enum Cmd {
     /// The daemon, the desired state and every instrument.
     Status,
+    /// Every instrument: state, health, image, applied/desired config.
+    Instruments,
+    /// An instrument's config: show, history, diff, set, edit, rollback.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Stops an instrument's container and starts it again.
+    Restart { name: String },
+    /// Runs an instrument again (enabled = true in the desired state).
+    Start {
+        name: String,
+        #[arg(long = "override")]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Stops an instrument and keeps it stopped (enabled = false).
+    Stop {
+        name: String,
+        #[arg(long = "override")]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Applies a sensor file as the new desired state (validated as a
     /// whole first; nothing changes if any of it is wrong).
     Apply {
@@ -94,14 +121,63 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// A connection to outpostd and the bus it is on (for messages).
+pub(crate) struct Session {
+    proxy: SensorProxy<'static>,
+    bus: String,
+}
+
+impl Session {
+    fn err(&self, e: zbus::Error) -> CallError {
+        CallError::from_zbus(e, &self.bus)
+    }
+
+    async fn status(&self) -> Result<StatusReport, CallError> {
+        let json = self.proxy.status().await.map_err(|e| self.err(e))?;
+        serde_json::from_str(&json)
+            .map_err(|e| CallError::Failed(format!("an answer outpostctl cannot read: {e}")))
+    }
+
+    async fn set_enabled(
+        &self,
+        name: &str,
+        on: bool,
+        force: bool,
+        reason: Option<String>,
+    ) -> Result<(), CallError> {
+        let verb = if on { "start" } else { "stop" };
+        let reason = reason.unwrap_or_else(|| format!("outpostctl {verb} {name}"));
+        let (version, changed) = self
+            .proxy
+            .set_enabled(name, on, force, &reason)
+            .await
+            .map_err(|e| self.err(e))?;
+        match (changed, on) {
+            (true, true) => println!("{name}: enabled (desired state version {version}); starting"),
+            (true, false) => {
+                println!("{name}: disabled (desired state version {version}); stopping")
+            }
+            (false, true) => println!("{name}: already enabled"),
+            (false, false) => println!("{name}: already disabled"),
+        }
+        Ok(())
+    }
+}
+
+/// A time in milliseconds since the epoch, as RFC 3339 to the second.
+pub(crate) fn when(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
-    let proxy = client::connect(bus).await?;
-    let zerr = |e| CallError::from_zbus(e, bus);
+    let s = Session {
+        proxy: client::connect(bus).await?,
+        bus: bus.to_string(),
+    };
     match cmd {
         Cmd::Status => {
-            let json = proxy.status().await.map_err(zerr)?;
-            let report: StatusReport = serde_json::from_str(&json)
-                .map_err(|e| CallError::Failed(format!("an answer outpostctl cannot read: {e}")))?;
+            let report = s.status().await?;
             match format {
                 Format::Json => println!(
                     "{}",
@@ -114,6 +190,51 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
                 ),
             }
         }
+        Cmd::Instruments => {
+            let report = s.status().await?;
+            if format == Format::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report.snapshot.instruments).expect("serializes")
+                );
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:<12} {:<10} {:<20} {:>8} {:>8}",
+                "NAME", "STATE", "HEALTH", "IMAGE", "CONFIG", "RESTARTS"
+            );
+            for i in &report.snapshot.instruments {
+                let config = match (i.config_applied, i.config_version) {
+                    (_, None) => "-".to_string(),
+                    (Some(a), Some(d)) => format!("{a}/{d}"),
+                    (None, Some(d)) => format!("-/{d}"),
+                };
+                println!(
+                    "{:<20} {:<12} {:<10} {:<20} {:>8} {:>8}",
+                    i.name,
+                    i.state,
+                    i.health,
+                    format!("{}:{}", i.image, i.version),
+                    config,
+                    i.restarts
+                );
+            }
+        }
+        Cmd::Config(c) => s.config(c, format).await?,
+        Cmd::Restart { name } => {
+            s.proxy.restart(&name).await.map_err(|e| s.err(e))?;
+            println!("{name}: restarted");
+        }
+        Cmd::Start {
+            name,
+            force,
+            reason,
+        } => s.set_enabled(&name, true, force, reason).await?,
+        Cmd::Stop {
+            name,
+            force,
+            reason,
+        } => s.set_enabled(&name, false, force, reason).await?,
         Cmd::Apply {
             file,
             force,
@@ -127,10 +248,11 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
             })?;
             let reason = reason.unwrap_or_else(|| format!("outpostctl apply {}", file.display()));
             let label = format!("sensor file {}", file.display());
-            let (version, changed) = proxy
+            let (version, changed) = s
+                .proxy
                 .apply(&text, &label, force, &reason)
                 .await
-                .map_err(zerr)?;
+                .map_err(|e| s.err(e))?;
             if changed {
                 println!("applied: desired state version {version}");
             } else {

@@ -8,7 +8,7 @@ use outpost_protocol::{InstrumentSpec, Manifest, SensorSpec};
 use sha2::{Digest, Sha256};
 use tracing::{debug, error};
 
-use super::Daemon;
+use super::{Change, Daemon};
 use crate::db::{Origin, Source};
 use crate::runtime::Runtime;
 
@@ -41,7 +41,7 @@ impl<R: Runtime> Daemon<R> {
         };
         let origin = Origin::new(Source::File, file.display().to_string(), reason);
         let label = format!("sensor file {}", file.display());
-        self.apply(&text, &label, origin, false)
+        self.apply(Change::Whole { text, label }, origin, false)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }

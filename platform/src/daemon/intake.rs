@@ -10,6 +10,7 @@
 //! and local changes are refused unless overridden, and an override is
 //! recorded as drift.
 
+use outpost_protocol::{InstrumentSpec, SensorSpec};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
@@ -26,7 +27,24 @@ pub struct Applied {
     pub changed: bool,
 }
 
-/// Why a change was not stored. Nothing changed in either case.
+/// What a change does to one instrument's spec.
+type Edit = Box<dyn FnOnce(&mut InstrumentSpec)>;
+
+/// A change to the desired state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A whole sensor file (TOML); `label` names it in problems.
+    Whole { text: String, label: String },
+    /// One instrument's config body.
+    Config {
+        instrument: String,
+        body: serde_json::Value,
+    },
+    /// Whether one instrument runs.
+    Enabled { instrument: String, on: bool },
+}
+
+/// Why a change was not stored. Nothing changed in any case.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ApplyError {
     /// Every problem, each naming the field and the fix.
@@ -39,18 +57,64 @@ pub enum ApplyError {
         .0.as_str()
     )]
     FleetManaged(Source),
+    #[error(
+        "no instrument {name} in the desired state (it has: {known}) (fix: check the name with \
+         outpostctl instruments)"
+    )]
+    UnknownInstrument { name: String, known: String },
+    #[error("there is no desired state yet (fix: outpostctl apply a sensor file first)")]
+    NoDesiredState,
     #[error("cannot store the desired state: {0}")]
     Store(String),
 }
 
 impl<R: Runtime> Daemon<R> {
-    /// Validates `text` (a sensor file's TOML) as a whole and stores it as
-    /// a new version from `origin`. `force` overrides the fleet on a
+    /// The whole desired state `change` asks for, and how problems name it.
+    fn changed_spec(&self, change: Change) -> Result<(SensorSpec, String), ApplyError> {
+        let (instrument, edit): (String, Edit) = match change {
+            Change::Whole { text, label } => {
+                let spec = SensorSpec::parse(&text).map_err(|e| {
+                    ApplyError::Invalid(vec![format!(
+                        "{label}: {}",
+                        e.to_string().replace('\n', " ")
+                    )])
+                })?;
+                return Ok((spec, label));
+            }
+            Change::Config { instrument, body } => (instrument, Box::new(move |i| i.config = body)),
+            Change::Enabled { instrument, on } => (instrument, Box::new(move |i| i.enabled = on)),
+        };
+        let mut spec = self
+            .desired
+            .as_ref()
+            .map(|(_, s)| s.clone())
+            .ok_or(ApplyError::NoDesiredState)?;
+        let known = spec
+            .instruments
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let Some(ins) = spec.instruments.iter_mut().find(|i| i.name == instrument) else {
+            return Err(ApplyError::UnknownInstrument {
+                name: instrument,
+                known: if known.is_empty() {
+                    "none".into()
+                } else {
+                    known
+                },
+            });
+        };
+        edit(ins);
+        Ok((spec, format!("instrument {instrument}")))
+    }
+
+    /// Validates the state `change` makes as a whole and stores it as a
+    /// new version from `origin`. `force` overrides the fleet on a
     /// fleet-managed sensor (recorded as drift).
     pub(super) fn apply(
         &mut self,
-        text: &str,
-        label: &str,
+        change: Change,
         mut origin: Origin,
         force: bool,
     ) -> Result<Applied, ApplyError> {
@@ -64,9 +128,12 @@ impl<R: Runtime> Daemon<R> {
             }
             origin.drift = true;
         }
-        let spec = match self.check_text(text, label) {
+        let checked = self
+            .changed_spec(change)
+            .and_then(|(spec, label)| self.check_spec(spec, &label).map_err(ApplyError::Invalid));
+        let spec = match checked {
             Ok(spec) => spec,
-            Err(problems) => {
+            Err(ApplyError::Invalid(problems)) => {
                 let refusal = Refusal {
                     at_ms: now_ms(),
                     source: format!("{} ({})", origin.source.as_str(), origin.author),
@@ -77,6 +144,7 @@ impl<R: Runtime> Daemon<R> {
                 }
                 return Err(ApplyError::Invalid(problems));
             }
+            Err(e) => return Err(e),
         };
         let stored = self
             .db
@@ -102,16 +170,16 @@ impl<R: Runtime> Daemon<R> {
         })
     }
 
-    /// `text` parsed and checked alone and against every imported image,
-    /// exactly as `outpostctl check` does; problems are prefixed with
-    /// `label` (the file, or "desired state").
-    pub(super) fn check_text(
+    /// `spec` checked alone and against every imported image, exactly as
+    /// `outpostctl check` does; problems are prefixed with `label` (the
+    /// file, or the instrument changed).
+    pub(super) fn check_spec(
         &mut self,
-        text: &str,
+        spec: SensorSpec,
         label: &str,
-    ) -> Result<outpost_protocol::SensorSpec, Vec<String>> {
-        let spec = outpost_protocol::SensorSpec::parse_valid(text)
-            .map_err(|e| vec![format!("{label}: {e}")])?;
+    ) -> Result<SensorSpec, Vec<String>> {
+        spec.validate()
+            .map_err(|e| vec![format!("{label}: {}", e.to_string().replace('\n', " "))])?;
         let checked = validate::against_images(&spec, |i, v| self.manifest(i, v))
             .map_err(|e| vec![format!("{label}: {e}")])?;
         if !checked.is_valid() {

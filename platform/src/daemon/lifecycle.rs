@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use outpost_protocol::InstrumentSpec;
 use tracing::{debug, error, info, warn};
 
-use super::{Command, Daemon, EXIT_READ_LIMIT};
+use super::{ApplyError, Command, Daemon, EXIT_READ_LIMIT};
 use crate::db::now_ms;
 use crate::paths;
 use crate::runtime::{ContainerSpec, Observed, Runtime, RuntimeError, ffi, rootfs};
@@ -403,6 +403,44 @@ impl<R: Runtime> Daemon<R> {
             inst.started = None;
         }
         self.destroy(name).await;
+    }
+
+    /// An operator's restart: stops the container (whatever its restart
+    /// policy says) and starts it again at once; the desired state is
+    /// unchanged. A disabled instrument is not started.
+    pub(super) async fn restart(&mut self, name: &str) -> Result<(), ApplyError> {
+        let Some(ins) = self.wanted(name) else {
+            let known = self
+                .desired
+                .as_ref()
+                .map(|(_, s)| {
+                    s.instruments
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            return Err(ApplyError::UnknownInstrument {
+                name: name.to_string(),
+                known: if known.is_empty() {
+                    "none".into()
+                } else {
+                    known
+                },
+            });
+        };
+        info!(instrument = name, "restart asked by an operator");
+        if !matches!(self.observe(name).await, Observed::Absent) {
+            self.stop_and_destroy(name).await;
+        }
+        if let Some(inst) = self.instances.get_mut(name) {
+            inst.down_for_good = false;
+            inst.next_restart = None;
+            inst.status.restarts += 1;
+        }
+        self.reconcile_one(&ins).await;
+        Ok(())
     }
 
     /// Stops and removes an instrument that is no longer wanted. Its

@@ -21,7 +21,7 @@ mod lifecycle;
 mod nats;
 mod net;
 
-pub use intake::{Applied, ApplyError};
+pub use intake::{Applied, ApplyError, Change};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -125,14 +125,18 @@ pub enum Command {
     },
     /// nats-server (this pid) ended.
     NatsExited { pid: i32 },
-    /// A desired-state change (see `intake`): `text` is a whole sensor
-    /// file, `label` names it in problems.
+    /// A desired-state change (see `intake`).
     Apply {
-        text: String,
-        label: String,
+        change: Change,
         origin: Origin,
         force: bool,
         reply: oneshot::Sender<Result<Applied, ApplyError>>,
+    },
+    /// Stop an instrument's container and start it again, its desired
+    /// state unchanged.
+    Restart {
+        name: String,
+        reply: oneshot::Sender<Result<(), ApplyError>>,
     },
     /// Stop the daemon.
     Shutdown,
@@ -172,21 +176,31 @@ impl Handle {
     /// nothing was stored.
     pub async fn apply(
         &self,
-        text: String,
-        label: String,
+        change: Change,
         origin: Origin,
         force: bool,
     ) -> Result<Applied, ApplyError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Apply {
-            text,
-            label,
+            change,
             origin,
             force,
             reply,
         })
         .await
         .map_err(|e| ApplyError::Store(e.to_string()))?;
+        answer
+            .await
+            .map_err(|_| ApplyError::Store(Stopped.to_string()))?
+    }
+
+    /// Restarts an instrument (stop, then start), its desired state
+    /// unchanged; answers once it was stopped and started again.
+    pub async fn restart(&self, name: String) -> Result<(), ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Restart { name, reply })
+            .await
+            .map_err(|e| ApplyError::Store(e.to_string()))?;
         answer
             .await
             .map_err(|_| ApplyError::Store(Stopped.to_string()))?
@@ -412,8 +426,12 @@ impl<R: Runtime> Daemon<R> {
                         continue;
                     }
                     Some(Command::NatsExited { pid }) => self.on_nats_exit(pid).await,
-                    Some(Command::Apply { text, label, origin, force, reply }) => {
-                        let r = self.apply(&text, &label, origin, force);
+                    Some(Command::Restart { name, reply }) => {
+                        let r = self.restart(&name).await;
+                        let _ = reply.send(r);
+                    }
+                    Some(Command::Apply { change, origin, force, reply }) => {
+                        let r = self.apply(change, origin, force);
                         let changed = matches!(r, Ok(Applied { changed: true, .. }));
                         // The answer goes out before the (slow) reconcile:
                         // the caller learns the version at once and

@@ -177,6 +177,34 @@ impl Db {
             .map_err(|e| self.err(e))
     }
 
+    /// An instrument's config versions, newest first, each with the
+    /// desired-state version that brought it and that version's origin.
+    pub fn config_history(&self, instrument: &str) -> Result<Vec<ConfigVersion>, DbError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT c.version, c.body, c.desired_version, c.created_at_ms, d.source, d.author, d.reason
+                 FROM config_versions c JOIN desired_state d ON d.version = c.desired_version
+                 WHERE c.instrument = ?1 ORDER BY c.version DESC",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![instrument], |r| {
+                let body: String = r.get(1)?;
+                Ok(ConfigVersion {
+                    version: r.get(0)?,
+                    body: serde_json::from_str(&body).unwrap_or_default(),
+                    desired_version: r.get(2)?,
+                    created_at_ms: r.get(3)?,
+                    source: r.get(4)?,
+                    author: r.get(5)?,
+                    reason: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     /// The newest config version of an instrument and its body.
     pub fn latest_config_body(
         &self,

@@ -177,6 +177,20 @@ pub struct DesiredVersion {
     pub created_at_ms: i64,
 }
 
+/// One config version of an instrument.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigVersion {
+    pub version: i64,
+    pub body: serde_json::Value,
+    /// The desired-state version that brought it.
+    pub desired_version: i64,
+    pub created_at_ms: i64,
+    /// That version's origin.
+    pub source: String,
+    pub author: String,
+    pub reason: String,
+}
+
 /// Where a desired-state change came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -18,6 +18,29 @@ pub trait Sensor {
         force: bool,
         reason: &str,
     ) -> zbus::Result<(i64, bool)>;
+    fn config_history(&self, name: &str) -> zbus::Result<String>;
+    fn set_config(
+        &self,
+        name: &str,
+        body: &str,
+        force: bool,
+        reason: &str,
+    ) -> zbus::Result<(i64, bool)>;
+    fn rollback_config(
+        &self,
+        name: &str,
+        version: i64,
+        force: bool,
+        reason: &str,
+    ) -> zbus::Result<(i64, bool)>;
+    fn set_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+        force: bool,
+        reason: &str,
+    ) -> zbus::Result<(i64, bool)>;
+    fn restart(&self, name: &str) -> zbus::Result<()>;
     #[zbus(signal)]
     fn changed(&self, desired_version: i64) -> zbus::Result<()>;
 }
@@ -37,6 +60,8 @@ pub enum CallError {
     Invalid(String),
     #[error("{0}")]
     FleetManaged(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("outpostd failed: {0}")]
     Failed(String),
 }
@@ -48,6 +73,7 @@ impl CallError {
             CallError::AccessDenied(_) => 77,    // EX_NOPERM
             CallError::Invalid(_) => 65,         // EX_DATAERR
             CallError::FleetManaged(_) => 75,    // EX_TEMPFAIL: ask the fleet
+            CallError::NotFound(_) => 66,        // EX_NOINPUT
             CallError::Failed(_) => 70,          // EX_SOFTWARE
         })
     }
@@ -63,6 +89,7 @@ impl CallError {
                     "AccessDenied" => CallError::AccessDenied(msg),
                     "Invalid" => CallError::Invalid(msg),
                     "FleetManaged" => CallError::FleetManaged(msg),
+                    "NotFound" => CallError::NotFound(msg),
                     _ => CallError::Failed(msg),
                 },
                 // The bus's own policy refused it before outpostd saw it.

@@ -14,19 +14,18 @@
 
 pub mod auth;
 pub mod client;
+mod sensor;
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
-use zbus::fdo::DBusProxy;
-use zbus::message::Header;
-use zbus::names::BusName;
 use zbus::object_server::SignalEmitter;
 
 use crate::daemon::{ApplyError, Handle, Snapshot};
-use crate::db::{Origin, Source};
-use auth::{Access, Caller, Groups, authorize};
+use crate::db::{Db, DbError};
+use sensor::Sensor;
 
 /// The service's well-known name, object path and interface.
 pub const NAME: &str = "org.outpost.Sensor1";
@@ -45,6 +44,8 @@ pub enum SensorError {
     Invalid(String),
     /// The sensor is fleet-managed and the change was not an override.
     FleetManaged(String),
+    /// No such instrument or version.
+    NotFound(String),
     /// Anything else (the daemon is stopping, the store failed).
     Failed(String),
 }
@@ -54,6 +55,9 @@ impl From<ApplyError> for SensorError {
         match e {
             ApplyError::Invalid(_) => SensorError::Invalid(e.to_string()),
             ApplyError::FleetManaged(_) => SensorError::FleetManaged(e.to_string()),
+            ApplyError::UnknownInstrument { .. } | ApplyError::NoDesiredState => {
+                SensorError::NotFound(e.to_string())
+            }
             ApplyError::Store(_) => SensorError::Failed(e.to_string()),
         }
     }
@@ -67,89 +71,10 @@ pub struct StatusReport {
     pub snapshot: Snapshot,
 }
 
-/// The `org.outpost.Sensor1` object.
-pub struct Sensor {
-    handle: Handle,
-}
-
-impl Sensor {
-    /// The caller of the current message, as the bus daemon vouches for
-    /// it, if `access` allows the call.
-    async fn caller(
-        &self,
-        conn: &zbus::Connection,
-        hdr: &Header<'_>,
-        access: Access,
-    ) -> Result<Caller, SensorError> {
-        let sender = hdr
-            .sender()
-            .ok_or_else(|| SensorError::AccessDenied("a call without a sender".into()))?
-            .to_owned();
-        let creds = DBusProxy::new(conn)
-            .await?
-            .get_connection_credentials(BusName::Unique(sender.clone()))
-            .await
-            .map_err(|e| {
-                SensorError::Failed(format!("cannot read the caller's credentials: {e}"))
-            })?;
-        let uid = creds.unix_user_id().ok_or_else(|| {
-            SensorError::AccessDenied(format!(
-                "the bus did not say which user {sender} is; refused"
-            ))
-        })?;
-        let caller = Caller {
-            sender: sender.to_string(),
-            uid,
-            gids: creds.unix_group_ids().cloned().unwrap_or_default(),
-        };
-        authorize(&caller, access, Groups::lookup())
-            .map_err(|e| SensorError::AccessDenied(e.to_string()))?;
-        Ok(caller)
+impl From<DbError> for SensorError {
+    fn from(e: DbError) -> SensorError {
+        SensorError::Failed(e.to_string())
     }
-}
-
-#[zbus::interface(name = "org.outpost.Sensor1")]
-impl Sensor {
-    /// The sensor's status as JSON (see `StatusReport`).
-    async fn status(
-        &self,
-        #[zbus(connection)] conn: &zbus::Connection,
-        #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, SensorError> {
-        self.caller(conn, &hdr, Access::Read).await?;
-        let report = StatusReport {
-            daemon_pid: std::process::id(),
-            snapshot: (*self.handle.status()).clone(),
-        };
-        serde_json::to_string(&report).map_err(|e| SensorError::Failed(e.to_string()))
-    }
-
-    /// Applies a whole desired state (a sensor file's TOML); `label`
-    /// names it in problems, `force` overrides a fleet, `reason` is kept
-    /// with the version. Answers the version and whether it is new.
-    async fn apply(
-        &self,
-        #[zbus(connection)] conn: &zbus::Connection,
-        #[zbus(header)] hdr: Header<'_>,
-        text: String,
-        label: String,
-        force: bool,
-        reason: String,
-    ) -> Result<(i64, bool), SensorError> {
-        let caller = self.caller(conn, &hdr, Access::Change).await?;
-        let origin = Origin::new(Source::Local, caller.to_string(), reason);
-        let label = if label.is_empty() {
-            "desired state".to_string()
-        } else {
-            label
-        };
-        let applied = self.handle.apply(text, label, origin, force).await?;
-        Ok((applied.version, applied.changed))
-    }
-
-    /// The daemon's status snapshot changed (state, health, versions).
-    #[zbus(signal)]
-    async fn changed(emitter: &SignalEmitter<'_>, desired_version: i64) -> zbus::Result<()>;
 }
 
 /// Where the API is served.
@@ -171,18 +96,25 @@ impl std::str::FromStr for BusChoice {
     }
 }
 
-/// Serves the API for `handle` on `bus` until the connection is dropped.
-/// Failing to reach the bus is not fatal to the daemon: instruments run on,
-/// and the error says how to get the API back.
-pub async fn serve(bus: &BusChoice, handle: Handle) -> Option<zbus::Connection> {
+/// Serves the API for `handle` on `bus` until the connection is dropped;
+/// reads of history come from the state database at `db` (its own
+/// connection, so they never wait behind the daemon). Failing to reach the
+/// bus is not fatal to the daemon: instruments run on, and the error says
+/// how to get the API back.
+pub async fn serve(bus: &BusChoice, handle: Handle, db: &Path) -> Option<zbus::Connection> {
     let builder = match bus {
         BusChoice::None => return None,
         BusChoice::System => zbus::connection::Builder::system(),
         BusChoice::Address(a) => zbus::connection::Builder::address(a.as_str()),
     };
-    let sensor = Sensor {
-        handle: handle.clone(),
+    let db = match Db::open(db) {
+        Ok(db) => db,
+        Err(e) => {
+            warn!("cannot serve {NAME} on D-Bus: {e}");
+            return None;
+        }
     };
+    let sensor = Sensor::new(handle.clone(), db);
     let built = async { builder?.name(NAME)?.serve_at(PATH, sensor)?.build().await }.await;
     let conn = match built {
         Ok(c) => c,
