@@ -309,3 +309,152 @@ fn outpostctl_config_history_diff_rollback_and_start_stop_restart() {
         text(&out)
     );
 }
+
+/// `busctl` on the test's bus.
+fn busctl(bus: &DBus, args: &[&str]) -> Output {
+    std::process::Command::new("busctl")
+        .arg(format!("--address={}", bus.address))
+        .args(args)
+        .output()
+        .expect("run busctl (Debian package systemd)")
+}
+
+#[test]
+fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
+    let bus = DBus::start();
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let a = unique("ctl-obj");
+    s.write_sensor(&instrument(&a));
+    s.start(&["--dbus", &bus.address]);
+    let pid = s.wait_running(&a);
+    let path = format!("/org/outpost/Sensor1/instrument/{}", a.replace('-', "_"));
+    let prop = |name: &str| {
+        ok(busctl(
+            &bus,
+            &[
+                "get-property",
+                "org.outpost.Sensor1",
+                &path,
+                "org.outpost.Instrument1",
+                name,
+            ],
+        ))
+        .trim()
+        .to_string()
+    };
+    // The object appears once the daemon's snapshot has it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !busctl(&bus, &["introspect", "org.outpost.Sensor1", &path])
+        .status
+        .success()
+    {
+        assert!(std::time::Instant::now() < deadline, "no object at {path}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let intro = ok(busctl(&bus, &["introspect", "org.outpost.Sensor1", &path]));
+    for member in [
+        ".State",
+        ".Health",
+        ".HealthDetail",
+        ".AppliedConfigVersion",
+        ".DesiredConfigVersion",
+        ".Pid",
+        ".Restarts",
+        ".Restart",
+        ".Start",
+        ".Stop",
+    ] {
+        assert!(intro.contains(member), "{member} missing:\n{intro}");
+    }
+    let root = ok(busctl(
+        &bus,
+        &["introspect", "org.outpost.Sensor1", "/org/outpost/Sensor1"],
+    ));
+    for member in [
+        ".Status",
+        ".Apply",
+        ".ConfigHistory",
+        ".SetConfig",
+        ".RollbackConfig",
+        ".SetEnabled",
+        ".Restart",
+        ".Changed",
+    ] {
+        assert!(root.contains(member), "{member} missing:\n{root}");
+    }
+    assert_eq!(prop("State"), "s \"running\"");
+    assert_eq!(prop("Pid"), format!("u {pid}"));
+    assert_eq!(prop("DesiredConfigVersion"), "x 1");
+
+    // Changes are signalled.
+    let log = s.dir.path().join("monitor.log");
+    let _monitor = outpost_tests::hostnet::Spawned(
+        std::process::Command::new("dbus-monitor")
+            .arg("--address")
+            .arg(&bus.address)
+            .arg("type='signal',interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("run dbus-monitor"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // A reader may not stop it: the daemon names the rule.
+    let out = bus.ctl_as(65534, &["outpost"], &["stop", &a]);
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out));
+    let out = ok(busctl(
+        &bus,
+        &[
+            "call",
+            "org.outpost.Sensor1",
+            &path,
+            "org.outpost.Instrument1",
+            "Stop",
+        ],
+    ));
+    assert_eq!(out.trim(), "x 2", "{out}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while prop("State") != "s \"stopped\"" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "State did not become stopped: {}",
+            prop("State")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(prop("Pid"), "u 0");
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        seen.contains("PropertiesChanged")
+            && seen.contains("\"State\"")
+            && seen.contains("\"stopped\""),
+        "{seen}"
+    );
+    ok(busctl(
+        &bus,
+        &[
+            "call",
+            "org.outpost.Sensor1",
+            &path,
+            "org.outpost.Instrument1",
+            "Start",
+        ],
+    ));
+    s.wait_running(&a);
+
+    // The object goes with the instrument.
+    s.write_sensor("");
+    s.reload();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while busctl(&bus, &["introspect", "org.outpost.Sensor1", &path])
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} stayed after removal"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

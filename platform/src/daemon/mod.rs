@@ -15,37 +15,39 @@
 //! delivery) in `bus` and `nats`; interface bindings in `net`.
 
 mod bus;
+mod config;
 mod desired;
+mod handle;
 mod intake;
 mod lifecycle;
 mod nats;
 mod net;
+mod spec;
 
+pub use config::{DEFAULT_ID_RANGE_START, DaemonConfig, ID_RANGE_SIZE};
+pub use handle::{Command, Handle, Snapshot, Stopped};
 pub use intake::{Applied, ApplyError, Change};
+use spec::blank_status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use outpost_protocol::messages::StorageUse;
 use outpost_protocol::{InstrumentSpec, Manifest, SensorSpec};
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::db::{Db, DbError, IdRange, InstrumentStatus, Origin, Refusal, now_ms};
+use crate::db::{Db, DbError, InstrumentStatus, now_ms};
 use crate::health;
 use crate::images::ImageStore;
-use crate::messaging::bus::{Bus, EventsLimits};
+use crate::messaging::bus::Bus;
 use crate::messaging::keys::Keys;
 use crate::messaging::proxy::Proxy;
 use crate::messaging::server::NatsServer;
 use crate::paths;
-use crate::paths::StateDir;
-use crate::runtime::{ContainerSpec, Observed, PersistSpec, Runtime, rootfs};
+use crate::runtime::{Observed, Runtime, rootfs};
 use crate::supervisor::state;
 
 /// Says in a status detail that the desired state was not taken.
@@ -54,168 +56,6 @@ const REFUSED: &str = "new desired state refused";
 /// How long reading an exit record may take before it counts as
 /// unreadable.
 const EXIT_READ_LIMIT: Duration = Duration::from_secs(2);
-
-/// How the daemon runs.
-#[derive(Debug, Clone)]
-pub struct DaemonConfig {
-    pub state: StateDir,
-    /// The sensor file; without one the stored desired state is used.
-    pub sensor_file: Option<PathBuf>,
-    /// The static `outpost-init` binary.
-    pub init: PathBuf,
-    /// Stop every instrument when the daemon exits.
-    pub stop_on_exit: bool,
-    /// How often reality is compared with the desired state even when
-    /// nothing happened.
-    pub reconcile_every: Duration,
-    /// How long an instrument gets to stop after SIGTERM.
-    pub stop_grace: Duration,
-    /// Size at which an instrument's console log is rotated.
-    pub console_log_size: u64,
-    /// The nats-server binary (found on PATH when `None`).
-    pub nats_server: Option<PathBuf>,
-    /// Port of nats-server on 127.0.0.1; 0 picks a free one (kept).
-    pub nats_port: u16,
-    /// Limits of the `EVENTS` stream.
-    pub events: EventsLimits,
-    /// Bus connections one instrument may have at once (its proxy's cap,
-    /// and nats-server's limit for its account).
-    pub max_bus_connections: usize,
-    /// First host id of the instruments' id ranges.
-    pub id_range_start: u32,
-    /// Run containers as host root with dropped capabilities, without a
-    /// user namespace: only for the benchmark's comparison.
-    pub privileged: bool,
-}
-
-/// Host ids per instrument: a whole 16-bit range, so images with ordinary
-/// users and groups (up to 65534, "nobody") work inside.
-pub const ID_RANGE_SIZE: u32 = 65536;
-
-/// Where instruments' id ranges start by default: clear of the ids of host
-/// users, of shadow's subordinate ranges (from 100000) and of LXD's
-/// (1000000 to 1001000000), and below 2^31.
-pub const DEFAULT_ID_RANGE_START: u32 = 1_500_000_000;
-
-/// What the daemon is asked to do.
-#[derive(Debug)]
-pub enum Command {
-    /// Re-read the sensor file.
-    Reload,
-    /// An instrument's init exited (sent by its watcher).
-    Exited { name: String, generation: u64 },
-    /// Reconcile now (a restart is due).
-    Wake,
-    /// A health check ended.
-    Health {
-        name: String,
-        generation: u64,
-        outcome: health::Outcome,
-        latency_ms: Option<f64>,
-        /// Persistent storage use, measured with the check.
-        storage: Option<StorageUse>,
-    },
-    /// An instrument answered a config push.
-    ConfigResult {
-        name: String,
-        generation: u64,
-        version: i64,
-        applied: bool,
-        reason: Option<String>,
-    },
-    /// nats-server (this pid) ended.
-    NatsExited { pid: i32 },
-    /// A desired-state change (see `intake`).
-    Apply {
-        change: Change,
-        origin: Origin,
-        force: bool,
-        reply: oneshot::Sender<Result<Applied, ApplyError>>,
-    },
-    /// Stop an instrument's container and start it again, its desired
-    /// state unchanged.
-    Restart {
-        name: String,
-        reply: oneshot::Sender<Result<(), ApplyError>>,
-    },
-    /// Stop the daemon.
-    Shutdown,
-}
-
-/// What the daemon answers status questions from: published after every
-/// command, so a question never waits behind work.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    pub desired_version: Option<i64>,
-    /// The last desired state refused, while no newer one was accepted.
-    pub refused: Option<Refusal>,
-    pub fleet_managed: bool,
-    pub instruments: Vec<InstrumentStatus>,
-}
-
-/// The daemon has stopped (or is stopping): nothing more can be asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("outpostd is stopping and takes no more requests")]
-pub struct Stopped;
-
-/// A cloneable handle to the daemon: commands in, answers and the status
-/// snapshot out.
-#[derive(Clone)]
-pub struct Handle {
-    tx: mpsc::Sender<Command>,
-    status: watch::Receiver<Arc<Snapshot>>,
-}
-
-impl Handle {
-    /// Sends a command that needs no answer.
-    pub async fn send(&self, c: Command) -> Result<(), Stopped> {
-        self.tx.send(c).await.map_err(|_| Stopped)
-    }
-
-    /// Applies a desired state (see `intake`); the stored version, or why
-    /// nothing was stored.
-    pub async fn apply(
-        &self,
-        change: Change,
-        origin: Origin,
-        force: bool,
-    ) -> Result<Applied, ApplyError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Apply {
-            change,
-            origin,
-            force,
-            reply,
-        })
-        .await
-        .map_err(|e| ApplyError::Store(e.to_string()))?;
-        answer
-            .await
-            .map_err(|_| ApplyError::Store(Stopped.to_string()))?
-    }
-
-    /// Restarts an instrument (stop, then start), its desired state
-    /// unchanged; answers once it was stopped and started again.
-    pub async fn restart(&self, name: String) -> Result<(), ApplyError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Restart { name, reply })
-            .await
-            .map_err(|e| ApplyError::Store(e.to_string()))?;
-        answer
-            .await
-            .map_err(|_| ApplyError::Store(Stopped.to_string()))?
-    }
-
-    /// The latest status snapshot; never waits.
-    pub fn status(&self) -> Arc<Snapshot> {
-        self.status.borrow().clone()
-    }
-
-    /// A receiver that wakes on every new snapshot.
-    pub fn watch_status(&self) -> watch::Receiver<Arc<Snapshot>> {
-        self.status.clone()
-    }
-}
 
 /// Daemon failure at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -273,32 +113,6 @@ impl Instance {
             tracker: None,
             config_known: false,
         }
-    }
-}
-
-fn blank_status(ins: &InstrumentSpec) -> InstrumentStatus {
-    InstrumentStatus {
-        name: ins.name.clone(),
-        state: state::PENDING.into(),
-        detail: "not started yet".into(),
-        image: ins.image.clone(),
-        version: ins.version.clone(),
-        init_pid: None,
-        started_at_ms: None,
-        restarts: 0,
-        failures: 0,
-        next_restart_ms: None,
-        last_exit: None,
-        spec_hash: None,
-        config_version: None,
-        config_applied: None,
-        config_rejected: None,
-        health: "stopped".into(),
-        health_message: String::new(),
-        health_details: serde_json::Value::Null,
-        storage: None,
-        storage_full: false,
-        updated_at_ms: now_ms(),
     }
 }
 
@@ -557,74 +371,6 @@ impl<R: Runtime> Daemon<R> {
         }
     }
 
-    /// The host id range of an instrument's user namespace (allocated on
-    /// first use, kept until purge); `None` when containers run privileged
-    /// (the benchmark's comparison only).
-    fn id_range(&mut self, name: &str) -> Result<Option<IdRange>, DbError> {
-        if self.cfg.privileged {
-            return Ok(None);
-        }
-        self.db
-            .allocate_ids(name, self.cfg.id_range_start, ID_RANGE_SIZE)
-            .map(Some)
-    }
-
-    fn container_spec(
-        &self,
-        ins: &InstrumentSpec,
-        m: &Manifest,
-        ids: Option<IdRange>,
-    ) -> ContainerSpec {
-        let st = &self.cfg.state;
-        let limits = ins.limits.apply(m.limits);
-        let sensor = self
-            .desired
-            .as_ref()
-            .map(|(_, s)| s.sensor.name.clone())
-            .unwrap_or_default();
-        ContainerSpec {
-            name: ins.name.clone(),
-            lower: self.images.rootfs(&ins.image, &ins.version),
-            instance: st.instance(&ins.name),
-            search: vec![
-                st.root().to_path_buf(),
-                st.instances(),
-                st.lxcpath(),
-                st.lxcpath().join(&ins.name),
-            ],
-            persist: PersistSpec {
-                image: st.persist_image(&ins.name),
-                bytes: m.storage.persistent.as_u64(),
-                legacy: st.persist_legacy(&ins.name),
-            },
-            ids,
-            init: self.cfg.init.clone(),
-            nkey: self.keys.seed_path(&ins.name),
-            console_log: st.console_log(&ins.name),
-            console_log_size: self.cfg.console_log_size,
-            lxc_log: st.logs(&ins.name).join("lxc.log"),
-            entrypoint: m.entrypoint.clone(),
-            env: vec![
-                ("OUTPOST_INSTRUMENT".into(), ins.name.clone()),
-                ("OUTPOST_SENSOR".into(), sensor),
-                (
-                    "OUTPOST_IMAGE".into(),
-                    format!("{}:{}", ins.image, ins.version),
-                ),
-            ],
-            capabilities: m.capabilities.clone(),
-            memory_bytes: limits.memory.as_u64(),
-            cpu: limits.cpu,
-            pids: limits.pids,
-            transient_bytes: m.storage.transient.as_u64(),
-            bindings: if ins.interfaces.is_empty() {
-                String::new()
-            } else {
-                serde_json::to_string(&ins.interfaces).expect("bindings serialize")
-            },
-        }
-    }
-
     async fn observe(&self, name: &str) -> Observed {
         let rt = self.rt.clone();
         let n = name.to_string();
@@ -737,7 +483,12 @@ impl<R: Runtime> Daemon<R> {
                         .ok()
                         .flatten()
                 };
-                if defined.as_deref() == Some(hash.as_str()) {
+                // A container defined by outpostd 0.1 carries the hash of
+                // the spec's Debug text; unchanged otherwise, it is adopted.
+                let legacy = spec.legacy_hash();
+                if defined.as_deref() == Some(hash.as_str())
+                    || defined.as_deref() == Some(legacy.as_str())
+                {
                     let inst = self.instances.get_mut(name).expect("present");
                     if inst.watcher.is_none() {
                         inst.status.spec_hash = Some(hash.clone());

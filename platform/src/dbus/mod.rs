@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod instrument;
 mod sensor;
 
 use std::path::Path;
@@ -129,6 +130,7 @@ pub async fn serve(bus: &BusChoice, handle: Handle, db: &Path) -> Option<zbus::C
         }
     };
     info!(bus = ?bus, "serving {NAME} on D-Bus");
+    tokio::spawn(instrument::mirror(conn.clone(), handle.clone()));
     tokio::spawn(signal_changes(conn.clone(), handle));
     Some(conn)
 }

@@ -41,40 +41,6 @@ impl Sensor {
         let applied = self.handle.apply(change, origin, force).await?;
         Ok((applied.version, applied.changed))
     }
-
-    /// The caller of the current message, as the bus daemon vouches for
-    /// it, if `access` allows the call.
-    async fn caller(
-        &self,
-        conn: &zbus::Connection,
-        hdr: &Header<'_>,
-        access: Access,
-    ) -> Result<Caller, SensorError> {
-        let sender = hdr
-            .sender()
-            .ok_or_else(|| SensorError::AccessDenied("a call without a sender".into()))?
-            .to_owned();
-        let creds = DBusProxy::new(conn)
-            .await?
-            .get_connection_credentials(BusName::Unique(sender.clone()))
-            .await
-            .map_err(|e| {
-                SensorError::Failed(format!("cannot read the caller's credentials: {e}"))
-            })?;
-        let uid = creds.unix_user_id().ok_or_else(|| {
-            SensorError::AccessDenied(format!(
-                "the bus did not say which user {sender} is; refused"
-            ))
-        })?;
-        let caller = Caller {
-            sender: sender.to_string(),
-            uid,
-            gids: creds.unix_group_ids().cloned().unwrap_or_default(),
-        };
-        authorize(&caller, access, Groups::lookup())
-            .map_err(|e| SensorError::AccessDenied(e.to_string()))?;
-        Ok(caller)
-    }
 }
 
 #[zbus::interface(name = "org.outpost.Sensor1")]
@@ -85,7 +51,7 @@ impl Sensor {
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<String, SensorError> {
-        self.caller(conn, &hdr, Access::Read).await?;
+        caller(conn, &hdr, Access::Read).await?;
         let report = StatusReport {
             daemon_pid: std::process::id(),
             snapshot: (*self.handle.status()).clone(),
@@ -105,7 +71,7 @@ impl Sensor {
         force: bool,
         reason: String,
     ) -> Result<(i64, bool), SensorError> {
-        let caller = self.caller(conn, &hdr, Access::Change).await?;
+        let caller = caller(conn, &hdr, Access::Change).await?;
         let label = if label.is_empty() {
             "desired state".to_string()
         } else {
@@ -123,7 +89,7 @@ impl Sensor {
         #[zbus(header)] hdr: Header<'_>,
         name: String,
     ) -> Result<String, SensorError> {
-        self.caller(conn, &hdr, Access::Read).await?;
+        caller(conn, &hdr, Access::Read).await?;
         let h = self.db.lock().expect("lock").config_history(&name)?;
         if h.is_empty()
             && self
@@ -151,7 +117,7 @@ impl Sensor {
         force: bool,
         reason: String,
     ) -> Result<(i64, bool), SensorError> {
-        let caller = self.caller(conn, &hdr, Access::Change).await?;
+        let caller = caller(conn, &hdr, Access::Change).await?;
         let body: serde_json::Value = serde_json::from_str(&body)
             .map_err(|e| SensorError::Invalid(format!("the config body is not JSON: {e}")))?;
         self.change(
@@ -176,7 +142,7 @@ impl Sensor {
         force: bool,
         reason: String,
     ) -> Result<(i64, bool), SensorError> {
-        let caller = self.caller(conn, &hdr, Access::Change).await?;
+        let caller = caller(conn, &hdr, Access::Change).await?;
         let history = self.db.lock().expect("lock").config_history(&name)?;
         let Some(old) = history.iter().find(|c| c.version == version) else {
             let have: Vec<String> = history.iter().map(|c| c.version.to_string()).collect();
@@ -213,7 +179,7 @@ impl Sensor {
         force: bool,
         reason: String,
     ) -> Result<(i64, bool), SensorError> {
-        let caller = self.caller(conn, &hdr, Access::Change).await?;
+        let caller = caller(conn, &hdr, Access::Change).await?;
         let change = Change::Enabled {
             instrument: name,
             on: enabled,
@@ -229,7 +195,7 @@ impl Sensor {
         #[zbus(header)] hdr: Header<'_>,
         name: String,
     ) -> Result<(), SensorError> {
-        let caller = self.caller(conn, &hdr, Access::Change).await?;
+        let caller = caller(conn, &hdr, Access::Change).await?;
         info!(instrument = %name, caller = %caller, "restart asked over D-Bus");
         self.handle.restart(name).await?;
         Ok(())
@@ -241,4 +207,35 @@ impl Sensor {
         emitter: &SignalEmitter<'_>,
         desired_version: i64,
     ) -> zbus::Result<()>;
+}
+
+/// The caller of the current message, as the bus daemon vouches for
+/// it, if `access` allows the call.
+pub(super) async fn caller(
+    conn: &zbus::Connection,
+    hdr: &Header<'_>,
+    access: Access,
+) -> Result<Caller, SensorError> {
+    let sender = hdr
+        .sender()
+        .ok_or_else(|| SensorError::AccessDenied("a call without a sender".into()))?
+        .to_owned();
+    let creds = DBusProxy::new(conn)
+        .await?
+        .get_connection_credentials(BusName::Unique(sender.clone()))
+        .await
+        .map_err(|e| SensorError::Failed(format!("cannot read the caller's credentials: {e}")))?;
+    let uid = creds.unix_user_id().ok_or_else(|| {
+        SensorError::AccessDenied(format!(
+            "the bus did not say which user {sender} is; refused"
+        ))
+    })?;
+    let caller = Caller {
+        sender: sender.to_string(),
+        uid,
+        gids: creds.unix_group_ids().cloned().unwrap_or_default(),
+    };
+    authorize(&caller, access, Groups::lookup())
+        .map_err(|e| SensorError::AccessDenied(e.to_string()))?;
+    Ok(caller)
 }

@@ -14,12 +14,11 @@ pub mod idmap;
 pub mod lxc;
 pub mod lxc_config;
 pub mod rootfs;
+pub mod spec_hash;
 pub mod storage;
 
 use std::path::PathBuf;
 use std::time::Duration;
-
-use sha2::{Digest, Sha256};
 
 use crate::db::IdRange;
 pub use storage::PersistSpec;
@@ -111,14 +110,6 @@ pub const STATUS_DIR_BYTES: u64 = 256 << 10;
 pub const NET_READY: &str = "net-ready";
 
 impl ContainerSpec {
-    /// A short hash of everything that needs a new container when it
-    /// changes. Config bodies are not in it: they are delivered live.
-    pub fn hash(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(format!("{self:?}").as_bytes());
-        hex::encode(&h.finalize()[..12])
-    }
-
     /// The argv of the container's init.
     pub fn init_argv(&self) -> Vec<String> {
         let mut argv = vec![

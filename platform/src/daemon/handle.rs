@@ -1,0 +1,134 @@
+//! The daemon's way in and out: [`Command`]s on one channel (those that
+//! need an answer carry a reply channel), the [`Handle`] with typed async
+//! methods, and the status [`Snapshot`] the actor publishes after every
+//! command so that no question waits behind work.
+
+use std::sync::Arc;
+
+use outpost_protocol::messages::StorageUse;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Applied, ApplyError, Change};
+use crate::db::{InstrumentStatus, Origin, Refusal};
+use crate::health;
+
+/// What the daemon is asked to do.
+#[derive(Debug)]
+pub enum Command {
+    /// Re-read the sensor file.
+    Reload,
+    /// An instrument's init exited (sent by its watcher).
+    Exited { name: String, generation: u64 },
+    /// Reconcile now (a restart is due).
+    Wake,
+    /// A health check ended.
+    Health {
+        name: String,
+        generation: u64,
+        outcome: health::Outcome,
+        latency_ms: Option<f64>,
+        /// Persistent storage use, measured with the check.
+        storage: Option<StorageUse>,
+    },
+    /// An instrument answered a config push.
+    ConfigResult {
+        name: String,
+        generation: u64,
+        version: i64,
+        applied: bool,
+        reason: Option<String>,
+    },
+    /// nats-server (this pid) ended.
+    NatsExited { pid: i32 },
+    /// A desired-state change (see `intake`).
+    Apply {
+        change: Change,
+        origin: Origin,
+        force: bool,
+        reply: oneshot::Sender<Result<Applied, ApplyError>>,
+    },
+    /// Stop an instrument's container and start it again, its desired
+    /// state unchanged.
+    Restart {
+        name: String,
+        reply: oneshot::Sender<Result<(), ApplyError>>,
+    },
+    /// Stop the daemon.
+    Shutdown,
+}
+
+/// What the daemon answers status questions from: published after every
+/// command, so a question never waits behind work.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub desired_version: Option<i64>,
+    /// The last desired state refused, while no newer one was accepted.
+    pub refused: Option<Refusal>,
+    pub fleet_managed: bool,
+    pub instruments: Vec<InstrumentStatus>,
+}
+
+/// The daemon has stopped (or is stopping): nothing more can be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("outpostd is stopping and takes no more requests")]
+pub struct Stopped;
+
+/// A cloneable handle to the daemon: commands in, answers and the status
+/// snapshot out.
+#[derive(Clone)]
+pub struct Handle {
+    pub(super) tx: mpsc::Sender<Command>,
+    pub(super) status: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl Handle {
+    /// Sends a command that needs no answer.
+    pub async fn send(&self, c: Command) -> Result<(), Stopped> {
+        self.tx.send(c).await.map_err(|_| Stopped)
+    }
+
+    /// Applies a desired state (see `intake`); the stored version, or why
+    /// nothing was stored.
+    pub async fn apply(
+        &self,
+        change: Change,
+        origin: Origin,
+        force: bool,
+    ) -> Result<Applied, ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Apply {
+            change,
+            origin,
+            force,
+            reply,
+        })
+        .await
+        .map_err(|e| ApplyError::Store(e.to_string()))?;
+        answer
+            .await
+            .map_err(|_| ApplyError::Store(Stopped.to_string()))?
+    }
+
+    /// Restarts an instrument (stop, then start), its desired state
+    /// unchanged; answers once it was stopped and started again.
+    pub async fn restart(&self, name: String) -> Result<(), ApplyError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Restart { name, reply })
+            .await
+            .map_err(|e| ApplyError::Store(e.to_string()))?;
+        answer
+            .await
+            .map_err(|_| ApplyError::Store(Stopped.to_string()))?
+    }
+
+    /// The latest status snapshot; never waits.
+    pub fn status(&self) -> Arc<Snapshot> {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that wakes on every new snapshot.
+    pub fn watch_status(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.status.clone()
+    }
+}
