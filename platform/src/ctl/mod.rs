@@ -183,11 +183,19 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
                     "{}",
                     serde_json::to_string_pretty(&report).expect("serializes")
                 ),
-                Format::Table => crate::commands::status::print_table(
-                    Some(report.daemon_pid),
-                    &report.snapshot,
-                    &[],
-                ),
+                Format::Table => {
+                    let interfaces: Vec<_> = report
+                        .snapshot
+                        .instruments
+                        .iter()
+                        .map(|i| report.interfaces.get(&i.name).cloned().unwrap_or_default())
+                        .collect();
+                    crate::commands::status::print_table(
+                        Some(report.daemon_pid),
+                        &report.snapshot,
+                        &interfaces,
+                    )
+                }
             }
         }
         Cmd::Instruments => {

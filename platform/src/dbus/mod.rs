@@ -70,6 +70,10 @@ pub struct StatusReport {
     pub daemon_pid: u32,
     #[serde(flatten)]
     pub snapshot: Snapshot,
+    /// Bound interfaces of running instruments, by instrument, with their
+    /// state and counters read at the call.
+    #[serde(default)]
+    pub interfaces: std::collections::BTreeMap<String, Vec<crate::network::InterfaceStatus>>,
 }
 
 impl From<DbError> for SensorError {

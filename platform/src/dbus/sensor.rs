@@ -52,9 +52,27 @@ impl Sensor {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<String, SensorError> {
         caller(conn, &hdr, Access::Read).await?;
+        let snapshot = (*self.handle.status()).clone();
+        // Interface counters are read now, in each running instrument's
+        // namespace, for the bindings its desired state names.
+        let desired = self.db.lock().expect("lock").latest_desired()?;
+        let mut interfaces = std::collections::BTreeMap::new();
+        for i in &snapshot.instruments {
+            let bindings = desired
+                .as_ref()
+                .and_then(|(_, d)| d.instrument(&i.name))
+                .map(|s| s.interfaces.clone())
+                .unwrap_or_default();
+            if let (Some(pid), false) = (i.init_pid, bindings.is_empty())
+                && let Ok(st) = crate::network::statuses(pid, &bindings).await
+            {
+                interfaces.insert(i.name.clone(), st);
+            }
+        }
         let report = StatusReport {
             daemon_pid: std::process::id(),
-            snapshot: (*self.handle.status()).clone(),
+            snapshot,
+            interfaces,
         };
         serde_json::to_string(&report).map_err(|e| SensorError::Failed(e.to_string()))
     }
