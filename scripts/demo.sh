@@ -10,6 +10,7 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 
 STATE=${OUTPOST_DEMO_STATE:-/var/tmp/outpost-demo}
 OUTPOSTD=${OUTPOSTD:-$PWD/target/debug/outpostd}
+CTL=$(dirname "$OUTPOSTD")/outpostctl
 INIT=${OUTPOST_INIT:?set by ./run}
 IMAGES=${OUTPOST_TEST_IMAGES:-$PWD/target/images}
 export OUTPOST_STATE_DIR=$STATE
@@ -31,6 +32,7 @@ HOME_BIN=$(dirname "$OUTPOSTD")/beacon-home
 # Leaves no container, cgroup, nats-server, daemon, namespace or interface
 # behind, also on Ctrl-C or error.
 cleanup() {
+  if [ -s "$STATE/bus/pid" ]; then kill "$(cat "$STATE/bus/pid")" 2>/dev/null || true; fi
   if [ -s "$STATE/beacon-home.pid" ]; then kill "$(cat "$STATE/beacon-home.pid")" 2>/dev/null || true; fi
   ip netns del "$ROUTER" 2>/dev/null || true
   ip netns del "$OUTSIDE" 2>/dev/null || true
@@ -58,8 +60,41 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# outpostctl talks to outpostd over D-Bus. This machine may have no system
+# bus, and the demo must leave the host as it was: a private dbus-daemon
+# with the system bus's defaults and the repository's policy file.
+start_bus() {
+  mkdir -p "$STATE/bus"; chmod 755 "$STATE/bus"
+  cat >"$STATE/bus/bus.conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$STATE/bus/socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_destination="org.freedesktop.DBus"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+  </policy>
+  <include>$PWD/platform/dbus/org.outpost.Sensor1.conf</include>
+</busconfig>
+EOF
+  dbus-daemon --config-file="$STATE/bus/bus.conf" --fork --print-pid=3 3>"$STATE/bus/pid" >/dev/null
+  export OUTPOST_BUS="unix:path=$STATE/bus/socket"
+}
+
 start_daemon() {
-  "$OUTPOSTD" run --sensor-file "$STATE/sensor.toml" --init "$INIT" --nats-port 0 "$@" \
+  "$OUTPOSTD" run --sensor-file "$STATE/sensor.toml" --init "$INIT" --nats-port 0 \
+    --dbus "$OUTPOST_BUS" "$@" \
     >>"$STATE/outpostd.log" 2>&1 &
   disown
   local want=$(( $(grep -c 'outpostd ready' "$STATE/outpostd.log" 2>/dev/null || true) + 1 ))
@@ -128,11 +163,22 @@ run "$OUTPOSTD" image import "$IMAGES/example-0.1.0.tar.gz"
 run "$OUTPOSTD" image list
 
 step "Start outpostd: it stores the desired state, starts its nats-server and both instruments"
+start_bus
 start_daemon
 wait_health hello ok
 wait_health quiet ok
-run "$OUTPOSTD" status
+run "$CTL" status
 pause
+
+step "Operate it with outpostctl (over D-Bus): change hello's config; it is checked first and versioned"
+run "$CTL" config show hello
+printf 'greeting = 42\n' >"$STATE/bad-config.toml"
+run "$CTL" config set hello "$STATE/bad-config.toml" || echo "  (refused as a whole; nothing changed)"
+printf 'greeting = "hello from outpostctl"\n' >"$STATE/hello-config.toml"
+run "$CTL" config set hello "$STATE/hello-config.toml" --reason "demo: a friendlier greeting"
+run "$CTL" config history hello
+run "$CTL" config diff hello 1 2
+run "$CTL" instruments
 
 step "The bus: each instrument has its own identity; events land in the EVENTS stream"
 run "$OUTPOSTD" events
@@ -165,10 +211,10 @@ HELLO=$(init_pid hello)
 ENTRY=$(cut -d' ' -f1 "/proc/$HELLO/task/$HELLO/children")
 run kill -9 "$ENTRY"
 sleep 0.5
-run "$OUTPOSTD" status
+run "$CTL" status
 wait_state hello running
 wait_health hello ok
-run "$OUTPOSTD" status
+run "$CTL" status
 run tail -n 4 "$STATE/instances/hello/persist/boots.jsonl"
 
 step "kill -9 outpostd: the instruments keep running"
@@ -180,7 +226,7 @@ run ps -o pid,args -p "$BEFORE_HELLO,$BEFORE_QUIET"
 
 step "Restart outpostd: it re-adopts them, same init pids, no restart"
 start_daemon --stop-on-exit
-run "$OUTPOSTD" status
+run "$CTL" status
 [ "$(init_pid hello)" = "$BEFORE_HELLO" ] && [ "$(init_pid quiet)" = "$BEFORE_QUIET" ] \
   && echo "  re-adopted: hello pid $BEFORE_HELLO, quiet pid $BEFORE_QUIET (unchanged)"
 run grep -h 're-adopted' "$STATE/outpostd.log"

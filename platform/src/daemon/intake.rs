@@ -163,6 +163,13 @@ impl<R: Runtime> Daemon<R> {
                 "new desired state stored"
             );
         }
+        // The status answers with the new config versions at once, before
+        // the reconcile that delivers them.
+        for (name, inst) in self.instances.iter_mut() {
+            if let Ok(v) = self.db.latest_config(name) {
+                inst.status.config_version = v;
+            }
+        }
         self.desired = Some((stored.version, spec));
         Ok(Applied {
             version: stored.version,
