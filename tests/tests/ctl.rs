@@ -458,3 +458,65 @@ fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_fleet_managed_sensor_refuses_local_changes_unless_overridden_as_drift() {
+    let bus = DBus::start();
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let a = unique("ctl-fleet");
+    s.write_sensor(&instrument(&a));
+    s.start(&["--dbus", &bus.address]);
+    s.wait_running(&a);
+    s.terminate();
+    // What enrollment with a fleet does to the state (the fleet issue adds
+    // the command): mark the sensor fleet-managed.
+    {
+        let db = rusqlite::Connection::open(s.state.join("outpostd.db")).unwrap();
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('fleet-managed', '1')",
+            [],
+        )
+        .unwrap();
+    }
+    // The sensor file changed while down: refused at start (the stored
+    // version stays), the daemon runs on.
+    s.write_sensor(&format!(
+        "{}config = {{ greeting = \"file\" }}\n",
+        instrument(&a)
+    ));
+    s.start(&["--dbus", &bus.address]);
+    let st = status(&bus);
+    assert_eq!(st["desired_version"], 1, "{st:#}");
+    assert_eq!(st["fleet_managed"], true, "{st:#}");
+    assert!(
+        s.log_text().contains("managed by a fleet"),
+        "the refused file is not logged"
+    );
+    assert!(ok(bus.ctl(&["status"])).contains("managed by a fleet"));
+
+    let out = bus.ctl(&["stop", &a]);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--override"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(status(&bus)["desired_version"], 1);
+
+    let out = ok(bus.ctl(&["stop", &a, "--override", "--reason", "maintenance window"]));
+    assert!(out.contains("disabled (desired state version 2)"), "{out}");
+    let h: Value = serde_json::from_str(&ok(bus.ctl(&["history", "--format", "json"]))).unwrap();
+    assert_eq!(h[0]["version"], 2);
+    assert_eq!(h[0]["drift"], true, "{h:#}");
+    assert_eq!(h[0]["reason"], "maintenance window");
+    assert_eq!(h[1]["drift"], false, "{h:#}");
+    let table = ok(bus.ctl(&["history"]));
+    assert!(
+        table.contains("yes") && table.contains("maintenance window"),
+        "{table}"
+    );
+    s.wait_for(&a, "stopped", Duration::from_secs(20), |i| {
+        i["state"] == "stopped"
+    });
+}

@@ -49,6 +49,11 @@ pub enum Cmd {
     Status,
     /// Every instrument: state, health, image, applied/desired config.
     Instruments,
+    /// The desired-state versions, newest first: who made each and why.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
     /// An instrument's config: show, history, diff, set, edit, rollback.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -225,6 +230,30 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
                     format!("{}:{}", i.image, i.version),
                     config,
                     i.restarts
+                );
+            }
+        }
+        Cmd::History { limit } => {
+            let json = s.proxy.history(limit).await.map_err(|e| s.err(e))?;
+            let h: Vec<crate::db::DesiredVersion> = serde_json::from_str(&json)
+                .map_err(|e| CallError::Failed(format!("an answer outpostctl cannot read: {e}")))?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&h).expect("serializes"));
+                return Ok(());
+            }
+            println!(
+                "{:>7}  {:<20} {:<6} {:<5} {:<24} REASON",
+                "VERSION", "WHEN", "SOURCE", "DRIFT", "AUTHOR"
+            );
+            for v in h {
+                println!(
+                    "{:>7}  {:<20} {:<6} {:<5} {:<24} {}",
+                    v.version,
+                    when(v.created_at_ms),
+                    v.source,
+                    if v.drift { "yes" } else { "" },
+                    v.author,
+                    v.reason
                 );
             }
         }

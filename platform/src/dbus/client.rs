@@ -19,6 +19,7 @@ pub trait Sensor {
         reason: &str,
     ) -> zbus::Result<(i64, bool)>;
     fn config_history(&self, name: &str) -> zbus::Result<String>;
+    fn history(&self, limit: u32) -> zbus::Result<String>;
     fn set_config(
         &self,
         name: &str,

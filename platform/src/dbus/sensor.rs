@@ -99,6 +99,20 @@ impl Sensor {
             .await
     }
 
+    /// The desired-state versions, newest first (JSON): source, author,
+    /// reason and drift of each; at most `limit` (0: 50).
+    async fn history(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        limit: u32,
+    ) -> Result<String, SensorError> {
+        caller(conn, &hdr, Access::Read).await?;
+        let limit = if limit == 0 { 50 } else { i64::from(limit) };
+        let h = self.db.lock().expect("lock").desired_history(limit)?;
+        serde_json::to_string(&h).map_err(|e| SensorError::Failed(e.to_string()))
+    }
+
     /// An instrument's config versions, newest first (JSON), each with
     /// the origin of the desired-state version that brought it.
     async fn config_history(

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use outpost_tests::{Sensor, example_image, unique};
 
+mod api;
 mod beacon;
 mod bus;
 mod net;
@@ -171,7 +172,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "foundation" | "bus" | "network" | "beacon" | "security" => sections.push(a),
+            "foundation" | "bus" | "network" | "beacon" | "security" | "api" => sections.push(a),
             "--starts" => {
                 starts = args
                     .next()
@@ -186,7 +187,7 @@ fn main() {
             }
             _ => {
                 eprintln!(
-                    "usage: outpost-bench [foundation] [bus] [network] [beacon] [security] [--starts N] [--instruments N]"
+                    "usage: outpost-bench [foundation] [bus] [network] [beacon] [security] [api] [--starts N] [--instruments N]"
                 );
                 std::process::exit(2);
             }
@@ -199,6 +200,7 @@ fn main() {
             "network".into(),
             "beacon".into(),
             "security".into(),
+            "api".into(),
         ];
     }
     let img = example_image();
@@ -225,6 +227,9 @@ fn main() {
     }
     if sections.iter().any(|s| s == "security") {
         security::run(&img, starts, idle);
+    }
+    if sections.iter().any(|s| s == "api") {
+        api::run(&img, starts);
     }
 }
 
