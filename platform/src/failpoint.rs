@@ -4,7 +4,10 @@
 //! when it reaches the point called `<name>`. Unset (always, outside tests)
 //! it costs one environment lookup. Points:
 //! - `import-after-unpack`: an image is unpacked into staging, not placed;
-//! - `after-define`: a container is defined but not started.
+//! - `after-define`: a container is defined but not started;
+//! - `desired-before-commit`: a desired-state version is written in its
+//!   transaction, not committed;
+//! - `desired-after-commit`: it is committed, not yet answered.
 
 /// Aborts the process if `OUTPOST_FAILPOINT` names this point.
 pub fn hit(name: &str) {

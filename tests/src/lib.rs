@@ -197,8 +197,13 @@ impl Sensor {
     /// Starts `outpostd run` on this sensor and waits until it is ready
     /// (it has adopted or started what it should).
     pub fn start(&mut self, extra: &[&str]) {
+        self.start_env(extra, &[]);
+    }
+
+    /// [`Sensor::start`] with extra environment variables.
+    pub fn start_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         let before = self.log_text().matches("outpostd ready").count();
-        self.spawn(extra);
+        self.spawn_env(extra, env);
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.log_text().matches("outpostd ready").count() <= before {
             if let Some(c) = self.daemon.as_mut()

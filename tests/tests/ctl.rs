@@ -520,3 +520,106 @@ fn a_fleet_managed_sensor_refuses_local_changes_unless_overridden_as_drift() {
         i["state"] == "stopped"
     });
 }
+
+/// The versions in the database, read directly: (desired versions, config
+/// versions of `name`).
+fn versions(s: &Sensor, name: &str) -> (i64, i64) {
+    let db = rusqlite::Connection::open(s.state.join("outpostd.db")).unwrap();
+    let desired: i64 = db
+        .query_row("SELECT COUNT(*) FROM desired_state", [], |r| r.get(0))
+        .unwrap();
+    let config: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM config_versions WHERE instrument = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap();
+    (desired, config)
+}
+
+#[test]
+fn a_crash_in_the_middle_of_an_apply_leaves_the_old_or_the_new_version_whole() {
+    let bus = DBus::start();
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let a = unique("ctl-crash");
+    s.write_sensor(&instrument(&a));
+    s.start(&["--dbus", &bus.address]);
+    s.wait_running(&a);
+    s.terminate();
+    let body = file(&s, "config.toml", "");
+    for (point, want) in [
+        ("desired-before-commit", (1, 1)),
+        ("desired-after-commit", (2, 2)),
+    ] {
+        s.start_env(&["--dbus", &bus.address], &[("OUTPOST_FAILPOINT", point)]);
+        std::fs::write(&body, format!("greeting = \"{point}\"\n")).unwrap();
+        let out = bus.ctl(&["config", "set", &a, &body]);
+        assert!(
+            !out.status.success(),
+            "{point}: the daemon answered: {}",
+            text(&out)
+        );
+        s.wait_exit(Duration::from_secs(10));
+        assert_eq!(versions(&s, &a), want, "{point}");
+        // The next start finds a whole state and runs on it.
+        s.start(&["--dbus", &bus.address]);
+        let shown = ok(bus.ctl(&["config", "show", &a]));
+        if point == "desired-after-commit" {
+            assert!(shown.contains(point), "{shown}");
+        } else {
+            assert!(!shown.contains(point), "{shown}");
+        }
+        s.terminate();
+    }
+}
+
+#[test]
+fn two_clients_changing_one_instrument_at_once_both_get_an_answer_in_order() {
+    let bus = DBus::start();
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let a = unique("ctl-race");
+    s.write_sensor(&instrument(&a));
+    s.start(&["--dbus", &bus.address]);
+    s.wait_running(&a);
+    let files: Vec<String> = (0..2)
+        .map(|i| {
+            let f = file(&s, &format!("c{i}.toml"), "");
+            std::fs::write(&f, format!("greeting = \"client {i}\"\n")).unwrap();
+            f
+        })
+        .collect();
+    let outs: Vec<Output> = std::thread::scope(|sc| {
+        let hs: Vec<_> = files
+            .iter()
+            .map(|f| {
+                let bus = &bus;
+                let a = &a;
+                sc.spawn(move || bus.ctl(&["config", "set", a, f]))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut versions: Vec<String> = outs.into_iter().map(ok).collect();
+    versions.sort();
+    assert!(
+        versions[0].contains("version 2") && versions[1].contains("version 3"),
+        "{versions:?}"
+    );
+    let h: Value =
+        serde_json::from_str(&ok(bus.ctl(&["config", "history", &a, "--format", "json"]))).unwrap();
+    let bodies: Vec<String> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["body"]["greeting"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(bodies.len(), 3, "{h:#}");
+    assert!(
+        bodies[..2].contains(&"client 0".to_string())
+            && bodies[..2].contains(&"client 1".to_string()),
+        "{bodies:?}"
+    );
+}

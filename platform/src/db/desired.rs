@@ -105,7 +105,9 @@ impl Db {
             )
             .map_err(&err)?;
         }
+        crate::failpoint::hit("desired-before-commit");
         tx.commit().map_err(&err)?;
+        crate::failpoint::hit("desired-after-commit");
         Ok(Stored {
             version,
             changed: true,
