@@ -623,3 +623,74 @@ fn two_clients_changing_one_instrument_at_once_both_get_an_answer_in_order() {
         "{bodies:?}"
     );
 }
+
+#[test]
+fn outpostctl_imports_lists_and_removes_images_and_shows_logs() {
+    let bus = DBus::start();
+    let mut s = Sensor::new();
+    s.write_sensor("");
+    s.start(&["--dbus", &bus.address]);
+    let img = example_image();
+    let archive = img.archive.to_str().unwrap();
+    assert!(ok(bus.ctl(&["image", "list"])).contains("no images imported"));
+
+    // A wrong hash: refused before anything is unpacked.
+    let wrong = "0".repeat(64);
+    let out = bus.ctl(&["image", "import", archive, "--sha256", &wrong]);
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sha256"),
+        "{}",
+        text(&out)
+    );
+    let listed: Value =
+        serde_json::from_str(&ok(bus.ctl(&["image", "list", "--format", "json"]))).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 0, "{listed:#}");
+
+    // The right one, with progress on stderr.
+    let out = bus.ctl(&["image", "import", archive, "--sha256", &img.sha256]);
+    let stdout = ok(out.clone());
+    assert!(stdout.contains("imported example:0.1.0"), "{stdout}");
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(progress.contains("verifying sha256: 100%"), "{progress}");
+    let again = ok(bus.ctl(&["image", "import", archive, "--sha256", &img.sha256]));
+    assert!(again.contains("already imported"), "{again}");
+    assert!(ok(bus.ctl(&["image", "list"])).contains("example"));
+
+    // In use: refused, naming the user; the instrument's log is readable.
+    let a = unique("ctl-img");
+    let f = file(&s, "with-a.toml", &instrument(&a));
+    ok(bus.ctl(&["apply", &f]));
+    s.wait_running(&a);
+    let out = bus.ctl(&["image", "rm", "example", "0.1.0"]);
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&a),
+        "{}",
+        text(&out)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = ok(bus.ctl(&["logs", &a]));
+        if log.contains("example-instrument") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no log yet: {log:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = bus.ctl(&["logs", "never-started"]);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out));
+
+    // Unused: removed; gone: "no such image".
+    let empty = file(&s, "empty.toml", "");
+    ok(bus.ctl(&["apply", &empty]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !names(&status(&bus)).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{a} not removed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(bus.ctl(&["image", "rm", "example", "0.1.0"]));
+    assert!(ok(bus.ctl(&["image", "list"])).contains("no images imported"));
+    let out = bus.ctl(&["image", "rm", "example", "0.1.0"]);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out));
+}

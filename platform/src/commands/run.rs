@@ -126,12 +126,12 @@ pub fn run(state_dir: &Path, opts: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let bus = opts.dbus.clone();
-    let db_path = state.db();
+    let api_state = state.clone();
     runtime.block_on(async move {
         let daemon = Daemon::new(cfg, rt)?;
         let handle = daemon.handle();
         // Kept until the daemon ends; dropping it leaves the bus.
-        let _api = crate::dbus::serve(&bus, handle.clone(), &db_path).await;
+        let _api = crate::dbus::serve(&bus, handle.clone(), &api_state).await;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;

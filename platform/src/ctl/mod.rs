@@ -9,6 +9,7 @@
 //! the sensor, 70 anything else.
 
 mod config;
+mod image;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::dbus::StatusReport;
 use crate::dbus::client::{self, CallError, SensorProxy};
 use config::ConfigCmd;
+use image::ImageCmd;
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +61,19 @@ pub enum Cmd {
     Config(ConfigCmd),
     /// Stops an instrument's container and starts it again.
     Restart { name: String },
+    /// Images: import, list, rm.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// An instrument's console log (stdout and stderr).
+    Logs {
+        name: String,
+        /// How much of the end to show first, in bytes.
+        #[arg(long, default_value_t = 64 << 10)]
+        bytes: u64,
+        /// Keep printing what it writes.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Runs an instrument again (enabled = true in the desired state).
     Start {
         name: String,
@@ -258,6 +273,12 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
             }
         }
         Cmd::Config(c) => s.config(c, format).await?,
+        Cmd::Image(c) => s.image(c, format).await?,
+        Cmd::Logs {
+            name,
+            bytes,
+            follow,
+        } => s.logs(&name, bytes, follow).await?,
         Cmd::Restart { name } => {
             s.proxy.restart(&name).await.map_err(|e| s.err(e))?;
             println!("{name}: restarted");

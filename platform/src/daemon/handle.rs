@@ -54,6 +54,12 @@ pub enum Command {
         name: String,
         reply: oneshot::Sender<Result<(), ApplyError>>,
     },
+    /// Remove an imported image unless the desired state uses it.
+    RemoveImage {
+        name: String,
+        version: String,
+        reply: oneshot::Sender<Result<(), crate::images::ImageError>>,
+    },
     /// Stop the daemon.
     Shutdown,
 }
@@ -120,6 +126,23 @@ impl Handle {
         answer
             .await
             .map_err(|_| ApplyError::Store(Stopped.to_string()))?
+    }
+
+    /// Removes an image through the daemon, so that no change that uses
+    /// it is validated meanwhile.
+    pub async fn remove_image(
+        &self,
+        name: String,
+        version: String,
+    ) -> Result<Result<(), crate::images::ImageError>, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::RemoveImage {
+            name,
+            version,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| Stopped)
     }
 
     /// The latest status snapshot; never waits.

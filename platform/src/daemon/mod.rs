@@ -240,6 +240,12 @@ impl<R: Runtime> Daemon<R> {
                         continue;
                     }
                     Some(Command::NatsExited { pid }) => self.on_nats_exit(pid).await,
+                    Some(Command::RemoveImage { name, version, reply }) => {
+                        let r = self.images.remove(&mut self.db, &name, &version);
+                        self.manifests.retain(|k, _| !(k.0 == name && k.1 == version));
+                        let _ = reply.send(r);
+                        continue;
+                    }
                     Some(Command::Restart { name, reply }) => {
                         let r = self.restart(&name).await;
                         let _ = reply.send(r);

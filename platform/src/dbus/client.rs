@@ -42,6 +42,12 @@ pub trait Sensor {
         reason: &str,
     ) -> zbus::Result<(i64, bool)>;
     fn restart(&self, name: &str) -> zbus::Result<()>;
+    fn images(&self) -> zbus::Result<String>;
+    fn import_image(&self, path: &str, sha256: &str) -> zbus::Result<(String, bool)>;
+    fn remove_image(&self, name: &str, version: &str) -> zbus::Result<()>;
+    fn logs(&self, name: &str, offset: i64) -> zbus::Result<(String, i64)>;
+    #[zbus(signal)]
+    fn import_progress(&self, path: &str, phase: &str, done: u64, total: u64) -> zbus::Result<()>;
     #[zbus(signal)]
     fn changed(&self, desired_version: i64) -> zbus::Result<()>;
 }

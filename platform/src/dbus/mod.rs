@@ -17,7 +17,6 @@ pub mod client;
 pub mod instrument;
 mod sensor;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +25,7 @@ use zbus::object_server::SignalEmitter;
 
 use crate::daemon::{ApplyError, Handle, Snapshot};
 use crate::db::{Db, DbError};
+use crate::paths::StateDir;
 use sensor::Sensor;
 
 /// The service's well-known name, object path and interface.
@@ -106,20 +106,20 @@ impl std::str::FromStr for BusChoice {
 /// connection, so they never wait behind the daemon). Failing to reach the
 /// bus is not fatal to the daemon: instruments run on, and the error says
 /// how to get the API back.
-pub async fn serve(bus: &BusChoice, handle: Handle, db: &Path) -> Option<zbus::Connection> {
+pub async fn serve(bus: &BusChoice, handle: Handle, state: &StateDir) -> Option<zbus::Connection> {
     let builder = match bus {
         BusChoice::None => return None,
         BusChoice::System => zbus::connection::Builder::system(),
         BusChoice::Address(a) => zbus::connection::Builder::address(a.as_str()),
     };
-    let db = match Db::open(db) {
+    let db = match Db::open(&state.db()) {
         Ok(db) => db,
         Err(e) => {
             warn!("cannot serve {NAME} on D-Bus: {e}");
             return None;
         }
     };
-    let sensor = Sensor::new(handle.clone(), db);
+    let sensor = Sensor::new(handle.clone(), db, state.clone());
     let built = async { builder?.name(NAME)?.serve_at(PATH, sensor)?.build().await }.await;
     let conn = match built {
         Ok(c) => c,

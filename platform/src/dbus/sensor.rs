@@ -12,20 +12,29 @@ use zbus::object_server::SignalEmitter;
 
 use super::auth::{Access, Caller, Groups, authorize};
 use super::{SensorError, StatusReport};
-use crate::daemon::{Change, Handle};
+use outpost_image::unpack::Progress;
+
+use crate::daemon::{Change, Command, Handle};
 use crate::db::{Db, Origin, Source};
+use crate::images::{ImageError, ImageStore, Imported};
+use crate::paths::StateDir;
 
 /// The `org.outpost.Sensor1` object.
 pub struct Sensor {
     handle: Handle,
     db: Mutex<Db>,
+    state: StateDir,
 }
 
+/// Most bytes of a console log one `Logs` call answers.
+const LOG_CHUNK: u64 = 256 << 10;
+
 impl Sensor {
-    pub(super) fn new(handle: Handle, db: Db) -> Sensor {
+    pub(super) fn new(handle: Handle, db: Db, state: StateDir) -> Sensor {
         Sensor {
             handle,
             db: Mutex::new(db),
+            state,
         }
     }
 
@@ -233,6 +242,143 @@ impl Sensor {
         Ok(())
     }
 
+    /// Every imported image (JSON).
+    async fn images(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, SensorError> {
+        caller(conn, &hdr, Access::Read).await?;
+        let images = self.db.lock().expect("lock").images()?;
+        serde_json::to_string(&images).map_err(|e| SensorError::Failed(e.to_string()))
+    }
+
+    /// Imports the image archive at `path` (read by outpostd) if its
+    /// sha256 is `sha256`: verified before anything is unpacked, placed
+    /// atomically. `ImportProgress` signals report it. Answers the record
+    /// (JSON) and whether it is new.
+    async fn import_image(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        path: String,
+        sha256: String,
+    ) -> Result<(String, bool), SensorError> {
+        let who = caller(conn, &hdr, Access::Change).await?;
+        let expected = outpost_image::hash::parse_sha256(&sha256)
+            .map_err(|e| SensorError::Invalid(format!("sha256 {sha256:?}: {e}")))?;
+        info!(archive = %path, caller = %who, "image import asked over D-Bus");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let state = self.state.clone();
+        let archive = std::path::PathBuf::from(&path);
+        // The import is slow (hash, unpack): a blocking job with its own
+        // database connection, not the daemon's loop.
+        let job = tokio::task::spawn_blocking(move || {
+            let db = Db::open(&state.db())?;
+            ImageStore::new(&state).import(&db, &archive, &expected, |p| {
+                let _ = tx.send(p);
+            })
+        });
+        let mut last = (String::new(), u64::MAX);
+        while let Some(p) = rx.recv().await {
+            let (phase, done, total) = match p {
+                Progress::Verifying { done, total } => ("verifying", done, total),
+                Progress::Unpacking { entries, bytes } => ("unpacking", bytes, entries),
+            };
+            // A signal per 10% of the hash, per 4 MiB unpacked.
+            let step = if phase == "verifying" {
+                (done * 10).checked_div(total).unwrap_or(10)
+            } else {
+                done >> 22
+            };
+            if last.0 != phase || last.1 != step {
+                last = (phase.to_string(), step);
+                let _ = Sensor::import_progress(&emitter, &path, phase, done, total).await;
+            }
+        }
+        let imported = job
+            .await
+            .map_err(|e| SensorError::Failed(format!("the import job failed: {e}")))?
+            .map_err(|e| match e {
+                ImageError::Unpack(_) | ImageError::Conflict { .. } => {
+                    SensorError::Invalid(format!("{path}: {e}"))
+                }
+                e => SensorError::Failed(format!("{path}: {e}")),
+            })?;
+        // Instruments that waited for this image can start now.
+        let _ = self.handle.send(Command::Wake).await;
+        let (rec, new) = match imported {
+            Imported::New(r) => (r, true),
+            Imported::AlreadyThere(r) => (r, false),
+        };
+        let json = serde_json::to_string(&rec).map_err(|e| SensorError::Failed(e.to_string()))?;
+        Ok((json, new))
+    }
+
+    /// Removes an image; refused while the desired state uses it.
+    async fn remove_image(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        version: String,
+    ) -> Result<(), SensorError> {
+        caller(conn, &hdr, Access::Change).await?;
+        match self
+            .handle
+            .remove_image(name.clone(), version.clone())
+            .await
+        {
+            Err(e) => Err(SensorError::Failed(e.to_string())),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(ImageError::Db(e @ crate::db::DbError::NoSuchImage { .. }))) => {
+                Err(SensorError::NotFound(e.to_string()))
+            }
+            Ok(Err(e)) => Err(SensorError::Invalid(e.to_string())),
+        }
+    }
+
+    /// An instrument's console log (its stdout and stderr) from byte
+    /// `offset` of the current file (negative: that many bytes before its
+    /// end), at most 256 KiB; answers the text and the offset to go on
+    /// from (a smaller one than asked: the log was rotated).
+    async fn logs(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        offset: i64,
+    ) -> Result<(String, i64), SensorError> {
+        caller(conn, &hdr, Access::Read).await?;
+        if let Some(p) = outpost_protocol::names::name_problem(&name) {
+            return Err(SensorError::Invalid(format!("instrument name {p}")));
+        }
+        let path = self.state.console_log(&name);
+        let read = tokio::task::spawn_blocking(move || read_log(&path, offset))
+            .await
+            .map_err(|e| SensorError::Failed(e.to_string()))?;
+        match read {
+            Ok(x) => Ok(x),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SensorError::NotFound(
+                format!("instrument {name} has no console log (has it ever started?)"),
+            )),
+            Err(e) => Err(SensorError::Failed(format!("console log of {name}: {e}"))),
+        }
+    }
+
+    /// An image import made progress: `phase` "verifying" (`done` of
+    /// `total` bytes hashed) or "unpacking" (`done` bytes, `total`
+    /// entries so far).
+    #[zbus(signal)]
+    pub(super) async fn import_progress(
+        emitter: &SignalEmitter<'_>,
+        path: &str,
+        phase: &str,
+        done: u64,
+        total: u64,
+    ) -> zbus::Result<()>;
+
     /// The daemon's status snapshot changed (state, health, versions).
     #[zbus(signal)]
     pub(super) async fn changed(
@@ -270,4 +416,24 @@ pub(super) async fn caller(
     authorize(&caller, access, Groups::lookup())
         .map_err(|e| SensorError::AccessDenied(e.to_string()))?;
     Ok(caller)
+}
+
+/// Up to [`LOG_CHUNK`] bytes of `path` from `offset` (negative: from the
+/// end), and where to go on from.
+fn read_log(path: &std::path::Path, offset: i64) -> std::io::Result<(String, i64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len() as i64;
+    let start = if offset < 0 {
+        (len + offset).max(0)
+    } else if offset > len {
+        0 // rotated since: start over on the new file
+    } else {
+        offset
+    };
+    f.seek(SeekFrom::Start(start as u64))?;
+    let mut buf = Vec::new();
+    f.take(LOG_CHUNK).read_to_end(&mut buf)?;
+    let next = start + buf.len() as i64;
+    Ok((String::from_utf8_lossy(&buf).into_owned(), next))
 }
