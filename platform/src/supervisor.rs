@@ -203,24 +203,66 @@ pub fn after_exit(
 }
 
 /// Lifecycle state names, as stored and shown.
-pub mod state {
+/// Where an instrument is in its lifecycle. Stored and shown as its
+/// kebab-case name ("crash-looping").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
     /// Waiting for something outside it (e.g. its image).
-    pub const PENDING: &str = "pending";
-    pub const STARTING: &str = "starting";
-    pub const RUNNING: &str = "running";
-    pub const STOPPING: &str = "stopping";
+    Pending,
+    Starting,
+    Running,
+    Stopping,
     /// Down, restart scheduled.
-    pub const BACKOFF: &str = "backoff";
+    Backoff,
     /// Failing again and again; still retried at the capped back-off.
-    pub const CRASH_LOOPING: &str = "crash-looping";
+    CrashLooping,
     /// Exited with status 0 and not restarted.
-    pub const EXITED: &str = "exited";
+    Exited,
     /// Failed and not restarted (policy `never` or `on-failure` exhausted).
-    pub const CRASHED: &str = "crashed";
+    Crashed,
     /// Stopped on purpose (disabled).
-    pub const STOPPED: &str = "stopped";
+    Stopped,
     /// Cannot be started as specified (bad config, broken image).
-    pub const FAILED: &str = "failed";
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Backoff => "backoff",
+            State::CrashLooping => "crash-looping",
+            State::Exited => "exited",
+            State::Crashed => "crashed",
+            State::Stopped => "stopped",
+            State::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The states by their old constant names.
+pub mod state {
+    use super::State;
+    pub const PENDING: State = State::Pending;
+    pub const STARTING: State = State::Starting;
+    pub const RUNNING: State = State::Running;
+    pub const STOPPING: State = State::Stopping;
+    pub const BACKOFF: State = State::Backoff;
+    pub const CRASH_LOOPING: State = State::CrashLooping;
+    pub const EXITED: State = State::Exited;
+    pub const CRASHED: State = State::Crashed;
+    pub const STOPPED: State = State::Stopped;
+    pub const FAILED: State = State::Failed;
 }
 
 #[cfg(test)]

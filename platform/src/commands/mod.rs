@@ -12,7 +12,7 @@ pub mod status;
 /// container with liblxc (see `runtime::lxc::LxcRuntime`).
 pub fn start_container(lxcpath: &Path, name: &str, argv: &[String]) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
-    let pid = crate::runtime::lxc::start_here(lxcpath, name, argv).map_err(anyhow::Error::msg)?;
+    let pid = crate::runtime::lxc::start_here(lxcpath, name, argv)?;
     println!("init-pid {pid}");
     println!("liblxc-start-ms {:.1}", t0.elapsed().as_secs_f64() * 1e3);
     Ok(())

@@ -306,10 +306,10 @@ impl<R: Runtime> Daemon<R> {
         {
             // Policy `never`: report, keep it running, do not repeat.
             t.failures = 0;
-            let st = self.instances[name].status.state.clone();
+            let st = self.instances[name].status.state;
             self.set_state(
                 name,
-                &st,
+                st,
                 format!("{failures} failed health checks; restart policy never leaves it running"),
             );
         }

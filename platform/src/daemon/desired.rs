@@ -8,7 +8,9 @@ use outpost_protocol::{InstrumentSpec, Manifest, SensorSpec};
 use sha2::{Digest, Sha256};
 use tracing::{debug, error};
 
-use super::{Change, Daemon};
+use outpost_protocol::validate::Invalid;
+
+use super::{ApplyError, Change, Daemon};
 use crate::db::{Origin, Source};
 use crate::runtime::Runtime;
 
@@ -18,12 +20,21 @@ impl<R: Runtime> Daemon<R> {
     /// version that came from it, so that a local change made since
     /// survives a restart. A refused file changes nothing; the refusal is
     /// kept for `status` until a valid state is applied.
-    pub(super) fn load_sensor_file(&mut self, file: &Path, explicit: bool) -> Result<(), String> {
-        let text = fs::read_to_string(file)
-            .map_err(|e| format!("cannot read sensor file {}: {e}", file.display()))?;
+    pub(super) fn load_sensor_file(
+        &mut self,
+        file: &Path,
+        explicit: bool,
+    ) -> Result<(), ApplyError> {
+        let text = fs::read_to_string(file).map_err(|e| ApplyError::Unreadable {
+            path: file.display().to_string(),
+            detail: e.to_string(),
+        })?;
         if !explicit && let Ok(spec) = SensorSpec::parse_valid(&text) {
             let sha = hex::encode(Sha256::digest(spec.to_canonical_json().as_bytes()));
-            let last = self.db.last_file_sha().map_err(|e| e.to_string())?;
+            let last = self
+                .db
+                .last_file_sha()
+                .map_err(|e| ApplyError::Store(e.to_string()))?;
             if last.as_deref() == Some(sha.as_str()) {
                 let version = self.desired.as_ref().map(|(v, _)| *v).unwrap_or(0);
                 debug!(
@@ -43,7 +54,6 @@ impl<R: Runtime> Daemon<R> {
         let label = format!("sensor file {}", file.display());
         self.apply(Change::Whole { text, label }, origin, false)
             .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 
     pub(super) fn reload(&mut self) {
@@ -82,7 +92,7 @@ impl<R: Runtime> Daemon<R> {
         &mut self,
         ins: &InstrumentSpec,
         m: &Manifest,
-    ) -> Result<(), String> {
+    ) -> Result<(), Invalid> {
         let key = (
             ins.image.clone(),
             ins.version.clone(),
@@ -91,7 +101,7 @@ impl<R: Runtime> Daemon<R> {
         if let Some(r) = self.config_checks.get(&key) {
             return r.clone();
         }
-        let r = SensorSpec::validate_against(ins, m).map_err(|e| e.to_string().replace('\n', " "));
+        let r = SensorSpec::validate_against(ins, m);
         if self.config_checks.len() > 1000 {
             self.config_checks.clear();
         }

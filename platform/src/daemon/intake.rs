@@ -64,6 +64,8 @@ pub enum ApplyError {
     UnknownInstrument { name: String, known: String },
     #[error("there is no desired state yet (fix: outpostctl apply a sensor file first)")]
     NoDesiredState,
+    #[error("cannot read sensor file {path}: {detail}")]
+    Unreadable { path: String, detail: String },
     #[error("cannot store the desired state: {0}")]
     Store(String),
 }

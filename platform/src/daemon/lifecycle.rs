@@ -117,7 +117,7 @@ impl<R: Runtime> Daemon<R> {
             return;
         }
         if let Err(why) = self.prepare_bindings(ins).await {
-            self.fail_start(name, ins, why).await;
+            self.fail_start(name, ins, why.to_string()).await;
             return;
         }
         let prepared = t0.elapsed();
@@ -155,7 +155,7 @@ impl<R: Runtime> Daemon<R> {
                 Ok(()) => Ok(pid),
                 Err(why) => {
                     self.stop_running(name, pid).await;
-                    self.fail_start(name, ins, why).await;
+                    self.fail_start(name, ins, why.to_string()).await;
                     return;
                 }
             },

@@ -48,7 +48,7 @@ use crate::messaging::proxy::Proxy;
 use crate::messaging::server::NatsServer;
 use crate::paths;
 use crate::runtime::{Observed, Runtime, rootfs};
-use crate::supervisor::state;
+use crate::supervisor::{State, state};
 
 /// Says in a status detail that the desired state was not taken.
 const REFUSED: &str = "new desired state refused";
@@ -70,6 +70,8 @@ pub enum DaemonError {
     Bus(#[from] crate::messaging::bus::BusError),
     #[error(transparent)]
     Keys(#[from] crate::messaging::keys::KeyError),
+    #[error(transparent)]
+    Desired(#[from] ApplyError),
     #[error("{0}")]
     Setup(String),
 }
@@ -138,7 +140,8 @@ pub struct Daemon<R: Runtime> {
     /// Parsed manifests by (image, version, sha256): images never change.
     manifests: BTreeMap<(String, String, String), Manifest>,
     /// Config checks by (image, version, config body).
-    config_checks: BTreeMap<(String, String, String), Result<(), String>>,
+    config_checks:
+        BTreeMap<(String, String, String), Result<(), outpost_protocol::validate::Invalid>>,
 }
 
 impl<R: Runtime> Daemon<R> {
@@ -299,13 +302,13 @@ impl<R: Runtime> Daemon<R> {
                 Err(e) if self.desired.is_some() => {
                     error!(file = %file.display(), "{e}; keeping the stored desired state");
                 }
-                Err(e) => return Err(DaemonError::Setup(e)),
+                Err(e) => return Err(DaemonError::Desired(e)),
             }
         }
         for s in self.db.statuses()? {
             let mut inst = Instance::new(s.clone());
             inst.last_hash = s.spec_hash.clone();
-            inst.down_for_good = matches!(s.state.as_str(), state::EXITED | state::CRASHED);
+            inst.down_for_good = matches!(s.state, State::Exited | State::Crashed);
             self.instances.insert(s.name.clone(), inst);
         }
         // Instance dirs whose container definition is gone were half made
@@ -334,13 +337,13 @@ impl<R: Runtime> Daemon<R> {
         }
     }
 
-    fn set_state(&mut self, name: &str, st: &str, detail: impl Into<String>) {
+    fn set_state(&mut self, name: &str, st: State, detail: impl Into<String>) {
         let detail = detail.into();
         if let Some(inst) = self.instances.get_mut(name) {
             if inst.status.state != st || inst.status.detail != detail {
-                info!(instrument = name, state = st, "{detail}");
+                info!(instrument = name, state = st.as_str(), "{detail}");
             }
-            inst.status.state = st.into();
+            inst.status.state = st;
             inst.status.detail = detail;
         }
         self.save(name);
@@ -430,6 +433,7 @@ impl<R: Runtime> Daemon<R> {
             }
         };
         if let Err(why) = self.check_config(ins, &manifest) {
+            let why = why.to_string().replace('\n', " ");
             if running {
                 self.note(name, format!("keeps running; {REFUSED}: {why}"));
             } else {
@@ -535,8 +539,8 @@ impl<R: Runtime> Daemon<R> {
 
     /// Changes the detail of the current state only.
     fn note(&mut self, name: &str, detail: String) {
-        let st = self.instances[name].status.state.clone();
-        self.set_state(name, &st, detail);
+        let st = self.instances[name].status.state;
+        self.set_state(name, st, detail);
     }
 
     fn wanted(&self, name: &str) -> Option<InstrumentSpec> {

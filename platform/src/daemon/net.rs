@@ -9,7 +9,7 @@ use outpost_protocol::InstrumentSpec;
 use tracing::{error, info, warn};
 
 use super::Daemon;
-use crate::network::{self, Record};
+use crate::network::{self, NetError, Record};
 use crate::runtime::{NET_READY, Runtime};
 
 impl<R: Runtime> Daemon<R> {
@@ -35,7 +35,7 @@ impl<R: Runtime> Daemon<R> {
 
     /// Before a start: checks the bindings against the host and stores
     /// their undo records. An error leaves nothing recorded or changed.
-    pub(super) async fn prepare_bindings(&mut self, ins: &InstrumentSpec) -> Result<(), String> {
+    pub(super) async fn prepare_bindings(&mut self, ins: &InstrumentSpec) -> Result<(), NetError> {
         if ins.interfaces.is_empty() {
             return Ok(());
         }
@@ -51,7 +51,9 @@ impl<R: Runtime> Daemon<R> {
             let body = serde_json::to_string(r).expect("record serializes");
             self.db
                 .put_binding(&r.instrument, &r.role, &body)
-                .map_err(|e| format!("cannot record the binding of role {}: {e}", r.role))?;
+                .map_err(|e| {
+                    NetError::Refused(format!("cannot record the binding of role {}: {e}", r.role))
+                })?;
         }
         Ok(())
     }
@@ -59,7 +61,7 @@ impl<R: Runtime> Daemon<R> {
     /// After the container started: puts the bindings in place and lets
     /// the entrypoint run. On error the partial work stays recorded; the
     /// caller stops the container, which undoes it.
-    pub(super) async fn apply_bindings(&mut self, name: &str, pid: i32) -> Result<(), String> {
+    pub(super) async fn apply_bindings(&mut self, name: &str, pid: i32) -> Result<(), NetError> {
         let records = self.binding_records(Some(name));
         if records.is_empty() {
             return Ok(());
@@ -77,7 +79,7 @@ impl<R: Runtime> Daemon<R> {
             .create_new(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&ready)
-            .map_err(|e| format!("cannot write {}: {e}", ready.display()))?;
+            .map_err(|e| NetError::ctx(format!("cannot write {}", ready.display()), e))?;
         info!(
             instrument = name,
             interfaces = records.len(),

@@ -11,7 +11,7 @@ use crate::supervisor::state;
 pub(super) fn blank_status(ins: &InstrumentSpec) -> InstrumentStatus {
     InstrumentStatus {
         name: ins.name.clone(),
-        state: state::PENDING.into(),
+        state: state::PENDING,
         detail: "not started yet".into(),
         image: ins.image.clone(),
         version: ins.version.clone(),

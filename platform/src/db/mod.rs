@@ -94,8 +94,8 @@ pub struct ImageRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstrumentStatus {
     pub name: String,
-    /// Lifecycle state (see `supervisor::state`).
-    pub state: String,
+    /// Lifecycle state.
+    pub state: crate::supervisor::State,
     /// Why it is in that state, in words.
     pub detail: String,
     pub image: String,

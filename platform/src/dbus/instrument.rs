@@ -55,7 +55,7 @@ impl Instrument {
     /// exited, crashed, failed, backoff.
     #[zbus(property)]
     fn state(&self) -> String {
-        self.status.state.clone()
+        self.status.state.to_string()
     }
 
     /// Why it is in that state.

@@ -54,7 +54,9 @@ pub enum SensorError {
 impl From<ApplyError> for SensorError {
     fn from(e: ApplyError) -> SensorError {
         match e {
-            ApplyError::Invalid(_) => SensorError::Invalid(e.to_string()),
+            ApplyError::Invalid(_) | ApplyError::Unreadable { .. } => {
+                SensorError::Invalid(e.to_string())
+            }
             ApplyError::FleetManaged(_) => SensorError::FleetManaged(e.to_string()),
             ApplyError::UnknownInstrument { .. } | ApplyError::NoDesiredState => {
                 SensorError::NotFound(e.to_string())

@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use crate::runtime::ffi;
+pub use nl::NetError;
 use nl::{Hook, NlResult};
 
 /// The alias outpostd gives a bridge it made, so that whoever removes the
@@ -136,14 +137,14 @@ pub async fn preflight(
             let owner = claimed_by(&dev);
             async move {
                 if let Some(o) = owner {
-                    return Err(format!(
+                    return Err(NetError::Refused(format!(
                         "{at}: host interface {dev} ({field}) is already bound to instrument {o} (fix: give each instrument its own interface)"
-                    ));
+                    )));
                 }
                 nl::link(&h, &dev).await?.ok_or_else(|| {
-                    format!(
+                    NetError::Refused(format!(
                         "{at}: host interface {dev} ({field}) does not exist (fix: create it, or name an existing interface in the sensor file)"
-                    )
+                    ))
                 })
             }
         };
@@ -152,18 +153,18 @@ pub async fn preflight(
                 let dev = b.device.as_deref().unwrap_or_default();
                 let l = need(dev, "device").await?;
                 if dev == "lo" {
-                    return Err(format!(
+                    return Err(NetError::Refused(format!(
                         "{at}: the loopback interface cannot be moved into an instrument"
-                    ));
+                    )));
                 }
                 if let Some(c) = nl::controller_of(&l) {
                     let master = nl::link_by_index(&h, c)
                         .await?
                         .map(|m| nl::name_of(&m))
                         .unwrap_or_else(|| format!("#{c}"));
-                    return Err(format!(
+                    return Err(NetError::Refused(format!(
                         "{at}: host interface {dev} is a port of {master} (fix: take it off {master} first, or bind the bridge instead)"
-                    ));
+                    )));
                 }
                 let addrs = nl::addresses(&h, l.header.index).await?;
                 rec.phy = Some(PhySnapshot {
@@ -182,15 +183,15 @@ pub async fn preflight(
                 let br = b.bridge.as_deref().unwrap_or_default();
                 match nl::link(&h, br).await? {
                     Some(l) if nl::kind_of(&l) != Some(InfoKind::Bridge) => {
-                        return Err(format!(
+                        return Err(NetError::Refused(format!(
                             "{at}: host interface {br} exists and is not a bridge (fix: name a bridge, or a free name with create = true)"
-                        ));
+                        )));
                     }
                     Some(_) => {}
                     None if !b.create => {
-                        return Err(format!(
+                        return Err(NetError::Refused(format!(
                             "{at}: bridge {br} does not exist (fix: create it, or set create = true in the binding)"
-                        ));
+                        )));
                     }
                     None => {}
                 }
@@ -199,10 +200,10 @@ pub async fn preflight(
                     if let Some(c) = nl::controller_of(&l) {
                         let master = nl::link_by_index(&h, c).await?.map(|m| nl::name_of(&m));
                         if master.as_deref() != Some(br) {
-                            return Err(format!(
+                            return Err(NetError::Refused(format!(
                                 "{at}: host interface {dev} is already a port of {} (fix: take it off first)",
                                 master.unwrap_or_else(|| format!("#{c}"))
-                            ));
+                            )));
                         }
                     }
                     rec.enslave_was_down = !nl::is_up(&l);
@@ -241,7 +242,7 @@ pub async fn preflight(
 pub async fn apply(pid: i32, records: &[Record]) -> NlResult<()> {
     let h = nl::host()?;
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-        .map_err(|e| format!("cannot open the network namespace of pid {pid}: {e}"))?;
+        .map_err(|e| NetError::ctx(format!("cannot open the network namespace of pid {pid}"), e))?;
     let inside = nl::in_namespace_of(pid)?;
     let drop_prog = if records
         .iter()
@@ -249,7 +250,7 @@ pub async fn apply(pid: i32, records: &[Record]) -> NlResult<()> {
     {
         Some(
             ffi::load_drop_all_program()
-                .map_err(|e| format!("cannot load the receive-only tc program (bpf): {e}"))?,
+                .map_err(|e| NetError::ctx("cannot load the receive-only tc program (bpf)", e))?,
         )
     } else {
         None
@@ -264,9 +265,9 @@ pub async fn apply(pid: i32, records: &[Record]) -> NlResult<()> {
         let moved_name = match b.kind {
             InterfaceType::Phy => {
                 let dev = b.device.as_deref().unwrap_or_default();
-                let l = nl::link(&h, dev)
-                    .await?
-                    .ok_or_else(|| format!("{at}: host interface {dev} is gone"))?;
+                let l = nl::link(&h, dev).await?.ok_or_else(|| {
+                    NetError::Refused(format!("{at}: host interface {dev} is gone"))
+                })?;
                 nl::move_to(
                     &h,
                     l.header.index,
@@ -302,9 +303,9 @@ pub async fn apply(pid: i32, records: &[Record]) -> NlResult<()> {
                     }
                 };
                 if let Some(dev) = b.enslave.as_deref() {
-                    let l = nl::link(&h, dev)
-                        .await?
-                        .ok_or_else(|| format!("{at}: host interface {dev} is gone"))?;
+                    let l = nl::link(&h, dev).await?.ok_or_else(|| {
+                        NetError::Refused(format!("{at}: host interface {dev} is gone"))
+                    })?;
                     nl::set(
                         &h,
                         LinkUnspec::new_with_index(l.header.index)
@@ -327,9 +328,9 @@ pub async fn apply(pid: i32, records: &[Record]) -> NlResult<()> {
             }
             InterfaceType::Macvlan => {
                 let parent = b.parent.as_deref().unwrap_or_default();
-                let p = nl::link(&h, parent)
-                    .await?
-                    .ok_or_else(|| format!("{at}: host interface {parent} is gone"))?;
+                let p = nl::link(&h, parent).await?.ok_or_else(|| {
+                    NetError::Refused(format!("{at}: host interface {parent} is gone"))
+                })?;
                 let mode = match b.mode.unwrap_or_default() {
                     MacvlanMode::Private => MacVlanMode::Private,
                     MacvlanMode::Vepa => MacVlanMode::Vepa,
@@ -346,9 +347,9 @@ pub async fn apply(pid: i32, records: &[Record]) -> NlResult<()> {
             }
             InterfaceType::Mirror => {
                 let src = b.source.as_deref().unwrap_or_default();
-                let s = nl::link(&h, src)
-                    .await?
-                    .ok_or_else(|| format!("{at}: host interface {src} is gone"))?;
+                let s = nl::link(&h, src).await?.ok_or_else(|| {
+                    NetError::Refused(format!("{at}: host interface {src} is gone"))
+                })?;
                 veth(&h, r, &at).await?;
                 let he = host_index(&h, &r.host_end, &at).await?;
                 // The host end takes no part in the host's own traffic.
@@ -413,7 +414,7 @@ async fn veth(h: &Handle, r: &Record, at: &str) -> NlResult<()> {
 async fn host_index(h: &Handle, name: &str, at: &str) -> NlResult<u32> {
     Ok(nl::link(h, name)
         .await?
-        .ok_or_else(|| format!("{at}: interface {name} vanished"))?
+        .ok_or_else(|| NetError::Refused(format!("{at}: interface {name} vanished")))?
         .header
         .index)
 }
@@ -427,9 +428,9 @@ async fn configure_inside(
     drop_fd: Option<i32>,
     at: &str,
 ) -> NlResult<()> {
-    let l = nl::link(h, current)
-        .await?
-        .ok_or_else(|| format!("{at}: {current} did not arrive in the instrument"))?;
+    let l = nl::link(h, current).await?.ok_or_else(|| {
+        NetError::Refused(format!("{at}: {current} did not arrive in the instrument"))
+    })?;
     let idx = l.header.index;
     let b = &r.binding;
     let mut m = LinkUnspec::new_with_index(idx).name(r.role.clone());
@@ -455,7 +456,7 @@ async fn configure_inside(
     )
     .await?;
     for a in &b.addresses {
-        let c = parse_cidr(a).map_err(|e| format!("{at}: {e}"))?;
+        let c = parse_cidr(a).map_err(|e| NetError::ctx(at, e))?;
         let brd = nl::default_broadcast(c.addr, c.prefix);
         nl::add_address(
             h,
@@ -466,9 +467,12 @@ async fn configure_inside(
         .await?;
     }
     for rt in &b.routes {
-        let to = parse_cidr(&rt.to).map_err(|e| format!("{at}: {e}"))?;
+        let to = parse_cidr(&rt.to).map_err(|e| NetError::ctx(at, e))?;
         let via: Option<IpAddr> = match &rt.via {
-            Some(v) => Some(v.parse().map_err(|_| format!("{at}: bad gateway {v:?}"))?),
+            Some(v) => Some(
+                v.parse()
+                    .map_err(|_| NetError::Refused(format!("{at}: bad gateway {v:?}")))?,
+            ),
             None => None,
         };
         nl::add_route(
@@ -527,8 +531,12 @@ pub async fn undo(pid: Option<i32>, r: &Record) -> NlResult<()> {
             }
         }
         InterfaceType::Bridge => {
-            nl::delete_named(&h, &r.host_end).await?;
-            nl::delete_named(&h, &r.peer).await?;
+            // Both ends are tried, also when one fails.
+            let ends = [
+                nl::delete_named(&h, &r.host_end).await,
+                nl::delete_named(&h, &r.peer).await,
+            ];
+            NetError::all(ends.into_iter().filter_map(Result::err).collect())?;
             let br = b.bridge.as_deref().unwrap_or_default();
             if let Some(bl) = nl::link(&h, br).await? {
                 let bidx = bl.header.index;
@@ -562,11 +570,9 @@ pub async fn undo(pid: Option<i32>, r: &Record) -> NlResult<()> {
                     .filter(|x| nl::controller_of(x) == Some(bidx))
                     .count();
                 if made && ports == 0 {
-                    h.link()
-                        .del(bidx)
-                        .execute()
-                        .await
-                        .map_err(|e| format!("{at}: cannot remove bridge {br}: {e}"))?;
+                    h.link().del(bidx).execute().await.map_err(|e| {
+                        NetError::ctx(format!("{at}: cannot remove bridge {br}"), e)
+                    })?;
                     info!(
                         bridge = br,
                         "bridge removed (outpostd made it; no ports left)"

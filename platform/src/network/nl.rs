@@ -23,8 +23,83 @@ use rtnetlink::packet_route::tc::{
 };
 use rtnetlink::{Handle, LinkGetRequest, LinkUnspec, RouteMessageBuilder};
 
+/// Why an interface binding, a check or a status read failed, worded for
+/// the operator (what was being done, on which interface) with the
+/// kernel's or the system's error kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("{what}: {source}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("{what}: {source}")]
+    Os {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The host or the binding does not allow it (missing, in use, …).
+    #[error("{0}")]
+    Refused(String),
+    /// Several failures of one teardown, each kept.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Several(Vec<NetError>),
+}
+
+/// What a failure under a [`NetError`] can be.
+pub trait Cause {
+    fn with(self, what: String) -> NetError;
+}
+
+impl Cause for rtnetlink::Error {
+    fn with(self, what: String) -> NetError {
+        NetError::Netlink { what, source: self }
+    }
+}
+
+impl Cause for std::io::Error {
+    fn with(self, what: String) -> NetError {
+        NetError::Os { what, source: self }
+    }
+}
+
+impl Cause for nix::errno::Errno {
+    fn with(self, what: String) -> NetError {
+        NetError::Os {
+            what,
+            source: self.into(),
+        }
+    }
+}
+
+/// A message that says what is wrong (a route the builder refused, an
+/// address that does not parse).
+impl Cause for String {
+    fn with(self, what: String) -> NetError {
+        NetError::Refused(format!("{what}: {self}"))
+    }
+}
+
+impl NetError {
+    /// `e`, as the cause of a failure while doing `what`.
+    pub fn ctx(what: impl Into<String>, e: impl Cause) -> NetError {
+        e.with(what.into())
+    }
+
+    /// One error for many: `Ok` when there are none.
+    pub fn all(mut errors: Vec<NetError>) -> Result<(), NetError> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(NetError::Several(errors)),
+        }
+    }
+}
+
 /// A netlink failure, already worded for the operator.
-pub type NlResult<T> = Result<T, String>;
+pub type NlResult<T> = Result<T, NetError>;
 
 /// ETH_P_ALL in network byte order, as tc wants it in `tcm_info`.
 const ALL_PROTOCOLS: u16 = 0x0003u16.to_be();
@@ -32,7 +107,7 @@ const ALL_PROTOCOLS: u16 = 0x0003u16.to_be();
 /// A netlink connection in the daemon's own (host) namespace.
 pub fn host() -> NlResult<Handle> {
     let (conn, handle, _) =
-        rtnetlink::new_connection().map_err(|e| format!("cannot open netlink: {e}"))?;
+        rtnetlink::new_connection().map_err(|e| NetError::ctx("cannot open netlink", e))?;
     tokio::spawn(conn);
     Ok(handle)
 }
@@ -42,24 +117,32 @@ pub fn host() -> NlResult<Handle> {
 /// driven by the calling runtime.
 pub fn in_namespace_of(pid: i32) -> NlResult<Handle> {
     let ns = File::open(format!("/proc/{pid}/ns/net"))
-        .map_err(|e| format!("cannot open the network namespace of pid {pid}: {e}"))?;
+        .map_err(|e| NetError::ctx(format!("cannot open the network namespace of pid {pid}"), e))?;
     let rt = tokio::runtime::Handle::current();
     std::thread::spawn(move || -> NlResult<Handle> {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("cannot enter the network namespace of pid {pid}: {e}"))?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+            NetError::ctx(
+                format!("cannot enter the network namespace of pid {pid}"),
+                e,
+            )
+        })?;
         let _guard = rt.enter();
         let (conn, handle, _) =
-            rtnetlink::new_connection().map_err(|e| format!("cannot open netlink: {e}"))?;
+            rtnetlink::new_connection().map_err(|e| NetError::ctx("cannot open netlink", e))?;
         rt.spawn(conn);
         Ok(handle)
     })
     .join()
-    .map_err(|_| "the namespace thread panicked".to_string())?
+    .map_err(|_| {
+        NetError::Refused(format!(
+            "the thread entering the namespace of pid {pid} panicked"
+        ))
+    })?
 }
 
 /// The network namespace of the calling process (the host's, for outpostd).
 pub fn own_namespace() -> NlResult<File> {
-    File::open("/proc/self/ns/net").map_err(|e| format!("cannot open /proc/self/ns/net: {e}"))
+    File::open("/proc/self/ns/net").map_err(|e| NetError::ctx("cannot open /proc/self/ns/net", e))
 }
 
 /// The first answer to a link query; `None` when there is no such link.
@@ -67,7 +150,9 @@ async fn one_link(req: LinkGetRequest, what: &str) -> NlResult<Option<LinkMessag
     match req.execute().try_next().await {
         Ok(l) => Ok(l),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
-        Err(e) => Err(format!("cannot look up interface {what}: {e}")),
+        Err(e) => Err(NetError::Refused(format!(
+            "cannot look up interface {what}: {e}"
+        ))),
     }
 }
 
@@ -85,7 +170,7 @@ pub async fn all_links(h: &Handle) -> NlResult<Vec<LinkMessage>> {
         .execute()
         .try_collect()
         .await
-        .map_err(|e| format!("cannot list interfaces: {e}"))
+        .map_err(|e| NetError::ctx("cannot list interfaces", e))
 }
 
 pub fn name_of(l: &LinkMessage) -> String {
@@ -163,7 +248,7 @@ pub async fn set(h: &Handle, msg: LinkMessage, what: &str) -> NlResult<()> {
         .set(msg)
         .execute()
         .await
-        .map_err(|e| format!("{what}: {e}"))
+        .map_err(|e| NetError::ctx(what, e))
 }
 
 pub async fn add(h: &Handle, msg: LinkMessage, what: &str) -> NlResult<()> {
@@ -171,7 +256,7 @@ pub async fn add(h: &Handle, msg: LinkMessage, what: &str) -> NlResult<()> {
         .add(msg)
         .execute()
         .await
-        .map_err(|e| format!("{what}: {e}"))
+        .map_err(|e| NetError::ctx(what, e))
 }
 
 /// Deletes the interface called `name` if there is one.
@@ -182,7 +267,7 @@ pub async fn delete_named(h: &Handle, name: &str) -> NlResult<bool> {
                 .del(l.header.index)
                 .execute()
                 .await
-                .map_err(|e| format!("cannot delete interface {name}: {e}"))?;
+                .map_err(|e| NetError::ctx(format!("cannot delete interface {name}"), e))?;
             Ok(true)
         }
         None => Ok(false),
@@ -214,7 +299,7 @@ pub async fn addresses(h: &Handle, index: u32) -> NlResult<Vec<Addr>> {
         .execute()
         .try_collect()
         .await
-        .map_err(|e| format!("cannot list addresses of interface #{index}: {e}"))?;
+        .map_err(|e| NetError::ctx(format!("cannot list addresses of interface #{index}"), e))?;
     Ok(msgs
         .into_iter()
         .filter_map(|m| {
@@ -264,7 +349,9 @@ pub async fn add_address(
     match req.execute().await {
         Ok(()) => Ok(()),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
-        Err(e) => Err(format!("cannot add address {ip}/{prefix} to {on}: {e}")),
+        Err(e) => Err(NetError::Refused(format!(
+            "cannot add address {ip}/{prefix} to {on}: {e}"
+        ))),
     }
 }
 
@@ -282,16 +369,18 @@ pub async fn add_route(
     };
     let mut b = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(to, prefix)
-        .map_err(|e| format!("{}: {e}", what()))?
+        .map_err(|e| NetError::ctx(what(), e.to_string()))?
         .output_interface(index);
     if let Some(v) = via {
-        b = b.gateway(v).map_err(|e| format!("{}: {e}", what()))?;
+        b = b
+            .gateway(v)
+            .map_err(|e| NetError::ctx(what(), e.to_string()))?;
     }
     h.route()
         .add(b.build())
         .execute()
         .await
-        .map_err(|e| format!("cannot add {}: {e}", what()))
+        .map_err(|e| NetError::ctx(format!("cannot add {}", what()), e))
 }
 
 /// Sends a tc message and waits for the kernel's answer.
@@ -334,7 +423,9 @@ pub async fn add_clsact(h: &Handle, index: u32, on: &str) -> NlResult<bool> {
     {
         Ok(()) => Ok(true),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(false),
-        Err(e) => Err(format!("cannot add a clsact qdisc to {on}: {e}")),
+        Err(e) => Err(NetError::Refused(format!(
+            "cannot add a clsact qdisc to {on}: {e}"
+        ))),
     }
 }
 
@@ -352,7 +443,9 @@ pub async fn del_clsact(h: &Handle, index: u32, on: &str) -> NlResult<()> {
         {
             Ok(())
         }
-        Err(e) => Err(format!("cannot remove the clsact qdisc of {on}: {e}")),
+        Err(e) => Err(NetError::Refused(format!(
+            "cannot remove the clsact qdisc of {on}: {e}"
+        ))),
     }
 }
 
@@ -365,7 +458,7 @@ pub async fn has_clsact(h: &Handle, index: u32) -> NlResult<bool> {
         .execute()
         .try_collect()
         .await
-        .map_err(|e| format!("cannot list qdiscs of #{index}: {e}"))?;
+        .map_err(|e| NetError::ctx(format!("cannot list qdiscs of #{index}"), e))?;
     Ok(q.iter().any(|m| {
         m.header.index == index as i32
             && m.attributes
@@ -417,7 +510,12 @@ pub async fn add_drop_filter(
         NLM_F_CREATE | NLM_F_EXCL,
     )
     .await
-    .map_err(|e| format!("cannot attach the receive-only drop filter ({hook:?}) to {on}: {e}"))
+    .map_err(|e| {
+        NetError::ctx(
+            format!("cannot attach the receive-only drop filter ({hook:?}) to {on}"),
+            e,
+        )
+    })
 }
 
 /// Copies every packet at `hook` of `index` to the egress of `to` with a
@@ -458,7 +556,12 @@ pub async fn add_mirror_filter(
         NLM_F_CREATE | NLM_F_EXCL,
     )
     .await
-    .map_err(|e| format!("cannot attach the mirror filter ({hook:?}) to {on}: {e}"))
+    .map_err(|e| {
+        NetError::ctx(
+            format!("cannot attach the mirror filter ({hook:?}) to {on}"),
+            e,
+        )
+    })
 }
 
 /// Removes the filters of priority `prio` at `hook`, if any.
@@ -472,9 +575,9 @@ pub async fn del_filters(h: &Handle, index: u32, hook: Hook, prio: u16, on: &str
         {
             Ok(())
         }
-        Err(e) => Err(format!(
+        Err(e) => Err(NetError::Refused(format!(
             "cannot remove tc filter {prio} ({hook:?}) from {on}: {e}"
-        )),
+        ))),
     }
 }
 
@@ -488,7 +591,11 @@ pub async fn filter_count(h: &Handle, index: u32, hook: Hook) -> NlResult<usize>
     let v: Vec<_> = match f.execute().try_collect().await {
         Ok(v) => v,
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EINVAL => vec![],
-        Err(e) => return Err(format!("cannot list tc filters of #{index}: {e}")),
+        Err(e) => {
+            return Err(NetError::Refused(format!(
+                "cannot list tc filters of #{index}: {e}"
+            )));
+        }
     };
     // The kernel lists one header per filter plus one per chain element;
     // count the ones that carry a kind.

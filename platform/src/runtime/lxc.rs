@@ -76,14 +76,18 @@ impl LxcRuntime {
 /// Starts container `name` from this process and returns its init's PID.
 /// This is the body of the `outpostd start-container` helper; the daemon
 /// itself never calls it (see [`LxcRuntime`]).
-pub fn start_here(lxcpath: &Path, name: &str, argv: &[String]) -> Result<i32, String> {
-    let c = Container::open(name, lxcpath).map_err(|e| e.0)?;
+pub fn start_here(lxcpath: &Path, name: &str, argv: &[String]) -> Result<i32, RuntimeError> {
+    let fail = |detail: String| RuntimeError::Container {
+        name: name.to_string(),
+        detail,
+    };
+    let c = Container::open(name, lxcpath).map_err(|e| fail(e.0))?;
     if c.is_running() {
-        return Err(format!("container {name} is already running"));
+        return Err(fail("it is already running".into()));
     }
-    c.start(argv).map_err(|e| e.0)?;
+    c.start(argv).map_err(|e| fail(e.0))?;
     c.init_pid().ok_or_else(|| {
-        format!("container {name} started but has no init process (it exited at once; see its console log)")
+        fail("started but has no init process (it exited at once; see its console log)".into())
     })
 }
 

@@ -75,6 +75,20 @@ pub enum RootfsError {
     StillMounted { path: PathBuf },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Several failures of one teardown, each kept.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Several(Vec<RootfsError>),
+}
+
+impl RootfsError {
+    /// One error for several (at least one).
+    fn all(mut errors: Vec<RootfsError>) -> RootfsError {
+        if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            RootfsError::Several(errors)
+        }
+    }
 }
 
 fn io_at<'a>(what: &'static str, path: &'a Path) -> impl Fn(io::Error) -> RootfsError + 'a {
@@ -407,20 +421,25 @@ fn unescape(s: &str) -> String {
 /// and removes it. Refuses to remove anything while a mount remains below
 /// it, so persistent storage is never deleted through its mount point.
 pub fn teardown(dir: &Path) -> Result<(), RootfsError> {
+    // Every mount is tried, also after one fails: what can go, goes, and
+    // every failure is reported.
+    let mut failed = Vec::new();
     for _ in 0..3 {
         let mounts = mounts_below(dir);
         if mounts.is_empty() {
             break;
         }
+        failed.clear();
         for m in mounts {
             match nix::mount::umount2(&m, MntFlags::MNT_DETACH) {
                 Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
-                Err(e) => return Err(errno_at("unmount of", &m)(e)),
+                Err(e) => failed.push(errno_at("unmount of", &m)(e)),
             }
         }
     }
     if let Some(m) = mounts_below(dir).into_iter().next() {
-        return Err(RootfsError::StillMounted { path: m });
+        failed.push(RootfsError::StillMounted { path: m });
+        return Err(RootfsError::all(failed));
     }
     match fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),

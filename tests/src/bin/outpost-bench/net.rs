@@ -111,7 +111,7 @@ pub fn run(rounds: usize) {
                 .block_on(async {
                     let recs = network::preflight(&instrument, &map, &[]).await?;
                     network::apply(pid, &recs).await?;
-                    Ok::<_, String>(recs)
+                    Ok::<_, network::NetError>(recs)
                 })
                 .unwrap_or_else(|e| panic!("{kind}: {e}"));
             apply.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -120,7 +120,7 @@ pub fn run(rounds: usize) {
                 for r in &records {
                     network::undo(Some(pid), r).await?;
                 }
-                Ok::<_, String>(())
+                Ok::<_, network::NetError>(())
             })
             .unwrap_or_else(|e| panic!("{kind}: {e}"));
             remove.push(t0.elapsed().as_secs_f64() * 1e3);
