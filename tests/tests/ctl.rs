@@ -694,3 +694,82 @@ fn outpostctl_imports_lists_and_removes_images_and_shows_logs() {
     let out = bus.ctl(&["image", "rm", "example", "0.1.0"]);
     assert_eq!(out.status.code(), Some(66), "{}", text(&out));
 }
+
+#[test]
+fn outpostctl_reads_events_by_instrument_and_kind_and_follows() {
+    let bus = DBus::start();
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let (a, b) = (unique("ctl-ev-a"), unique("ctl-ev-b"));
+    s.write_sensor(&format!("{}\n{}", instrument(&a), instrument(&b)));
+    s.start(&["--dbus", &bus.address]);
+    s.wait_running(&a);
+    s.wait_running(&b);
+    let events = |args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["events", "--format", "json"];
+        all.extend_from_slice(args);
+        ok(bus.ctl(&all))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let boots = loop {
+        let v = events(&["--instrument", &a, "--kind", "boot"]);
+        if !v.is_empty() {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "no boot event of {a}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        boots
+            .iter()
+            .all(|e| e["envelope"]["instrument"] == a.as_str() && e["envelope"]["kind"] == "boot"),
+        "{boots:#?}"
+    );
+    // Everything, in stream order; --since goes on from a sequence.
+    let all = events(&[]);
+    assert!(
+        all.iter()
+            .any(|e| e["envelope"]["instrument"] == b.as_str()),
+        "{all:#?}"
+    );
+    let seqs: Vec<u64> = all.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let last = *seqs.last().unwrap();
+    let tail = events(&["--since", &last.to_string()]);
+    assert_eq!(tail.first().map(|e| e["seq"].as_u64().unwrap()), Some(last));
+
+    // --follow prints what comes later: a restart's boot event.
+    let log = s.dir.path().join("follow.log");
+    let _follow = outpost_tests::hostnet::Spawned(
+        std::process::Command::new(outpost_tests::dbus::outpostctl_bin())
+            .args([
+                "--bus",
+                &bus.address,
+                "events",
+                "--follow",
+                "--instrument",
+                &a,
+            ])
+            .args(["--since", &(last + 1).to_string()])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    ok(bus.ctl(&["restart", &a]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("boot")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "--follow printed no new boot event"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = bus.ctl(&["events", "--instrument", "Not A Name"]);
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+}

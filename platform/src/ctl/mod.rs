@@ -64,6 +64,20 @@ pub enum Cmd {
     /// Images: import, list, rm.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// The sensor's events (EVENTS stream), oldest first.
+    Events {
+        /// Keep printing new ones.
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long)]
+        instrument: Option<String>,
+        /// Only this kind ("escape", "health", …).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Start at this stream sequence (each JSON event has its `seq`).
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
     /// An instrument's console log (stdout and stderr).
     Logs {
         name: String,
@@ -279,6 +293,53 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
             bytes,
             follow,
         } => s.logs(&name, bytes, follow).await?,
+        Cmd::Events {
+            follow,
+            instrument,
+            kind,
+            since,
+        } => {
+            let mut next = since;
+            loop {
+                let (json, after) = s
+                    .proxy
+                    .events(
+                        next,
+                        500,
+                        instrument.as_deref().unwrap_or(""),
+                        kind.as_deref().unwrap_or(""),
+                    )
+                    .await
+                    .map_err(|e| s.err(e))?;
+                let events: Vec<crate::dbus::events::Event> =
+                    serde_json::from_str(&json).map_err(|e| {
+                        CallError::Failed(format!("an answer outpostctl cannot read: {e}"))
+                    })?;
+                for ev in &events {
+                    let e = &ev.envelope;
+                    match format {
+                        Format::Json => {
+                            println!("{}", serde_json::to_string(ev).expect("serializes"))
+                        }
+                        Format::Table => println!(
+                            "{}  {:<16} {:<14} {:<28} {}",
+                            e.ts, e.instrument, e.kind, e.schema, e.payload
+                        ),
+                    }
+                }
+                let moved = after > next;
+                next = after;
+                if moved {
+                    continue;
+                }
+                if !follow {
+                    break;
+                }
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
         Cmd::Restart { name } => {
             s.proxy.restart(&name).await.map_err(|e| s.err(e))?;
             println!("{name}: restarted");

@@ -46,6 +46,13 @@ pub trait Sensor {
     fn import_image(&self, path: &str, sha256: &str) -> zbus::Result<(String, bool)>;
     fn remove_image(&self, name: &str, version: &str) -> zbus::Result<()>;
     fn logs(&self, name: &str, offset: i64) -> zbus::Result<(String, i64)>;
+    fn events(
+        &self,
+        since: u64,
+        max: u32,
+        instrument: &str,
+        kind: &str,
+    ) -> zbus::Result<(String, u64)>;
     #[zbus(signal)]
     fn import_progress(&self, path: &str, phase: &str, done: u64, total: u64) -> zbus::Result<()>;
     #[zbus(signal)]

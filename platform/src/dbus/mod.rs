@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod events;
 pub mod instrument;
 mod sensor;
 

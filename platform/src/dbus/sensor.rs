@@ -24,6 +24,7 @@ pub struct Sensor {
     handle: Handle,
     db: Mutex<Db>,
     state: StateDir,
+    events: super::events::Reader,
 }
 
 /// Most bytes of a console log one `Logs` call answers.
@@ -35,6 +36,7 @@ impl Sensor {
             handle,
             db: Mutex::new(db),
             state,
+            events: super::events::Reader::new(),
         }
     }
 
@@ -240,6 +242,28 @@ impl Sensor {
         info!(instrument = %name, caller = %caller, "restart asked over D-Bus");
         self.handle.restart(name).await?;
         Ok(())
+    }
+
+    /// Up to `max` events of the `EVENTS` stream from sequence `since`
+    /// on (0: the oldest kept), of one instrument and kind (empty: all),
+    /// as JSON `[{seq, envelope}]`, and the sequence to ask from next.
+    async fn events(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        since: u64,
+        max: u32,
+        instrument: String,
+        kind: String,
+    ) -> Result<(String, u64), SensorError> {
+        caller(conn, &hdr, Access::Read).await?;
+        let (events, next) = self
+            .events
+            .read(&self.state, since, max, &instrument, &kind)
+            .await?;
+        let json =
+            serde_json::to_string(&events).map_err(|e| SensorError::Failed(e.to_string()))?;
+        Ok((json, next))
     }
 
     /// Every imported image (JSON).

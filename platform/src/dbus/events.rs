@@ -1,0 +1,127 @@
+//! Reading the sensor's `EVENTS` stream for `Events`: a platform client of
+//! the local nats-server (made on first use, kept), and one batch per call
+//! from a stream sequence on, so a client follows by asking again from
+//! where the last answer ended.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use futures::StreamExt;
+use outpost_protocol::Envelope;
+use outpost_protocol::subjects::{self, EVENTS_ALL, EVENTS_STREAM, PLATFORM};
+use serde::{Deserialize, Serialize};
+
+use super::SensorError;
+use crate::messaging::bus::connect_platform_client;
+use crate::messaging::keys::Keys;
+use crate::messaging::server;
+use crate::paths::StateDir;
+
+/// One event and where it is in the stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub envelope: Envelope,
+}
+
+/// The platform's client of the local bus, made on first use.
+pub struct Reader {
+    client: tokio::sync::OnceCell<async_nats::Client>,
+}
+
+impl Reader {
+    pub fn new() -> Reader {
+        Reader {
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn client(&self, state: &StateDir) -> Result<&async_nats::Client, SensorError> {
+        self.client
+            .get_or_try_init(|| async {
+                let port = server::read_port(&state.nats()).ok_or_else(|| {
+                    SensorError::Failed(format!(
+                        "outpostd's bus has not started yet (no {}/port)",
+                        state.nats().display()
+                    ))
+                })?;
+                let seed = Keys::new(&state.secrets())
+                    .seed(PLATFORM)
+                    .map_err(|e| SensorError::Failed(e.to_string()))?;
+                connect_platform_client(port, &seed, "outpostd D-Bus events")
+                    .await
+                    .map_err(|e| SensorError::Failed(format!("cannot reach the bus: {e}")))
+            })
+            .await
+    }
+
+    /// Up to `max` events from stream sequence `since` on (0: the first),
+    /// of `instrument` (empty: all) and `kind` (empty: all), and the
+    /// sequence to ask from next.
+    pub async fn read(
+        &self,
+        state: &StateDir,
+        since: u64,
+        max: u32,
+        instrument: &str,
+        kind: &str,
+    ) -> Result<(Vec<Event>, u64), SensorError> {
+        let filter = if instrument.is_empty() {
+            EVENTS_ALL.to_string()
+        } else {
+            if let Some(p) = outpost_protocol::names::name_problem(instrument) {
+                return Err(SensorError::Invalid(format!("instrument {p}")));
+            }
+            subjects::events_of(instrument)
+        };
+        let js = async_nats::jetstream::new(self.client(state).await?.clone());
+        let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| {
+            SensorError::Failed(format!("stream {EVENTS_STREAM} is not there yet: {e}"))
+        })?;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: filter.clone(),
+                deliver_policy: if since == 0 {
+                    DeliverPolicy::All
+                } else {
+                    DeliverPolicy::ByStartSequence {
+                        start_sequence: since,
+                    }
+                },
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(10),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                SensorError::Failed(format!("cannot read {EVENTS_STREAM} ({filter}): {e}"))
+            })?;
+        let mut batch = consumer
+            .fetch()
+            .max_messages(max.clamp(1, 1000) as usize)
+            .expires(Duration::from_millis(300))
+            .messages()
+            .await
+            .map_err(|e| SensorError::Failed(format!("reading {EVENTS_STREAM}: {e}")))?;
+        let mut out = Vec::new();
+        let mut next = since.max(1);
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(|e| SensorError::Failed(format!("reading {EVENTS_STREAM}: {e}")))?;
+            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(next);
+            next = seq + 1;
+            let Ok(envelope) = Envelope::decode(&m.payload) else {
+                continue;
+            };
+            if kind.is_empty() || envelope.kind == kind {
+                out.push(Event { seq, envelope });
+            }
+        }
+        Ok((out, next))
+    }
+}
+
+impl Default for Reader {
+    fn default() -> Self {
+        Reader::new()
+    }
+}
