@@ -773,3 +773,57 @@ fn outpostctl_reads_events_by_instrument_and_kind_and_follows() {
     let out = bus.ctl(&["events", "--instrument", "Not A Name"]);
     assert_eq!(out.status.code(), Some(65), "{}", text(&out));
 }
+
+#[test]
+fn outpostctl_runs_retention_and_purges_a_removed_instrument() {
+    let bus = DBus::start();
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let a = unique("ctl-keep");
+    s.write_sensor(&instrument(&a));
+    s.start(&["--dbus", &bus.address]);
+    s.wait_for(&a, "healthy", Duration::from_secs(20), |v| {
+        v["health"] == "ok"
+    });
+    let persist = s.persist(&a);
+    let old = persist.join("old.log");
+    std::fs::write(&old, vec![b'x'; 1000]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(30 * 86400))
+        .unwrap();
+    s.give_to_instrument(&a, &old);
+
+    let out = ok(bus.ctl(&["retention", "run", &a]));
+    assert!(
+        out.contains("removed 1 items, 1000 bytes older than"),
+        "{out}"
+    );
+    assert!(!old.exists());
+    let out = bus.ctl(&["retention", "run", "no-such"]);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out));
+
+    // Purge: refused while wanted; after removal, its data goes.
+    let out = bus.ctl(&["purge", &a]);
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("still in the desired state"),
+        "{}",
+        text(&out)
+    );
+    ok(bus.ctl(&["stop", &a]));
+    let empty = file(&s, "empty.toml", "");
+    ok(bus.ctl(&["apply", &empty]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !names(&status(&bus)).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{a} not removed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = ok(bus.ctl(&["purge", &a]));
+    assert!(out.contains("purged") && out.contains("host ids"), "{out}");
+    assert!(!s.persist_image(&a).exists());
+    let out = ok(bus.ctl(&["purge", &a]));
+    assert!(out.contains("has no stored data"), "{out}");
+}

@@ -1,12 +1,13 @@
 //! `outpostd logs` and `outpostd purge`.
 
+use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use std::fs;
+use anyhow::bail;
 
-use anyhow::{Context, bail};
-
+use crate::db::Db;
+use crate::paths::StateDir;
 use crate::runtime::acl;
 
 /// Prints an instrument's console log (the rotated part first).
@@ -29,49 +30,82 @@ pub fn logs(state_dir: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes an instrument's persistent storage and logs. Refused while the
-/// instrument is in the desired state or has a status.
-pub fn purge(state_dir: &Path, name: &str) -> anyhow::Result<()> {
+/// Why a purge was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error("instrument name {0}")]
+    BadName(String),
+    #[error(
+        "instrument {0} is still in the desired state (fix: remove it from the desired state, let outpostd remove it, then purge)"
+    )]
+    Wanted(String),
+    #[error("instrument {0} still exists (fix: wait until outpostd has removed it, then purge)")]
+    Exists(String),
+    #[error("cannot remove {}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot update the ACL of {}: {source}", path.display())]
+    Acl {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+}
+
+/// Deletes an instrument's persistent storage, logs and host ids; what it
+/// removed. Refused while the instrument is in the desired state or has a
+/// status.
+pub fn purge_data(st: &StateDir, db: &Db, name: &str) -> Result<Vec<String>, PurgeError> {
     if let Some(p) = outpost_protocol::names::name_problem(name) {
-        bail!("instrument name {p}");
+        return Err(PurgeError::BadName(p));
     }
-    let (st, db) = super::open_state(state_dir)?;
     if let Some((_, spec)) = db.latest_desired()?
         && spec.instrument(name).is_some()
     {
-        bail!(
-            "instrument {name} is still in the desired state (fix: remove it from the sensor file, let outpostd remove it, then purge)"
-        );
+        return Err(PurgeError::Wanted(name.into()));
     }
     if db.status(name)?.is_some() {
-        bail!(
-            "instrument {name} still exists (fix: wait until outpostd has removed it, then purge)"
-        );
+        return Err(PurgeError::Exists(name.into()));
     }
     let mut removed = Vec::new();
-    let legacy = st.persist_legacy(name);
-    for dir in [legacy, st.logs(name)] {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PurgeError::Io { path, source }
+    };
+    for dir in [st.persist_legacy(name), st.logs(name)] {
         if fs::symlink_metadata(&dir).is_ok() {
-            fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+            fs::remove_dir_all(&dir).map_err(io(&dir))?;
             removed.push(dir.display().to_string());
         }
     }
     let image = st.persist_image(name);
     if image.exists() {
-        fs::remove_file(&image).with_context(|| format!("cannot remove {}", image.display()))?;
+        fs::remove_file(&image).map_err(io(&image))?;
         removed.push(image.display().to_string());
     }
     // Its host ids are free again once nothing it owned is left.
     if let Some(ids) = db.ids(name)? {
         for dir in [st.root().to_path_buf(), st.instances(), st.lxcpath()] {
             if dir.exists() {
-                acl::revoke(&dir, ids.base)
-                    .with_context(|| format!("cannot update the ACL of {}", dir.display()))?;
+                acl::revoke(&dir, ids.base).map_err(|source| PurgeError::Acl {
+                    path: dir.clone(),
+                    source,
+                })?;
             }
         }
         db.free_ids(name)?;
         removed.push(format!("host ids {}-{}", ids.base, ids.last()));
     }
+    Ok(removed)
+}
+
+/// `outpostd purge`.
+pub fn purge(state_dir: &Path, name: &str) -> anyhow::Result<()> {
+    let (st, db) = super::open_state(state_dir)?;
+    let removed = purge_data(&st, &db, name)?;
     if removed.is_empty() {
         println!("instrument {name} has no stored data");
     } else {

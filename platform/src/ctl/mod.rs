@@ -64,6 +64,13 @@ pub enum Cmd {
     /// Images: import, list, rm.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Deletes a removed instrument's persistent storage, logs and host
+    /// ids (refused while it is in the desired state).
+    Purge { name: String },
+    /// Retention: `run NAME [--older-than 7d]` asks the instrument to
+    /// delete what is older (default: its manifest's period).
+    #[command(subcommand)]
+    Retention(RetentionCmd),
     /// The sensor's events (EVENTS stream), oldest first.
     Events {
         /// Keep printing new ones.
@@ -122,6 +129,16 @@ pub enum Cmd {
         file: PathBuf,
         #[arg(long, default_value = "/var/lib/outpost")]
         state_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RetentionCmd {
+    /// Runs retention on one instrument now.
+    Run {
+        name: String,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
     },
 }
 
@@ -287,6 +304,37 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
             }
         }
         Cmd::Config(c) => s.config(c, format).await?,
+        Cmd::Purge { name } => {
+            let removed = s.proxy.purge(&name).await.map_err(|e| s.err(e))?;
+            if removed.is_empty() {
+                println!("instrument {name} has no stored data");
+            } else {
+                println!("purged {}", removed.join(", "));
+            }
+        }
+        Cmd::Retention(RetentionCmd::Run { name, older_than }) => {
+            let secs = older_than.map(|d| d.as_secs().max(1)).unwrap_or(0);
+            let json = s
+                .proxy
+                .run_retention(&name, secs)
+                .await
+                .map_err(|e| s.err(e))?;
+            let r: serde_json::Value = serde_json::from_str(&json)
+                .map_err(|e| CallError::Failed(format!("an answer outpostctl cannot read: {e}")))?;
+            if format == Format::Json {
+                println!("{json}");
+            } else {
+                println!(
+                    "{name}: removed {} items, {} bytes older than {}",
+                    r["items"],
+                    r["bytes"],
+                    r["cutoff"].as_str().unwrap_or("?")
+                );
+                for e in r["errors"].as_array().into_iter().flatten() {
+                    println!("  could not remove: {}", e.as_str().unwrap_or("?"));
+                }
+            }
+        }
         Cmd::Image(c) => s.image(c, format).await?,
         Cmd::Logs {
             name,

@@ -60,6 +60,11 @@ pub enum Command {
         version: String,
         reply: oneshot::Sender<Result<(), crate::images::ImageError>>,
     },
+    /// Delete a removed instrument's storage, logs and host ids.
+    Purge {
+        name: String,
+        reply: oneshot::Sender<Result<Vec<String>, crate::commands::instrument::PurgeError>>,
+    },
     /// Stop the daemon.
     Shutdown,
 }
@@ -142,6 +147,17 @@ impl Handle {
             reply,
         })
         .await?;
+        answer.await.map_err(|_| Stopped)
+    }
+
+    /// Purges a removed instrument through the daemon, so that it cannot
+    /// be started again meanwhile; what was removed.
+    pub async fn purge(
+        &self,
+        name: String,
+    ) -> Result<Result<Vec<String>, crate::commands::instrument::PurgeError>, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Purge { name, reply }).await?;
         answer.await.map_err(|_| Stopped)
     }
 

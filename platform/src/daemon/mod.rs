@@ -243,6 +243,11 @@ impl<R: Runtime> Daemon<R> {
                         continue;
                     }
                     Some(Command::NatsExited { pid }) => self.on_nats_exit(pid).await,
+                    Some(Command::Purge { name, reply }) => {
+                        let r = crate::commands::instrument::purge_data(&self.cfg.state, &self.db, &name);
+                        let _ = reply.send(r);
+                        continue;
+                    }
                     Some(Command::RemoveImage { name, version, reply }) => {
                         let r = self.images.remove(&mut self.db, &name, &version);
                         self.manifests.retain(|k, _| !(k.0 == name && k.1 == version));

@@ -45,6 +45,8 @@ pub trait Sensor {
     fn images(&self) -> zbus::Result<String>;
     fn import_image(&self, path: &str, sha256: &str) -> zbus::Result<(String, bool)>;
     fn remove_image(&self, name: &str, version: &str) -> zbus::Result<()>;
+    fn purge(&self, name: &str) -> zbus::Result<Vec<String>>;
+    fn run_retention(&self, name: &str, older_than_s: u64) -> zbus::Result<String>;
     fn logs(&self, name: &str, offset: i64) -> zbus::Result<(String, i64)>;
     fn events(
         &self,
