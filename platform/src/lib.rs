@@ -35,6 +35,7 @@ pub mod failpoint;
 pub mod health;
 pub mod images;
 pub mod messaging;
+pub mod metrics;
 pub mod netns;
 pub mod network;
 pub mod observability;

@@ -827,3 +827,62 @@ fn outpostctl_runs_retention_and_purges_a_removed_instrument() {
     let out = ok(bus.ctl(&["purge", &a]));
     assert!(out.contains("has no stored data"), "{out}");
 }
+
+/// `GET /metrics` on 127.0.0.1:`port`.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn metrics_are_served_on_loopback_only_unless_allowed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let a = unique("ctl-metrics");
+    s.write_sensor(&instrument(&a));
+    s.start(&["--metrics", &format!("127.0.0.1:{port}")]);
+    s.wait_for(&a, "healthy", Duration::from_secs(20), |v| {
+        v["health"] == "ok"
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let t = scrape(port);
+        if t.contains("outpost_health_check_round_trip_seconds{") {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "{t}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    for line in [
+        format!("outpost_instrument_state{{instrument=\"{a}\",state=\"running\"}} 1"),
+        format!("outpost_instrument_health{{instrument=\"{a}\",health=\"ok\"}} 1"),
+        format!("outpost_instrument_restarts_total{{instrument=\"{a}\"}} 0"),
+        "outpost_desired_state_version 1".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line} missing:\n{text}");
+    }
+    s.terminate();
+
+    // Another host's address: refused at start, with the fix.
+    let mut t = Sensor::new();
+    t.write_sensor("");
+    t.spawn(&["--metrics", &format!("0.0.0.0:{port}")]);
+    let st = t.wait_exit(Duration::from_secs(20));
+    assert!(!st.success());
+    let log = t.log_text();
+    assert!(log.contains("--metrics-allow-remote"), "{log}");
+}

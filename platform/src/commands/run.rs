@@ -66,6 +66,13 @@ pub struct RunArgs {
     /// outpostctl talks to: "system", "none", or a bus address.
     #[arg(long, env = "OUTPOST_DBUS", default_value = "system")]
     pub dbus: crate::dbus::BusChoice,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default;
+    /// a loopback address unless --metrics-allow-remote).
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Allow --metrics on an address other hosts can reach.
+    #[arg(long, requires = "metrics")]
+    pub metrics_allow_remote: bool,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. SIGHUP re-reads the sensor file.
@@ -126,12 +133,16 @@ pub fn run(state_dir: &Path, opts: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let bus = opts.dbus.clone();
+    let metrics = opts.metrics.map(|a| (a, opts.metrics_allow_remote));
     let api_state = state.clone();
     runtime.block_on(async move {
         let daemon = Daemon::new(cfg, rt)?;
         let handle = daemon.handle();
         // Kept until the daemon ends; dropping it leaves the bus.
         let _api = crate::dbus::serve(&bus, handle.clone(), &api_state).await;
+        if let Some((addr, remote)) = metrics {
+            crate::metrics::serve(addr, remote, handle.clone()).await?;
+        }
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;

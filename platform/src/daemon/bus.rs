@@ -242,6 +242,11 @@ impl<R: Runtime> Daemon<R> {
             Outcome::Reply(r) => Some(r.config_version),
             Outcome::NoReply(_) => None,
         };
+        match (&outcome, latency_ms) {
+            (Outcome::Reply(_), Some(ms)) => inst.status.health_rtt_us = Some((ms * 1e3) as u64),
+            (Outcome::NoReply(_), _) => inst.status.health_unanswered += 1,
+            _ => {}
+        }
         let obs = tracker.observe(Instant::now(), outcome);
         let (state, message, failures) = (tracker.state, tracker.message.clone(), tracker.failures);
         inst.status.health = state.to_string();

@@ -30,6 +30,8 @@ pub(super) fn blank_status(ins: &InstrumentSpec) -> InstrumentStatus {
         health_details: serde_json::Value::Null,
         storage: None,
         storage_full: false,
+        health_rtt_us: None,
+        health_unanswered: 0,
         updated_at_ms: now_ms(),
     }
 }

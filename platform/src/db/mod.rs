@@ -132,6 +132,12 @@ pub struct InstrumentStatus {
     /// Whether its persistent storage is full (writes fail with ENOSPC).
     #[serde(default)]
     pub storage_full: bool,
+    /// Round trip of its last answered health check, in microseconds.
+    #[serde(default)]
+    pub health_rtt_us: Option<u64>,
+    /// Health checks it did not answer in time, since the daemon started.
+    #[serde(default)]
+    pub health_unanswered: u64,
     pub updated_at_ms: i64,
 }
 
