@@ -886,3 +886,57 @@ fn metrics_are_served_on_loopback_only_unless_allowed() {
     let log = t.log_text();
     assert!(log.contains("--metrics-allow-remote"), "{log}");
 }
+
+#[test]
+fn outpostctl_status_watch_prints_each_change() {
+    let bus = DBus::start();
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let a = unique("ctl-watch");
+    s.write_sensor(&instrument(&a));
+    s.start(&["--dbus", &bus.address]);
+    s.wait_running(&a);
+    let log = s.dir.path().join("watch.jsonl");
+    let _watch = outpost_tests::hostnet::Spawned(
+        std::process::Command::new(outpost_tests::dbus::outpostctl_bin())
+            .args([
+                "--bus",
+                &bus.address,
+                "status",
+                "--watch",
+                "--format",
+                "json",
+            ])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    ok(bus.ctl(&["stop", &a]));
+    let stopped = |l: &str| {
+        serde_json::from_str::<Value>(l).ok().is_some_and(|v| {
+            v["instruments"].as_array().is_some_and(|i| {
+                i.iter()
+                    .any(|i| i["name"] == a.as_str() && i["state"] == "stopped")
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .any(stopped)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "--watch printed no stopped state:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lines = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(
+        lines >= 2,
+        "one line per change, and the first at once: {lines}"
+    );
+}

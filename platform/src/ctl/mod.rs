@@ -48,7 +48,11 @@ pub enum Format {
 #[derive(Subcommand)]
 pub enum Cmd {
     /// The daemon, the desired state and every instrument.
-    Status,
+    Status {
+        /// Print it again at every change (JSON: one line per change).
+        #[arg(long)]
+        watch: bool,
+    },
     /// Every instrument: state, health, image, applied/desired config.
     Instruments,
     /// The desired-state versions, newest first: who made each and why.
@@ -227,25 +231,50 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
         bus: bus.to_string(),
     };
     match cmd {
-        Cmd::Status => {
-            let report = s.status().await?;
-            match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("serializes")
-                ),
-                Format::Table => {
-                    let interfaces: Vec<_> = report
-                        .snapshot
-                        .instruments
-                        .iter()
-                        .map(|i| report.interfaces.get(&i.name).cloned().unwrap_or_default())
-                        .collect();
-                    crate::commands::status::print_table(
-                        Some(report.daemon_pid),
-                        &report.snapshot,
-                        &interfaces,
-                    )
+        Cmd::Status { watch } => {
+            // Subscribed before the first read, so no change is missed.
+            let mut changes = if watch {
+                Some(s.proxy.receive_changed().await.map_err(|e| s.err(e))?)
+            } else {
+                None
+            };
+            loop {
+                let report = s.status().await?;
+                match format {
+                    Format::Json if watch => {
+                        println!("{}", serde_json::to_string(&report).expect("serializes"))
+                    }
+                    Format::Json => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).expect("serializes")
+                    ),
+                    Format::Table => {
+                        if watch {
+                            // Clear the screen, cursor home.
+                            print!("\x1b[2J\x1b[H");
+                        }
+                        let interfaces: Vec<_> = report
+                            .snapshot
+                            .instruments
+                            .iter()
+                            .map(|i| report.interfaces.get(&i.name).cloned().unwrap_or_default())
+                            .collect();
+                        crate::commands::status::print_table(
+                            Some(report.daemon_pid),
+                            &report.snapshot,
+                            &interfaces,
+                        )
+                    }
+                }
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                let Some(ch) = changes.as_mut() else { break };
+                use futures::StreamExt;
+                if ch.next().await.is_none() {
+                    return Err(CallError::Unreachable {
+                        bus: s.bus.clone(),
+                        detail: "the connection to outpostd ended".into(),
+                    });
                 }
             }
         }
