@@ -655,6 +655,49 @@ fn outpostctl_imports_lists_and_removes_images_and_shows_logs() {
     assert!(progress.contains("verifying sha256: 100%"), "{progress}");
     let again = ok(bus.ctl(&["image", "import", archive, "--sha256", &img.sha256]));
     assert!(again.contains("already imported"), "{again}");
+
+    // An admin who is not root imports only what they can read: outpostd
+    // reads the descriptor outpostctl opened, never a path as root.
+    use std::os::unix::fs::PermissionsExt;
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = shared.path().join("root-only.tar.gz");
+    std::fs::copy(&img.archive, &secret).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = bus.ctl_as(
+        65534,
+        &["outpost-admin"],
+        &[
+            "image",
+            "import",
+            secret.to_str().unwrap(),
+            "--sha256",
+            &img.sha256,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out)
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = bus.ctl_as(
+        65534,
+        &["outpost-admin"],
+        &[
+            "image",
+            "import",
+            secret.to_str().unwrap(),
+            "--sha256",
+            &img.sha256,
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already imported"),
+        "{}",
+        text(&out)
+    );
     assert!(ok(bus.ctl(&["image", "list"])).contains("example"));
 
     // In use: refused, naming the user; the instrument's log is readable.

@@ -12,8 +12,8 @@ use crate::dbus::client::CallError;
 
 #[derive(Subcommand)]
 pub enum ImageCmd {
-    /// Imports an image archive (read by outpostd): its sha256 is checked
-    /// before anything is unpacked.
+    /// Imports an image archive (opened by outpostctl, so only one this user
+    /// can read): its sha256 is checked before anything is unpacked.
     Import {
         archive: PathBuf,
         /// The published sha256 (default: the <archive>.sha256 file).
@@ -46,6 +46,13 @@ impl Session {
                     }
                 };
                 let path = archive.display().to_string();
+                // outpostd reads the archive through this descriptor: only
+                // what this user can open.
+                let file = std::fs::File::open(&archive).map_err(|e| {
+                    CallError::Invalid(format!(
+                        "cannot open {path}: {e} (fix: give the path of an image archive you can read)"
+                    ))
+                })?;
                 // Progress comes as signals while the call runs.
                 let mut progress = self
                     .proxy
@@ -70,7 +77,9 @@ impl Session {
                     // answer says what happened.
                     std::future::pending::<()>().await
                 };
-                let call = self.proxy.import_image(&path, sha256.trim());
+                let call =
+                    self.proxy
+                        .import_image(zbus::zvariant::Fd::from(&file), &path, sha256.trim());
                 let res = tokio::select! {
                     r = call => r,
                     () = show => unreachable!("show never ends"),

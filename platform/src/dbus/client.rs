@@ -43,7 +43,12 @@ pub trait Sensor {
     ) -> zbus::Result<(i64, bool)>;
     fn restart(&self, name: &str) -> zbus::Result<()>;
     fn images(&self) -> zbus::Result<String>;
-    fn import_image(&self, path: &str, sha256: &str) -> zbus::Result<(String, bool)>;
+    fn import_image(
+        &self,
+        archive: zbus::zvariant::Fd<'_>,
+        label: &str,
+        sha256: &str,
+    ) -> zbus::Result<(String, bool)>;
     fn remove_image(&self, name: &str, version: &str) -> zbus::Result<()>;
     fn purge(&self, name: &str) -> zbus::Result<Vec<String>>;
     fn run_retention(&self, name: &str, older_than_s: u64) -> zbus::Result<String>;

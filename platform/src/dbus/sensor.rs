@@ -386,30 +386,49 @@ impl Sensor {
         serde_json::to_string(&images).map_err(|e| SensorError::Failed(e.to_string()))
     }
 
-    /// Imports the image archive at `path` (read by outpostd) if its
-    /// sha256 is `sha256`: verified before anything is unpacked, placed
-    /// atomically. `ImportProgress` signals report it. Answers the record
-    /// (JSON) and whether it is new.
+    /// Imports the image archive the caller opened and passes as `archive`
+    /// (a file descriptor: outpostd reads only what the caller could, never
+    /// a path in its own name), if its sha256 is `sha256`: verified before
+    /// anything is unpacked, placed atomically. `label` names it in
+    /// messages and in the `ImportProgress` signals that report progress.
+    /// Answers the record (JSON) and whether it is new.
     async fn import_image(
         &self,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-        path: String,
+        archive: zbus::zvariant::OwnedFd,
+        label: String,
         sha256: String,
     ) -> Result<(String, bool), SensorError> {
         let who = caller(conn, &hdr, Access::Change).await?;
         let expected = outpost_image::hash::parse_sha256(&sha256)
             .map_err(|e| SensorError::Invalid(format!("sha256 {sha256:?}: {e}")))?;
-        info!(archive = %path, caller = %who, "image import asked over D-Bus");
+        let file = std::fs::File::from(std::os::fd::OwnedFd::from(archive));
+        match file.metadata() {
+            Ok(m) if m.is_file() => {}
+            _ => {
+                return Err(SensorError::Invalid(format!(
+                    "{label} is not a regular file (fix: give the path of an image archive)"
+                )));
+            }
+        }
+        info!(archive = %label, caller = %who, "image import asked over D-Bus");
+        let path = label.clone();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let state = self.state.clone();
-        let archive = std::path::PathBuf::from(&path);
+        let fd_path = std::path::PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&file)
+        ));
+        let shown = fd_path.display().to_string();
         // The import is slow (hash, unpack): a blocking job with its own
-        // database connection, not the daemon's loop.
+        // database connection, not the daemon's loop. The file stays open
+        // (and its /proc path valid) until the job ends.
         let job = tokio::task::spawn_blocking(move || {
+            let _open = &file;
             let db = Db::open(&state.db())?;
-            ImageStore::new(&state).import(&db, &archive, &expected, |p| {
+            ImageStore::new(&state).import(&db, &fd_path, &expected, |p| {
                 let _ = tx.send(p);
             })
         });
@@ -433,11 +452,14 @@ impl Sensor {
         let imported = job
             .await
             .map_err(|e| SensorError::Failed(format!("the import job failed: {e}")))?
-            .map_err(|e| match e {
-                ImageError::Unpack(_) | ImageError::Conflict { .. } => {
-                    SensorError::Invalid(format!("{path}: {e}"))
+            .map_err(|e| {
+                let text = e.to_string().replace(&shown, &label);
+                match e {
+                    ImageError::Unpack(_) | ImageError::Conflict { .. } => {
+                        SensorError::Invalid(format!("{label}: {text}"))
+                    }
+                    _ => SensorError::Failed(format!("{label}: {text}")),
                 }
-                e => SensorError::Failed(format!("{path}: {e}")),
             })?;
         // Instruments that waited for this image can start now.
         let _ = self.handle.send(Command::Wake).await;
