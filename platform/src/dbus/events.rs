@@ -105,8 +105,15 @@ impl Reader {
             .map_err(|e| SensorError::Failed(format!("reading {EVENTS_STREAM}: {e}")))?;
         let mut out = Vec::new();
         let mut next = since.max(1);
+        let mut failed = None;
         while let Some(m) = batch.next().await {
-            let m = m.map_err(|e| SensorError::Failed(format!("reading {EVENTS_STREAM}: {e}")))?;
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    failed = Some(SensorError::Failed(format!("reading {EVENTS_STREAM}: {e}")));
+                    break;
+                }
+            };
             let seq = m.info().map(|i| i.stream_sequence).unwrap_or(next);
             next = seq + 1;
             let Ok(envelope) = Envelope::decode(&m.payload) else {
@@ -116,7 +123,14 @@ impl Reader {
                 out.push(Event { seq, envelope });
             }
         }
-        Ok((out, next))
+        // One consumer per call: gone at once, not after its inactivity
+        // threshold, so a client that follows leaves none behind.
+        let name = consumer.cached_info().name.clone();
+        let _ = stream.delete_consumer(&name).await;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((out, next)),
+        }
     }
 }
 

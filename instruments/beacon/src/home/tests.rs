@@ -111,7 +111,14 @@ async fn every_channel_escapes_to_home_with_proof_and_home_records_it() {
 /// request line it saw is kept. With `refuse`, it answers everything
 /// with 403, as a proxy whose policy forbids the target.
 async fn proxy(refuse: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    proxy_on("127.0.0.1", refuse).await
+}
+
+/// [`proxy`] on loopback address `ip`.
+async fn proxy_on(ip: &str, refuse: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind(SocketAddr::new(ip.parse().unwrap(), 0))
+        .await
+        .unwrap();
     let at = l.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -163,39 +170,47 @@ async fn proxy(refuse: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     (at, seen)
 }
 
+/// Through a proxy on IPv4 and on IPv6 loopback (canaries and proxy on the
+/// same family).
 #[tokio::test]
 async fn a_proxy_path_is_tried_and_reported_apart_from_the_direct_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_home, mut c) = home(dir.path()).await;
-    let (at, seen) = proxy(false).await;
-    c.proxies = vec![format!("http://{at}")];
-    let out = round(&c).await;
-    let via = format!(" via http://{at}");
-    let proxied: Vec<_> = out.iter().filter(|a| a.target.ends_with(&via)).collect();
-    // The HTTP and the HTTPS canary on http-proxy, the TCP one on connect.
-    assert_eq!(proxied.len(), 3, "{out:#?}");
-    for a in &proxied {
+    for ip in ["127.0.0.1", "::1"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_home, mut c) = home_on(dir.path(), ip).await;
+        let (at, seen) = proxy_on(ip, false).await;
+        c.proxies = vec![format!("http://{at}")];
+        let out = round(&c).await;
+        let via = format!(" via http://{at}");
+        let proxied: Vec<_> = out.iter().filter(|a| a.target.ends_with(&via)).collect();
+        // The HTTP and the HTTPS canary on http-proxy, the TCP one on connect.
+        assert_eq!(proxied.len(), 3, "{ip}: {out:#?}");
+        for a in &proxied {
+            assert_eq!(
+                (a.outcome, a.evidence.level),
+                (Outcome::Escaped, Level::Proven),
+                "{ip}: {a:?}"
+            );
+        }
+        let on = |ch: Channel| proxied.iter().filter(|a| a.channel == ch).count();
         assert_eq!(
-            (a.outcome, a.evidence.level),
-            (Outcome::Escaped, Level::Proven),
-            "{a:?}"
+            (on(Channel::HttpProxy), on(Channel::Connect)),
+            (2, 1),
+            "{ip}"
+        );
+        // The direct attempts did not go through the proxy.
+        assert_eq!(out.len(), 5 + 3, "{ip}");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen.iter().filter(|l| l.starts_with("CONNECT ")).count(),
+            2,
+            "{ip}: {seen:?}"
+        );
+        assert_eq!(
+            seen.iter().filter(|l| l.starts_with("GET http://")).count(),
+            1,
+            "{ip}: {seen:?}"
         );
     }
-    let on = |ch: Channel| proxied.iter().filter(|a| a.channel == ch).count();
-    assert_eq!((on(Channel::HttpProxy), on(Channel::Connect)), (2, 1));
-    // The direct attempts did not go through the proxy.
-    assert_eq!(out.len(), 5 + 3);
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(
-        seen.iter().filter(|l| l.starts_with("CONNECT ")).count(),
-        2,
-        "{seen:?}"
-    );
-    assert_eq!(
-        seen.iter().filter(|l| l.starts_with("GET http://")).count(),
-        1,
-        "{seen:?}"
-    );
 }
 
 #[tokio::test]
