@@ -9,6 +9,21 @@ use serde_json::Value;
 use crate::hostnet::Spawned;
 use crate::{Sensor, workspace_bin};
 
+/// The pin of the HTTPS certificate at `cert` and `key` (made there when
+/// neither exists), as `beacon-home --print-pin` prints it.
+pub fn home_pin(cert: &std::path::Path, key: &std::path::Path) -> String {
+    crate::hostnet::must(
+        Command::new(workspace_bin("beacon-home"))
+            .arg("--cert")
+            .arg(cert)
+            .arg("--cert-key")
+            .arg(key)
+            .arg("--print-pin"),
+    )
+    .trim()
+    .to_string()
+}
+
 /// `beacon-home` in namespace `ns`.
 pub fn home(ns: &str, key: &str, args: &[&str], log: &std::path::Path) -> Spawned {
     let child = Command::new("ip")

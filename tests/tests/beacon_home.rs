@@ -219,15 +219,7 @@ fn garbage_half_open_floods_and_oversized_heads_are_counted_and_never_stop_home(
     let err_log = dir.path().join("home.err");
     let at = |p: u16| format!("127.0.0.1:{p}");
     let (cert, cert_key) = (dir.path().join("home.crt"), dir.path().join("home.key"));
-    let pin = Command::new(workspace_bin("beacon-home"))
-        .arg("--cert")
-        .arg(&cert)
-        .arg("--cert-key")
-        .arg(&cert_key)
-        .arg("--print-pin")
-        .output()
-        .expect("beacon-home --print-pin");
-    let pin = String::from_utf8_lossy(&pin.stdout).trim().to_string();
+    let pin = outpost_tests::beacon::home_pin(&cert, &cert_key);
     let mut home = Spawned(
         Command::new(workspace_bin("beacon-home"))
             .args(["--key", KEY, "--stats-every", "1s", "--zone", "canary.test"])

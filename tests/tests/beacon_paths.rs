@@ -14,9 +14,11 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use outpost_tests::beacon::{details, escapes, events_of, health, home, target, wait_until};
+use outpost_tests::beacon::{
+    details, escapes, events_of, health, home, home_pin, target, wait_until,
+};
 use outpost_tests::hostnet::{HostNet, Spawned, ip, must, sysctl_in};
-use outpost_tests::{Sensor, image, unique, workspace_bin};
+use outpost_tests::{Sensor, image, unique};
 use serde_json::Value;
 
 const KEY: &str = "7a3e0c0ffee0ddba11ca7b0a710ad5e15e1f0c0ffee0ddba11ca7b0a710ad5e1";
@@ -121,16 +123,7 @@ fn beacon_proves_proxy_and_ipv6_leaks_and_sees_through_tls_interception() {
 
     let dir = tempfile::tempdir().unwrap();
     let (cert, cert_key) = (dir.path().join("home.crt"), dir.path().join("home.key"));
-    let pin = must(
-        Command::new(workspace_bin("beacon-home"))
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--cert-key")
-            .arg(&cert_key)
-            .arg("--print-pin"),
-    )
-    .trim()
-    .to_string();
+    let pin = home_pin(&cert, &cert_key);
     assert!(pin.starts_with("sha256:") && pin.len() == 71, "{pin}");
     let _home = home(
         &outside,

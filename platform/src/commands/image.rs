@@ -66,9 +66,16 @@ pub fn list(state_dir: &Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&images)?);
         return Ok(());
     }
+    print_images(&images, "outpostd");
+    Ok(())
+}
+
+/// The image table; `cli` names the command that imports, for the hint
+/// when there are none.
+pub fn print_images(images: &[crate::db::ImageRecord], cli: &str) {
     if images.is_empty() {
-        println!("no images imported (import one with: outpostd image import <archive>)");
-        return Ok(());
+        println!("no images imported (import one with: {cli} image import <archive>)");
+        return;
     }
     println!(
         "{:<20} {:<10} {:<16} {:>10}",
@@ -83,7 +90,6 @@ pub fn list(state_dir: &Path, json: bool) -> anyhow::Result<()> {
             i.bytes / 1024
         );
     }
-    Ok(())
 }
 
 /// Removes an image unless it is in use.

@@ -112,25 +112,7 @@ impl Session {
                     );
                     return Ok(());
                 }
-                if images.is_empty() {
-                    println!(
-                        "no images imported (import one with: outpostctl image import <archive>)"
-                    );
-                    return Ok(());
-                }
-                println!(
-                    "{:<20} {:<10} {:<16} {:>10}",
-                    "NAME", "VERSION", "SHA256", "SIZE"
-                );
-                for i in images {
-                    println!(
-                        "{:<20} {:<10} {:<16} {:>7} KiB",
-                        i.name,
-                        i.version,
-                        &i.sha256[..16.min(i.sha256.len())],
-                        i.bytes / 1024
-                    );
-                }
+                crate::commands::image::print_images(&images, "outpostctl");
             }
             ImageCmd::Rm { name, version } => {
                 self.proxy

@@ -70,6 +70,23 @@ pub enum ApplyError {
     Store(String),
 }
 
+impl ApplyError {
+    /// "No instrument `name`", listing those `spec` has.
+    pub fn unknown(name: &str, spec: Option<&SensorSpec>) -> ApplyError {
+        let names: Vec<&str> = spec
+            .map(|s| s.instruments.iter().map(|i| i.name.as_str()).collect())
+            .unwrap_or_default();
+        ApplyError::UnknownInstrument {
+            name: name.to_string(),
+            known: if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            },
+        }
+    }
+}
+
 impl<R: Runtime> Daemon<R> {
     /// The whole desired state `change` asks for, and how problems name it.
     fn changed_spec(&self, change: Change) -> Result<(SensorSpec, String), ApplyError> {
@@ -91,22 +108,10 @@ impl<R: Runtime> Daemon<R> {
             .as_ref()
             .map(|(_, s)| s.clone())
             .ok_or(ApplyError::NoDesiredState)?;
-        let known = spec
-            .instruments
-            .iter()
-            .map(|i| i.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let Some(ins) = spec.instruments.iter_mut().find(|i| i.name == instrument) else {
-            return Err(ApplyError::UnknownInstrument {
-                name: instrument,
-                known: if known.is_empty() {
-                    "none".into()
-                } else {
-                    known
-                },
-            });
+        let Some(at) = spec.instruments.iter().position(|i| i.name == instrument) else {
+            return Err(ApplyError::unknown(&instrument, Some(&spec)));
         };
+        let ins = &mut spec.instruments[at];
         edit(ins);
         Ok((spec, format!("instrument {instrument}")))
     }

@@ -410,25 +410,10 @@ impl<R: Runtime> Daemon<R> {
     /// unchanged. A disabled instrument is not started.
     pub(super) async fn restart(&mut self, name: &str) -> Result<(), ApplyError> {
         let Some(ins) = self.wanted(name) else {
-            let known = self
-                .desired
-                .as_ref()
-                .map(|(_, s)| {
-                    s.instruments
-                        .iter()
-                        .map(|i| i.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
-            return Err(ApplyError::UnknownInstrument {
-                name: name.to_string(),
-                known: if known.is_empty() {
-                    "none".into()
-                } else {
-                    known
-                },
-            });
+            return Err(ApplyError::unknown(
+                name,
+                self.desired.as_ref().map(|(_, s)| s),
+            ));
         };
         info!(instrument = name, "restart asked by an operator");
         if !matches!(self.observe(name).await, Observed::Absent) {

@@ -39,15 +39,7 @@ pub fn run(rounds: usize) {
     let at = |i: usize| format!("127.0.0.1:{}", ports[i]);
     let dir = tempfile::tempdir().unwrap();
     let (cert, cert_key) = (dir.path().join("home.crt"), dir.path().join("home.key"));
-    let pin = Command::new(workspace_bin("beacon-home"))
-        .arg("--cert")
-        .arg(&cert)
-        .arg("--cert-key")
-        .arg(&cert_key)
-        .arg("--print-pin")
-        .output()
-        .expect("beacon-home --print-pin");
-    let pin = String::from_utf8_lossy(&pin.stdout).trim().to_string();
+    let pin = outpost_tests::beacon::home_pin(&cert, &cert_key);
     let _home = Spawned(
         Command::new(workspace_bin("beacon-home"))
             .args([
