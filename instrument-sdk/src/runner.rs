@@ -327,6 +327,15 @@ async fn apply_config<I: Instrument>(i: &I, ctx: &Context, payload: &[u8]) -> Co
         }
     };
     let version = req.version;
+    // The platform repeats a push it got no answer to in time; the version
+    // already in force is not applied twice.
+    if version != 0 && ctx.config_version() == version {
+        return ConfigReply {
+            version,
+            applied: true,
+            reason: None,
+        };
+    }
     let typed: I::Config = match serde_json::from_value(req.config) {
         Ok(c) => c,
         Err(e) => {

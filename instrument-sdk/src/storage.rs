@@ -15,14 +15,30 @@ pub const TRANSIENT: &str = "/run/instrument";
 
 /// Deletes every regular file under `root` last modified before `cutoff`,
 /// then the directories that became empty; links are removed, never
-/// followed. Returns counts, bytes and the errors met.
+/// followed. Returns counts, bytes, the errors met and when the oldest
+/// file left was modified (the platform's proof that nothing older than
+/// the cutoff stayed).
 pub fn delete_older_than(root: &Path, cutoff: SystemTime) -> RetentionReply {
     let mut r = RetentionReply::default();
-    walk(root, cutoff, &mut r, true);
+    let mut oldest = None;
+    walk(root, cutoff, &mut r, &mut oldest, true);
+    r.oldest_remaining = oldest.map(|t| humantime::format_rfc3339_millis(t).to_string());
     r
 }
 
-fn walk(dir: &Path, cutoff: SystemTime, r: &mut RetentionReply, top: bool) -> bool {
+fn keep_oldest(oldest: &mut Option<SystemTime>, t: SystemTime) {
+    if oldest.is_none_or(|o| t < o) {
+        *oldest = Some(t);
+    }
+}
+
+fn walk(
+    dir: &Path,
+    cutoff: SystemTime,
+    r: &mut RetentionReply,
+    oldest: &mut Option<SystemTime>,
+    top: bool,
+) -> bool {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
@@ -38,7 +54,7 @@ fn walk(dir: &Path, cutoff: SystemTime, r: &mut RetentionReply, top: bool) -> bo
             continue;
         };
         if meta.is_dir() {
-            if walk(&path, cutoff, r, false) {
+            if walk(&path, cutoff, r, oldest, false) {
                 if fs::remove_dir(&path).is_err() {
                     emptied = false;
                 }
@@ -47,9 +63,13 @@ fn walk(dir: &Path, cutoff: SystemTime, r: &mut RetentionReply, top: bool) -> bo
             }
             continue;
         }
-        let old = meta.modified().map(|m| m < cutoff).unwrap_or(false);
+        let modified = meta.modified().ok();
+        let old = modified.is_some_and(|m| m < cutoff);
         if !old {
             emptied = false;
+            if let Some(m) = modified {
+                keep_oldest(oldest, m);
+            }
             continue;
         }
         match fs::remove_file(&path) {
@@ -60,6 +80,9 @@ fn walk(dir: &Path, cutoff: SystemTime, r: &mut RetentionReply, top: bool) -> bo
             Err(err) => {
                 emptied = false;
                 r.errors.push(format!("{}: {err}", path.display()));
+                if let Some(m) = modified {
+                    keep_oldest(oldest, m);
+                }
             }
         }
     }
@@ -95,11 +118,25 @@ mod tests {
         let r = delete_older_than(root, SystemTime::now() - Duration::from_secs(60));
         assert_eq!((r.items, r.bytes), (3, 9), "{r:?}");
         assert!(r.errors.is_empty(), "{r:?}");
+        let oldest = humantime::parse_rfc3339(r.oldest_remaining.as_deref().unwrap()).unwrap();
+        let age = SystemTime::now().duration_since(oldest).unwrap();
+        assert!(
+            age < Duration::from_secs(60),
+            "the oldest left is new: {r:?}"
+        );
         assert!(!root.join("old").exists(), "emptied directories go too");
         assert!(root.join("mixed/new").exists());
         assert!(!root.join("mixed/old").exists());
         assert!(root.join("new").exists());
         assert!(root.exists(), "the root itself stays");
         assert!(Path::new("/etc/passwd").exists());
+    }
+
+    #[test]
+    fn an_empty_store_has_no_oldest_item() {
+        let d = tempfile::tempdir().unwrap();
+        let r = delete_older_than(d.path(), SystemTime::now());
+        assert_eq!(r.oldest_remaining, None);
+        assert_eq!((r.items, r.bytes), (0, 0));
     }
 }

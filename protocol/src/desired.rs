@@ -48,6 +48,27 @@ pub struct SensorSpec {
 pub struct SensorMeta {
     /// The sensor's name, unique in its fleet.
     pub name: String,
+    /// How often the platform asks every instrument to delete what is older
+    /// than its retention period (default [`DEFAULT_RETENTION_EVERY`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde"
+    )]
+    pub retention_every: Option<Duration>,
+}
+
+/// How often retention runs when the sensor file does not say.
+pub const DEFAULT_RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// The shortest retention schedule (a run takes a walk of the storage).
+pub const MIN_RETENTION_EVERY: Duration = Duration::from_secs(1);
+
+impl SensorMeta {
+    /// The retention schedule in force.
+    pub fn retention_every(&self) -> Duration {
+        self.retention_every.unwrap_or(DEFAULT_RETENTION_EVERY)
+    }
 }
 
 /// One instrument the sensor should run.
@@ -80,6 +101,78 @@ pub struct InstrumentSpec {
     /// The configuration body, checked against the image's schema.
     #[serde(default = "empty_object")]
     pub config: serde_json::Value,
+    /// How long its persistent data is kept (`"30d"`), or `"off"`; absent:
+    /// the image's default period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSetting>,
+}
+
+/// An instrument's retention setting in the sensor file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionSetting {
+    /// Never ask it to delete anything.
+    Off,
+    /// Delete what is older than this.
+    Keep(Duration),
+}
+
+impl std::fmt::Display for RetentionSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetentionSetting::Off => f.write_str("off"),
+            RetentionSetting::Keep(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl std::str::FromStr for RetentionSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "off" {
+            return Ok(RetentionSetting::Off);
+        }
+        humantime::parse_duration(s)
+            .map(RetentionSetting::Keep)
+            .map_err(|e| format!("{s:?} is neither \"off\" nor a period such as \"30d\": {e}"))
+    }
+}
+
+impl Serialize for RetentionSetting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RetentionSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What retention an instrument gets from its setting and its image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EffectiveRetention {
+    /// The image does not handle retention.
+    Unsupported,
+    /// The operator turned it off.
+    Off,
+    /// Data older than this is deleted.
+    Keep(Duration),
+}
+
+impl InstrumentSpec {
+    /// The retention in force for this instrument with this image's
+    /// manifest (the setting was validated against it).
+    pub fn effective_retention(&self, m: &crate::manifest::Retention) -> EffectiveRetention {
+        match (self.retention, m.supported, m.default_period) {
+            (_, false, _) => EffectiveRetention::Unsupported,
+            (Some(RetentionSetting::Off), true, _) => EffectiveRetention::Off,
+            (Some(RetentionSetting::Keep(d)), true, _) => EffectiveRetention::Keep(d),
+            (None, true, Some(d)) => EffectiveRetention::Keep(d),
+            (None, true, None) => EffectiveRetention::Unsupported,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -252,6 +345,15 @@ impl SensorSpec {
         if let Some(p) = names::name_problem(&self.sensor.name) {
             c.push("sensor.name", p, NAME_FIX);
         }
+        if let Some(e) = self.sensor.retention_every
+            && e < MIN_RETENTION_EVERY
+        {
+            c.push(
+                "sensor.retention-every",
+                format!("{e:?} is shorter than {MIN_RETENTION_EVERY:?}"),
+                "give a schedule such as \"1h\"",
+            );
+        }
         let mut seen = BTreeSet::new();
         for (i, ins) in self.instruments.iter().enumerate() {
             let at = |f: &str| format!("instrument[{i}].{f}");
@@ -330,6 +432,15 @@ impl SensorSpec {
                 }
                 b.check(&at(&format!("interfaces.{role}")), &mut c);
             }
+            if let Some(RetentionSetting::Keep(d)) = ins.retention
+                && d.is_zero()
+            {
+                c.push(
+                    at("retention"),
+                    "is zero: everything would be deleted at once",
+                    "give a period such as \"30d\", or \"off\"",
+                );
+            }
             if !ins.config.is_object() {
                 c.push(
                     at("config"),
@@ -389,6 +500,20 @@ impl SensorSpec {
             );
         }
         bindings::validate_against("interfaces", &ins.interfaces, manifest, &mut c);
+        let r = &manifest.retention;
+        match ins.retention {
+            Some(RetentionSetting::Keep(_)) if !r.supported => c.push(
+                "retention",
+                format!("image {:?} does not handle retention", ins.image),
+                "remove the retention setting",
+            ),
+            Some(RetentionSetting::Off) if r.required => c.push(
+                "retention",
+                format!("image {:?} requires retention; it cannot be off", ins.image),
+                "give a period such as \"30d\", or remove the setting for the image's default",
+            ),
+            _ => {}
+        }
         if let Err(errors) = manifest.check_config(&ins.config) {
             for e in errors {
                 c.push(
@@ -572,5 +697,88 @@ mod tests {
         let err = SensorSpec::validate_against(&s.instruments[0], &m).unwrap_err();
         assert!(err.to_string().contains("config/interval"), "{err}");
         assert!(err.to_string().contains("instrument \"beacon\""), "{err}");
+    }
+
+    fn with_retention(setting: Option<&str>, every: Option<&str>) -> Result<SensorSpec, SpecError> {
+        let every = every
+            .map(|e| format!("retention-every = \"{e}\"\n"))
+            .unwrap_or_default();
+        let setting = setting
+            .map(|r| format!("retention = \"{r}\"\n"))
+            .unwrap_or_default();
+        SensorSpec::parse_valid(&format!(
+            "[sensor]\nname = \"s\"\n{every}[[instrument]]\nname = \"a\"\nimage = \"x\"\nversion = \"1.0.0\"\n{setting}"
+        ))
+    }
+
+    fn retention_manifest(extra: &str) -> Manifest {
+        Manifest::parse_valid(&format!(
+            "name = \"x\"\nversion = \"1.0.0\"\nentrypoint = [\"/x\"]\n[retention]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn retention_is_a_period_or_off_and_follows_the_image() {
+        let s = with_retention(Some("30d"), Some("10m")).unwrap();
+        assert_eq!(s.sensor.retention_every(), Duration::from_secs(600));
+        let ins = &s.instruments[0];
+        assert_eq!(
+            ins.retention,
+            Some(RetentionSetting::Keep(Duration::from_secs(30 * 86400)))
+        );
+        let again = SensorSpec::from_json(&s.to_canonical_json()).unwrap();
+        assert_eq!(again, s, "the setting round-trips");
+
+        let plain = with_retention(None, None).unwrap();
+        assert_eq!(plain.sensor.retention_every(), DEFAULT_RETENTION_EVERY);
+        assert!(
+            !plain.to_canonical_json().contains("retention"),
+            "an absent setting stores nothing, so older versions compare equal"
+        );
+
+        let kept = retention_manifest("supported = true\ndefault-period = \"7d\"");
+        assert_eq!(
+            plain.instruments[0].effective_retention(&kept.retention),
+            EffectiveRetention::Keep(Duration::from_secs(7 * 86400))
+        );
+        assert_eq!(
+            ins.effective_retention(&kept.retention),
+            EffectiveRetention::Keep(Duration::from_secs(30 * 86400))
+        );
+        let off = with_retention(Some("off"), None).unwrap();
+        assert_eq!(
+            off.instruments[0].effective_retention(&kept.retention),
+            EffectiveRetention::Off
+        );
+        SensorSpec::validate_against(&off.instruments[0], &kept).unwrap();
+
+        let required =
+            retention_manifest("supported = true\ndefault-period = \"7d\"\nrequired = true");
+        let err = SensorSpec::validate_against(&off.instruments[0], &required).unwrap_err();
+        assert!(err.to_string().contains("requires retention"), "{err}");
+
+        let none = retention_manifest("supported = false");
+        let err = SensorSpec::validate_against(ins, &none).unwrap_err();
+        assert!(
+            err.to_string().contains("does not handle retention"),
+            "{err}"
+        );
+        assert_eq!(
+            plain.instruments[0].effective_retention(&none.retention),
+            EffectiveRetention::Unsupported
+        );
+    }
+
+    #[test]
+    fn bad_retention_settings_name_the_fix() {
+        let err = with_retention(Some("forever"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("neither \"off\" nor a period"), "{err}");
+        let err = with_retention(Some("0s"), None).unwrap_err().to_string();
+        assert!(err.contains("instrument[0].retention"), "{err}");
+        let err = with_retention(None, Some("10ms")).unwrap_err().to_string();
+        assert!(err.contains("sensor.retention-every"), "{err}");
     }
 }

@@ -31,7 +31,9 @@ pub mod size;
 pub mod subjects;
 pub mod validate;
 
-pub use desired::{InstrumentSpec, RestartPolicy, SensorSpec};
+pub use desired::{
+    EffectiveRetention, InstrumentSpec, RestartPolicy, RetentionSetting, SensorSpec,
+};
 pub use envelope::Envelope;
 pub use manifest::Manifest;
 pub use validate::{FieldError, Invalid};

@@ -188,7 +188,7 @@ impl Default for Health {
 }
 
 /// Time-based retention of persistent data.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Retention {
     /// Whether the instrument answers retention requests.
@@ -197,6 +197,30 @@ pub struct Retention {
     /// How long data is kept unless the operator says otherwise.
     #[serde(default, with = "humantime_serde")]
     pub default_period: Option<Duration>,
+    /// Whether the operator may turn retention off (`retention = "off"`):
+    /// an image that holds personal data says `required = true`.
+    #[serde(default)]
+    pub required: bool,
+    /// How long one retention run may take before it counts as failed.
+    #[serde(default = "Retention::default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Retention {
+    fn default_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            supported: false,
+            default_period: None,
+            required: false,
+            timeout: Self::default_timeout(),
+        }
+    }
 }
 
 /// The instrument's configuration contract.
@@ -564,6 +588,20 @@ impl Manifest {
                 "give a period, e.g. \"7d\"",
             ),
             _ => {}
+        }
+        if self.retention.required && !self.retention.supported {
+            c.push(
+                "retention.required",
+                "is true although retention is not supported",
+                "set retention.supported = true (and answer retention requests) or remove required",
+            );
+        }
+        if self.retention.timeout.is_zero() {
+            c.push(
+                "retention.timeout",
+                "is zero",
+                "say how long one retention run may take, e.g. \"60s\"",
+            );
         }
     }
 

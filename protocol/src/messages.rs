@@ -17,6 +17,8 @@ pub mod schema {
     pub const CONFIG_RESULT: &str = "outpost.config-applied/1";
     pub const RPC_ERROR: &str = "outpost.rpc-error/1";
     pub const STORAGE_FULL: &str = "outpost.storage-full/1";
+    pub const RETENTION_FAILED: &str = "outpost.retention-failed/1";
+    pub const RETENTION_VIOLATED: &str = "outpost.retention-violated/1";
 }
 
 /// What an instrument says of itself.
@@ -114,6 +116,39 @@ pub struct RetentionReply {
     pub items: u64,
     pub bytes: u64,
     /// Files that could not be removed, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// When the oldest item left was last modified (RFC 3339); absent when
+    /// nothing is left. The platform compares it with the cutoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_remaining: Option<String>,
+}
+
+/// Platform event: a retention run got no (valid) answer in time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionFailed {
+    pub instrument: String,
+    /// The cutoff asked for (RFC 3339).
+    pub cutoff: String,
+    pub reason: String,
+}
+
+/// Platform event: after a retention run, data older than the cutoff is
+/// still there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionViolated {
+    pub instrument: String,
+    /// The cutoff asked for (RFC 3339).
+    pub cutoff: String,
+    /// The oldest item left (RFC 3339).
+    pub oldest_remaining: String,
+    /// Who saw it: `instrument` (its own answer) or `platform` (the
+    /// platform's walk of the instrument's storage).
+    pub seen_by: String,
+    /// What the instrument said it removed.
+    pub items: u64,
+    pub bytes: u64,
+    /// What it said it could not remove.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }

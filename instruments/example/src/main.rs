@@ -15,6 +15,10 @@
 //!   then a `burst-done` event with the time it took. SIGUSR1 starts a
 //!   burst of 10,000 without going through the bus (the platform's test
 //!   kills nats-server during one).
+//! - Retention (config `retention`): `delete` (the SDK's default handler,
+//!   the default), `keep` (deletes nothing and says so honestly), `lie`
+//!   (deletes nothing and claims nothing is left) or `silent` (never
+//!   answers). The platform's retention tests use the last three.
 //! - `--exit-after DURATION --exit-code N` makes it end on its own, which
 //!   the platform's restart tests use as a real crash.
 
@@ -23,9 +27,9 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use instrument_sdk::{BoxError, Context, Health, Instrument};
+use instrument_sdk::{BoxError, Context, Health, Instrument, RetentionReply, storage};
 use serde::Deserialize;
 
 /// Events in a burst started by SIGUSR1.
@@ -42,12 +46,15 @@ struct Config {
     health: Option<String>,
     #[serde(default)]
     burst: Option<u64>,
+    #[serde(default)]
+    retention: Option<String>,
 }
 
 struct Settings {
     greeting: String,
     heartbeat: Duration,
     health: String,
+    retention: String,
 }
 
 struct Example {
@@ -136,6 +143,23 @@ impl Instrument for Example {
         h.with_details(details)
     }
 
+    async fn retention(&self, ctx: &Context, cutoff: SystemTime) -> RetentionReply {
+        let dir = ctx.persistent_dir().to_path_buf();
+        let mode = self.retention_mode();
+        println!("example-instrument: retention asked ({mode})");
+        let cutoff = match mode.as_str() {
+            "silent" => std::future::pending().await,
+            "lie" => return RetentionReply::default(),
+            // Nothing is older than the epoch: a walk that deletes nothing
+            // and reports what is left.
+            "keep" => SystemTime::UNIX_EPOCH,
+            _ => cutoff,
+        };
+        tokio::task::spawn_blocking(move || storage::delete_older_than(&dir, cutoff))
+            .await
+            .unwrap_or_default()
+    }
+
     async fn configure(&self, _ctx: &Context, version: u64, c: Config) -> Result<(), String> {
         let heartbeat = match &c.heartbeat {
             Some(h) => humantime::parse_duration(h).map_err(|e| {
@@ -151,17 +175,31 @@ impl Instrument for Example {
         {
             return Err(format!("health {h:?} is not ok, degraded or failed"));
         }
+        if let Some(r) = &c.retention
+            && !["delete", "keep", "lie", "silent"].contains(&r.as_str())
+        {
+            return Err(format!(
+                "retention {r:?} is not delete, keep, lie or silent"
+            ));
+        }
         {
             let mut s = self.settings.lock().expect("lock");
             s.heartbeat = heartbeat;
             s.greeting = c.greeting.unwrap_or_else(|| "hello".into());
             s.health = c.health.unwrap_or_else(|| "ok".into());
+            s.retention = c.retention.unwrap_or_else(|| "delete".into());
         }
         println!("example-instrument: config version {version} applied");
         if let Some(n) = c.burst {
             let _ = self.bursts.send(n);
         }
         Ok(())
+    }
+}
+
+impl Example {
+    fn retention_mode(&self) -> String {
+        self.settings.lock().expect("lock").retention.clone()
     }
 }
 
@@ -267,6 +305,7 @@ fn main() -> std::process::ExitCode {
             greeting: "hello".into(),
             heartbeat,
             health: "ok".into(),
+            retention: "delete".into(),
         }),
         boot: AtomicU64::new(0),
         beats: AtomicU64::new(0),
