@@ -85,6 +85,7 @@ pub fn status(state_dir: &Path, json: bool) -> anyhow::Result<()> {
         refused: report.refused,
         fleet_managed: db.fleet_managed()?,
         instruments: Vec::new(),
+        retention: Default::default(),
     };
     let (statuses, interfaces): (Vec<_>, Vec<_>) = report
         .instruments

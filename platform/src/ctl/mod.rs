@@ -10,6 +10,7 @@
 
 mod config;
 mod image;
+mod retention;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ use crate::dbus::StatusReport;
 use crate::dbus::client::{self, CallError, SensorProxy};
 use config::ConfigCmd;
 use image::ImageCmd;
+use retention::RetentionCmd;
 
 #[derive(Parser)]
 #[command(
@@ -71,8 +73,9 @@ pub enum Cmd {
     /// Deletes a removed instrument's persistent storage, logs and host
     /// ids (refused while it is in the desired state).
     Purge { name: String },
-    /// Retention: `run NAME [--older-than 7d]` asks the instrument to
-    /// delete what is older (default: its manifest's period).
+    /// Retention: `status`, `run NAME [--older-than 7d]` (asks the
+    /// instrument to delete what is older than its period, checks, and
+    /// says the verdict), `history [NAME]`.
     #[command(subcommand)]
     Retention(RetentionCmd),
     /// The sensor's events (EVENTS stream), oldest first.
@@ -133,16 +136,6 @@ pub enum Cmd {
         file: PathBuf,
         #[arg(long, default_value = "/var/lib/outpost")]
         state_dir: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum RetentionCmd {
-    /// Runs retention on one instrument now.
-    Run {
-        name: String,
-        #[arg(long, value_parser = humantime::parse_duration)]
-        older_than: Option<std::time::Duration>,
     },
 }
 
@@ -341,29 +334,7 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
                 println!("purged {}", removed.join(", "));
             }
         }
-        Cmd::Retention(RetentionCmd::Run { name, older_than }) => {
-            let secs = older_than.map(|d| d.as_secs().max(1)).unwrap_or(0);
-            let json = s
-                .proxy
-                .run_retention(&name, secs)
-                .await
-                .map_err(|e| s.err(e))?;
-            let r: serde_json::Value = serde_json::from_str(&json)
-                .map_err(|e| CallError::Failed(format!("an answer outpostctl cannot read: {e}")))?;
-            if format == Format::Json {
-                println!("{json}");
-            } else {
-                println!(
-                    "{name}: removed {} items, {} bytes older than {}",
-                    r["items"],
-                    r["bytes"],
-                    r["cutoff"].as_str().unwrap_or("?")
-                );
-                for e in r["errors"].as_array().into_iter().flatten() {
-                    println!("  could not remove: {}", e.as_str().unwrap_or("?"));
-                }
-            }
-        }
+        Cmd::Retention(c) => s.retention(c, format).await?,
         Cmd::Image(c) => s.image(c, format).await?,
         Cmd::Logs {
             name,

@@ -20,6 +20,9 @@ use crate::messaging::bus::BusError;
 use crate::messaging::proxy;
 use crate::runtime::Runtime;
 
+/// How long an instrument may take to answer a config push.
+const CONFIG_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often a starting instrument is asked, until it first answers.
 const STARTING_POLL: Duration = Duration::from_millis(250);
 
@@ -206,7 +209,7 @@ impl<R: Runtime> Daemon<R> {
     }
 
     /// Publishes a platform event without waiting for it.
-    fn publish_event<T: Serialize + Send + Sync + 'static>(
+    pub(super) fn publish_event<T: Serialize + Send + Sync + 'static>(
         &self,
         kind: &'static str,
         schema: &'static str,
@@ -389,6 +392,11 @@ impl<R: Runtime> Daemon<R> {
                 version: version as u64,
                 config: body,
             };
+            // A push that races the instrument's start can be lost (its
+            // service is not yet imported into the platform's account), so
+            // the first attempts wait briefly; a slow `configure` gets up
+            // to CONFIG_TIMEOUT (a repeated version is applied once).
+            let mut wait = Duration::from_millis(500);
             loop {
                 let res = bus
                     .request::<_, ConfigReply>(
@@ -397,9 +405,10 @@ impl<R: Runtime> Daemon<R> {
                         schema::CONFIG_REQUEST,
                         &req,
                         schema::CONFIG_REPLY,
-                        Duration::from_secs(10),
+                        wait,
                     )
                     .await;
+                wait = (wait * 2).min(CONFIG_TIMEOUT);
                 match res {
                     Ok(reply) => {
                         let _ = tx

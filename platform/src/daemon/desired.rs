@@ -96,7 +96,11 @@ impl<R: Runtime> Daemon<R> {
         let key = (
             ins.image.clone(),
             ins.version.clone(),
-            serde_json::to_string(&ins.config).unwrap_or_default(),
+            format!(
+                "{}\n{}",
+                ins.retention.map(|r| r.to_string()).unwrap_or_default(),
+                serde_json::to_string(&ins.config).unwrap_or_default()
+            ),
         );
         if let Some(r) = self.config_checks.get(&key) {
             return r.clone();

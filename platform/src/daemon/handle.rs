@@ -3,14 +3,15 @@
 //! methods, and the status [`Snapshot`] the actor publishes after every
 //! command so that no question waits behind work.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use outpost_protocol::messages::StorageUse;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Applied, ApplyError, Change};
-use crate::db::{InstrumentStatus, Origin, Refusal};
+use super::{Applied, ApplyError, Change, RetentionError, RetentionState};
+use crate::db::{InstrumentStatus, Origin, Refusal, RetentionRun};
 use crate::health;
 
 /// What the daemon is asked to do.
@@ -65,6 +66,15 @@ pub enum Command {
         name: String,
         reply: oneshot::Sender<Result<Vec<String>, crate::commands::instrument::PurgeError>>,
     },
+    /// Run retention on an instrument now; answered when the run ended.
+    RetentionNow {
+        name: String,
+        /// The period to keep (default: the instrument's).
+        older_than: Option<std::time::Duration>,
+        reply: oneshot::Sender<Result<RetentionRun, RetentionError>>,
+    },
+    /// A retention run ended (sent by its job).
+    RetentionDone { run: RetentionRun },
     /// Stop the daemon.
     Shutdown,
 }
@@ -78,6 +88,9 @@ pub struct Snapshot {
     pub refused: Option<Refusal>,
     pub fleet_managed: bool,
     pub instruments: Vec<InstrumentStatus>,
+    /// Retention policy, schedule and last run of every instrument.
+    #[serde(default)]
+    pub retention: BTreeMap<String, RetentionState>,
 }
 
 /// The daemon has stopped (or is stopping): nothing more can be asked.
@@ -159,6 +172,24 @@ impl Handle {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Purge { name, reply }).await?;
         answer.await.map_err(|_| Stopped)
+    }
+
+    /// Runs retention on an instrument now (`older_than`, or its period);
+    /// the record of the run once it ended.
+    pub async fn retention_now(
+        &self,
+        name: String,
+        older_than: Option<std::time::Duration>,
+    ) -> Result<RetentionRun, RetentionError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::RetentionNow {
+            name,
+            older_than,
+            reply,
+        })
+        .await
+        .map_err(|_| RetentionError::Stopped)?;
+        answer.await.map_err(|_| RetentionError::Stopped)?
     }
 
     /// The latest status snapshot; never waits.

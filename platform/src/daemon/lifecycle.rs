@@ -443,6 +443,7 @@ impl<R: Runtime> Daemon<R> {
             error!(instrument = name, "{e}");
         }
         self.instances.remove(name);
+        self.forget_retention(name);
         self.keys.remove(name);
         if let Err(e) = self.db.delete_status(name) {
             error!(instrument = name, "cannot forget status: {e}");

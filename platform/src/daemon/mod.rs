@@ -22,11 +22,13 @@ mod intake;
 mod lifecycle;
 mod nats;
 mod net;
+mod retention;
 mod spec;
 
 pub use config::{DEFAULT_ID_RANGE_START, DaemonConfig, ID_RANGE_SIZE};
 pub use handle::{Command, Handle, Snapshot, Stopped};
 pub use intake::{Applied, ApplyError, Change};
+pub use retention::{RetentionError, RetentionState};
 use spec::blank_status;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -142,6 +144,8 @@ pub struct Daemon<R: Runtime> {
     /// Config checks by (image, version, config body).
     config_checks:
         BTreeMap<(String, String, String), Result<(), outpost_protocol::validate::Invalid>>,
+    /// Retention schedule and runs in flight, by instrument.
+    retention: BTreeMap<String, retention::Slot>,
 }
 
 impl<R: Runtime> Daemon<R> {
@@ -170,6 +174,7 @@ impl<R: Runtime> Daemon<R> {
             nats_failures: 0,
             manifests: BTreeMap::new(),
             config_checks: BTreeMap::new(),
+            retention: BTreeMap::new(),
         })
     }
 
@@ -182,12 +187,13 @@ impl<R: Runtime> Daemon<R> {
     }
 
     /// Publishes the status snapshot, if it changed.
-    fn publish_status(&self) {
+    fn publish_status(&mut self) {
         let snap = Snapshot {
             desired_version: self.desired.as_ref().map(|(v, _)| *v),
             refused: self.db.refusal().ok().flatten(),
             fleet_managed: self.db.fleet_managed().unwrap_or(false),
             instruments: self.instances.values().map(|i| i.status.clone()).collect(),
+            retention: self.retention_states(),
         };
         self.status_tx.send_if_modified(|cur| {
             if **cur == snap {
@@ -243,6 +249,16 @@ impl<R: Runtime> Daemon<R> {
                         continue;
                     }
                     Some(Command::NatsExited { pid }) => self.on_nats_exit(pid).await,
+                    Some(Command::RetentionNow { name, older_than, reply }) => {
+                        self.retention_now(&name, older_than, reply);
+                        self.publish_status();
+                        continue;
+                    }
+                    Some(Command::RetentionDone { run }) => {
+                        self.on_retention_done(run);
+                        self.publish_status();
+                        continue;
+                    }
                     Some(Command::Purge { name, reply }) => {
                         let r = crate::commands::instrument::purge_data(&self.cfg.state, &self.db, &name);
                         let _ = reply.send(r);
@@ -271,7 +287,7 @@ impl<R: Runtime> Daemon<R> {
                         }
                     }
                 },
-                _ = tick.tick() => {}
+                _ = tick.tick() => self.retention_tick(),
             }
             self.reconcile().await;
             self.publish_status();
@@ -316,6 +332,7 @@ impl<R: Runtime> Daemon<R> {
             inst.down_for_good = matches!(s.state, State::Exited | State::Crashed);
             self.instances.insert(s.name.clone(), inst);
         }
+        self.load_retention();
         // Instance dirs whose container definition is gone were half made
         // (or half removed) when outpostd last stopped.
         let defined: BTreeSet<String> = self.rt.list().unwrap_or_default().into_iter().collect();

@@ -21,10 +21,12 @@ mod desired;
 mod idmaps;
 mod images;
 mod instruments;
+mod retention;
 
 pub use idmaps::{IdRange, Refusal};
+pub use retention::{RetentionOutcome, RetentionRun};
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Exits kept per instrument.
 const EXIT_HISTORY: i64 = 100;
@@ -431,6 +433,20 @@ impl Db {
                 ALTER TABLE desired_state ADD COLUMN reason TEXT NOT NULL DEFAULT '';
                 ALTER TABLE desired_state ADD COLUMN drift INTEGER NOT NULL DEFAULT 0;
                 PRAGMA user_version = 5;",
+            )
+            .map_err(&err)?;
+        }
+        if v < 6 {
+            // The record of every retention run (the platform's proof).
+            tx.execute_batch(
+                "CREATE TABLE retention_runs (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    instrument TEXT NOT NULL,
+                    started_at_ms INTEGER NOT NULL,
+                    body TEXT NOT NULL
+                );
+                CREATE INDEX retention_by_instrument ON retention_runs (instrument, id);
+                PRAGMA user_version = 6;",
             )
             .map_err(&err)?;
         }

@@ -52,6 +52,8 @@ pub trait Sensor {
     fn remove_image(&self, name: &str, version: &str) -> zbus::Result<()>;
     fn purge(&self, name: &str) -> zbus::Result<Vec<String>>;
     fn run_retention(&self, name: &str, older_than_s: u64) -> zbus::Result<String>;
+    fn retention_status(&self) -> zbus::Result<String>;
+    fn retention_history(&self, name: &str, max: u32) -> zbus::Result<String>;
     fn logs(&self, name: &str, offset: i64) -> zbus::Result<(String, i64)>;
     fn events(
         &self,
@@ -85,6 +87,10 @@ pub enum CallError {
     NotFound(String),
     #[error("outpostd failed: {0}")]
     Failed(String),
+    /// The call worked; what it checked does not hold (a retention run
+    /// that failed or left old data).
+    #[error("{0}")]
+    Unmet(String),
 }
 
 impl CallError {
@@ -96,6 +102,7 @@ impl CallError {
             CallError::FleetManaged(_) => 75,    // EX_TEMPFAIL: ask the fleet
             CallError::NotFound(_) => 66,        // EX_NOINPUT
             CallError::Failed(_) => 70,          // EX_SOFTWARE
+            CallError::Unmet(_) => 1,
         })
     }
 

@@ -133,6 +133,24 @@ impl Instrument {
     ) -> Result<i64, SensorError> {
         self.enable(conn, &hdr, false).await
     }
+
+    /// Runs retention now (`older_than_s` 0: its period); answers the
+    /// run's record (JSON) once it ended.
+    async fn retention(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        older_than_s: u64,
+    ) -> Result<String, SensorError> {
+        let who = caller(conn, &hdr, Access::Change).await?;
+        info!(instrument = %self.status.name, caller = %who, "retention run asked over D-Bus");
+        let older = (older_than_s > 0).then(|| Duration::from_secs(older_than_s));
+        let run = self
+            .handle
+            .retention_now(self.status.name.clone(), older)
+            .await?;
+        Ok(serde_json::to_string(&run).expect("a run serializes"))
+    }
 }
 
 /// Keeps one object per instrument in step with the snapshot, and emits

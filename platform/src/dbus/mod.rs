@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use zbus::object_server::SignalEmitter;
 
-use crate::daemon::{ApplyError, Handle, Snapshot};
+use crate::daemon::{ApplyError, Handle, RetentionError, Snapshot};
 use crate::db::{Db, DbError};
 use crate::paths::StateDir;
 use sensor::Sensor;
@@ -77,6 +77,20 @@ pub struct StatusReport {
     /// state and counters read at the call.
     #[serde(default)]
     pub interfaces: std::collections::BTreeMap<String, Vec<crate::network::InterfaceStatus>>,
+}
+
+impl From<RetentionError> for SensorError {
+    fn from(e: RetentionError) -> SensorError {
+        match e {
+            RetentionError::Unknown(a) => a.into(),
+            RetentionError::NoManifest { .. } => SensorError::NotFound(e.to_string()),
+            RetentionError::Unsupported { .. }
+            | RetentionError::Off { .. }
+            | RetentionError::NotRunning { .. }
+            | RetentionError::Busy { .. } => SensorError::Invalid(e.to_string()),
+            RetentionError::Stopped => SensorError::Failed(e.to_string()),
+        }
+    }
 }
 
 impl From<DbError> for SensorError {

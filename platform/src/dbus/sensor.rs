@@ -288,9 +288,10 @@ impl Sensor {
         }
     }
 
-    /// Asks a running instrument to delete what is older than
-    /// `older_than_s` seconds (0: its manifest's default period) and
-    /// answers what it removed (JSON: cutoff, items, bytes, errors).
+    /// Runs retention on an instrument now: asks it to delete what is
+    /// older than `older_than_s` seconds (0: its period), checks its
+    /// storage, records the run and answers the record (JSON) once it
+    /// ended.
     async fn run_retention(
         &self,
         #[zbus(connection)] conn: &zbus::Connection,
@@ -298,81 +299,40 @@ impl Sensor {
         name: String,
         older_than_s: u64,
     ) -> Result<String, SensorError> {
-        caller(conn, &hdr, Access::Change).await?;
-        let (status, sensor) = {
-            let db = self.db.lock().expect("lock");
-            let st = db.status(&name)?.ok_or_else(|| {
-                SensorError::NotFound(format!(
-                    "instrument {name} does not exist (fix: check the name with outpostctl instruments)"
-                ))
-            })?;
-            let sensor = db
-                .latest_desired()?
-                .map(|(_, s)| s.sensor.name)
-                .unwrap_or_else(|| "sensor".into());
-            (st, sensor)
-        };
-        let manifest = {
-            let db = self.db.lock().expect("lock");
-            ImageStore::new(&self.state)
-                .get(&db, &status.image, &status.version)
-                .map_err(|e| SensorError::Failed(e.to_string()))?
-                .map(|(_, m)| m)
-                .ok_or_else(|| {
-                    SensorError::NotFound(format!(
-                        "image {}:{} of {name} is not imported",
-                        status.image, status.version
-                    ))
-                })?
-        };
-        if !manifest.retention.supported {
-            return Err(SensorError::Invalid(format!(
-                "instrument {name} does not handle retention (image {}:{} says retention.supported = false)",
-                status.image, status.version
-            )));
-        }
-        let period = match (older_than_s, manifest.retention.default_period) {
-            (0, Some(p)) => p,
-            (0, None) => {
-                return Err(SensorError::Invalid(format!(
-                    "give --older-than: image {} has no default period",
-                    status.image
-                )));
-            }
-            (s, _) => std::time::Duration::from_secs(s),
-        };
-        let cutoff = std::time::SystemTime::now() - period;
-        let port = crate::messaging::server::read_port(&self.state.nats())
-            .ok_or_else(|| SensorError::Failed("outpostd has not started its bus yet".into()))?;
-        let seed = crate::messaging::keys::Keys::new(&self.state.secrets())
-            .seed(outpost_protocol::subjects::PLATFORM)
-            .map_err(|e| SensorError::Failed(e.to_string()))?;
-        let bus = crate::messaging::bus::Bus::connect(port, seed, &sensor)
-            .await
-            .map_err(|e| SensorError::Failed(format!("cannot reach the bus: {e}")))?;
-        use outpost_protocol::messages::{RetentionReply, RetentionRequest, schema};
-        let cutoff_text = humantime::format_rfc3339_millis(cutoff).to_string();
-        let reply: RetentionReply = bus
-            .request(
-                &outpost_protocol::subjects::retention(&name),
-                "retention",
-                schema::RETENTION_REQUEST,
-                &RetentionRequest {
-                    cutoff: cutoff_text.clone(),
-                },
-                schema::RETENTION_REPLY,
-                std::time::Duration::from_secs(60),
-            )
-            .await
-            .map_err(|e| SensorError::Failed(format!("instrument {name} did not answer: {e}")))?;
-        Ok(serde_json::json!({
-            "instrument": name,
-            "cutoff": cutoff_text,
-            "items": reply.items,
-            "bytes": reply.bytes,
-            "errors": reply.errors,
-        })
-        .to_string())
+        let who = caller(conn, &hdr, Access::Change).await?;
+        info!(instrument = %name, caller = %who, "retention run asked over D-Bus");
+        let older = (older_than_s > 0).then(|| std::time::Duration::from_secs(older_than_s));
+        let run = self.handle.retention_now(name, older).await?;
+        Ok(serde_json::to_string(&run).expect("a run serializes"))
+    }
+
+    /// Every instrument's retention policy, schedule and last run (JSON,
+    /// by instrument).
+    async fn retention_status(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, SensorError> {
+        caller(conn, &hdr, Access::Read).await?;
+        let snap = self.handle.status();
+        Ok(serde_json::to_string(&snap.retention).expect("retention serializes"))
+    }
+
+    /// The recorded retention runs of one instrument ("" for all), newest
+    /// first (JSON).
+    async fn retention_history(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        max: u32,
+    ) -> Result<String, SensorError> {
+        caller(conn, &hdr, Access::Read).await?;
+        let runs = self.db.lock().expect("lock").retention_runs(
+            (!name.is_empty()).then_some(name.as_str()),
+            max.clamp(1, 1000),
+        )?;
+        Ok(serde_json::to_string(&runs).expect("runs serialize"))
     }
 
     /// Every imported image (JSON).
