@@ -11,6 +11,15 @@
 //! - `outpost_health_checks_unanswered_total`;
 //! - `outpost_instrument_config_version{which="applied"|"desired"}`;
 //! - `outpost_instrument_storage_bytes{which="used"|"size"}`;
+//! - `outpost_instrument_events_total{which="published"|"dropped"|"resent"}`
+//!   and `outpost_instrument_events_queued`, as its SDK reports them in its
+//!   health details;
+//! - `outpost_bus_connections_open` and
+//!   `outpost_bus_connections_total{which="accepted"|"refused"}`, counted
+//!   by its proxy;
+//! - `outpost_retention_runs_total{outcome}` (since outpostd started),
+//!   `outpost_retention_last_run_timestamp_seconds` and
+//!   `outpost_retention_last_outcome{outcome}`;
 //! - and `outpost_desired_state_version`, `outpost_instruments`.
 
 use std::fmt::Write;
@@ -55,6 +64,12 @@ struct InstrumentState {
 struct InstrumentHealth {
     instrument: String,
     health: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    instrument: String,
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -158,11 +173,110 @@ pub fn render(snap: &Snapshot) -> String {
         "Persistent storage: used and size",
         storage,
     );
+    register_bus(&mut r, snap);
+    register_retention(&mut r, snap);
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &r).is_err() {
         let _ = writeln!(out, "# encoding failed");
     }
     out
+}
+
+/// Events and bus connections of every running instrument.
+fn register_bus(r: &mut Registry, snap: &Snapshot) {
+    let events = Family::<Which, Counter>::default();
+    let queued = Family::<Instrument, Gauge>::default();
+    let open = Family::<Instrument, Gauge>::default();
+    let conns = Family::<Which, Counter>::default();
+    for i in &snap.instruments {
+        let which = |w: &str| Which {
+            instrument: i.name.clone(),
+            which: w.into(),
+        };
+        let sdk = &i.health_details["sdk"]["events"];
+        for w in ["published", "dropped", "resent"] {
+            if let Some(n) = sdk[w].as_u64() {
+                events.get_or_create(&which(w)).inc_by(n);
+            }
+        }
+        if let Some(n) = sdk["queued"].as_i64() {
+            queued
+                .get_or_create(&Instrument {
+                    instrument: i.name.clone(),
+                })
+                .set(n);
+        }
+        if let Some(b) = &i.bus_connections {
+            open.get_or_create(&Instrument {
+                instrument: i.name.clone(),
+            })
+            .set(b.open as i64);
+            conns.get_or_create(&which("accepted")).inc_by(b.accepted);
+            conns.get_or_create(&which("refused")).inc_by(b.refused);
+        }
+    }
+    r.register(
+        "instrument_events",
+        "Events the instrument's SDK published, dropped (buffer full) and sent again, as it reports",
+        events,
+    );
+    r.register(
+        "instrument_events_queued",
+        "Events waiting in the instrument's SDK buffer, as it reports",
+        queued,
+    );
+    r.register(
+        "bus_connections_open",
+        "Bus connections open through the instrument's proxy",
+        open,
+    );
+    r.register(
+        "bus_connections",
+        "Bus connections accepted and refused (over the cap) by the instrument's proxy",
+        conns,
+    );
+}
+
+/// Retention runs of every instrument.
+fn register_retention(r: &mut Registry, snap: &Snapshot) {
+    let runs = Family::<Outcome, Counter>::default();
+    let last_at = Family::<Instrument, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let last = Family::<Outcome, Gauge>::default();
+    for (name, st) in &snap.retention {
+        let outcome = |o: &str| Outcome {
+            instrument: name.clone(),
+            outcome: o.into(),
+        };
+        runs.get_or_create(&outcome("ok")).inc_by(st.runs.ok);
+        runs.get_or_create(&outcome("failed"))
+            .inc_by(st.runs.failed);
+        runs.get_or_create(&outcome("violated"))
+            .inc_by(st.runs.violated);
+        if let Some(run) = &st.last {
+            last_at
+                .get_or_create(&Instrument {
+                    instrument: name.clone(),
+                })
+                .set(run.started_at_ms as f64 / 1e3);
+            last.get_or_create(&outcome(&run.outcome.to_string()))
+                .set(1);
+        }
+    }
+    r.register(
+        "retention_runs",
+        "Retention runs by outcome since outpostd started",
+        runs,
+    );
+    r.register(
+        "retention_last_run_timestamp_seconds",
+        "When the instrument's last retention run started",
+        last_at,
+    );
+    r.register(
+        "retention_last_outcome",
+        "1 for the outcome of the instrument's last retention run",
+        last,
+    );
 }
 
 /// Checks `addr` and binds it; the server runs until the process ends.

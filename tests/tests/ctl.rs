@@ -915,6 +915,12 @@ fn metrics_are_served_on_loopback_only_unless_allowed() {
         format!("outpost_instrument_health{{instrument=\"{a}\",health=\"ok\"}} 1"),
         format!("outpost_instrument_restarts_total{{instrument=\"{a}\"}} 0"),
         "outpost_desired_state_version 1".to_string(),
+        // The SDK keeps one connection through the proxy; none refused.
+        format!("outpost_bus_connections_open{{instrument=\"{a}\"}} 1"),
+        format!("outpost_bus_connections_total{{instrument=\"{a}\",which=\"refused\"}} 0"),
+        format!("outpost_instrument_events_total{{instrument=\"{a}\",which=\"dropped\"}} 0"),
+        // Retention is scheduled hourly: no run yet.
+        format!("outpost_retention_runs_total{{instrument=\"{a}\",outcome=\"violated\"}} 0"),
     ] {
         assert!(text.contains(&line), "{line} missing:\n{text}");
     }

@@ -178,6 +178,7 @@ impl<R: Runtime> Daemon<R> {
             return;
         };
         inst.proxy = None;
+        inst.status.bus_connections = None;
         if let Some(t) = inst.health_task.take() {
             t.abort();
         }

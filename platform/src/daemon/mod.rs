@@ -240,6 +240,9 @@ impl<R: Runtime> Daemon<R> {
                     Some(Command::Health { name, generation, outcome, latency_ms, storage }) => {
                         self.on_storage(&name, generation, storage);
                         self.on_health(&name, generation, outcome, latency_ms).await;
+                        if let Some(i) = self.instances.get_mut(&name) {
+                            i.status.bus_connections = i.proxy.as_ref().map(|p| p.stats());
+                        }
                         self.publish_status();
                         continue;
                     }

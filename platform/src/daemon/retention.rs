@@ -82,6 +82,17 @@ pub struct RetentionState {
     /// A run is under way.
     pub running: bool,
     pub last: Option<RetentionRun>,
+    /// Runs by outcome since outpostd started.
+    #[serde(default)]
+    pub runs: RetentionCounts,
+}
+
+/// Retention runs by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionCounts {
+    pub ok: u64,
+    pub failed: u64,
+    pub violated: u64,
 }
 
 /// Per-instrument schedule state, kept by the actor.
@@ -94,6 +105,7 @@ pub(super) struct Slot {
     /// An operator's run asked while another ran: (period, timeout, who).
     queued: Option<(Duration, Duration, Waiter)>,
     last: Option<RetentionRun>,
+    runs: RetentionCounts,
 }
 
 type Waiter = oneshot::Sender<Result<RetentionRun, RetentionError>>;
@@ -338,6 +350,11 @@ impl<R: Runtime> Daemon<R> {
         if eff == Some(EffectiveRetention::Keep(Duration::from_secs(run.period_s))) {
             slot.base_ms = Some(run.started_at_ms);
         }
+        match run.outcome {
+            RetentionOutcome::Ok => slot.runs.ok += 1,
+            RetentionOutcome::Failed => slot.runs.failed += 1,
+            RetentionOutcome::Violated => slot.runs.violated += 1,
+        }
         slot.last = Some(run.clone());
         let queued = slot.queued.take();
         let name = run.instrument.clone();
@@ -390,6 +407,7 @@ impl<R: Runtime> Daemon<R> {
                     next_due_ms,
                     running: slot.is_some_and(|s| s.busy),
                     last: slot.and_then(|s| s.last.clone()),
+                    runs: slot.map(|s| s.runs).unwrap_or_default(),
                 },
             );
         }

@@ -32,6 +32,7 @@ pub(super) fn blank_status(ins: &InstrumentSpec) -> InstrumentStatus {
         storage_full: false,
         health_rtt_us: None,
         health_unanswered: 0,
+        bus_connections: None,
         updated_at_ms: now_ms(),
     }
 }

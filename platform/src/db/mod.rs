@@ -140,6 +140,9 @@ pub struct InstrumentStatus {
     /// Health checks it did not answer in time, since the daemon started.
     #[serde(default)]
     pub health_unanswered: u64,
+    /// Its bus connections through its proxy (while it runs).
+    #[serde(default)]
+    pub bus_connections: Option<crate::messaging::proxy::ProxyStats>,
     pub updated_at_ms: i64,
 }
 

@@ -15,6 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -36,6 +37,38 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
 /// A running proxy; stopped when dropped.
 pub struct Proxy {
     task: JoinHandle<()>,
+    stats: Arc<Stats>,
+}
+
+/// What a proxy has done since it started.
+#[derive(Debug, Default)]
+struct Stats {
+    open: AtomicU64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// A proxy's connection counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProxyStats {
+    /// Spliced connections open now.
+    pub open: u64,
+    /// Connections accepted since the proxy started.
+    pub accepted: u64,
+    /// Connections closed at once because the instrument had the most it
+    /// may have.
+    pub refused: u64,
+}
+
+impl Proxy {
+    /// Its connection counts now.
+    pub fn stats(&self) -> ProxyStats {
+        ProxyStats {
+            open: self.stats.open.load(Ordering::Relaxed),
+            accepted: self.stats.accepted.load(Ordering::Relaxed),
+            refused: self.stats.refused.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Drop for Proxy {
@@ -66,6 +99,8 @@ pub async fn start(
     let listener = TcpListener::from_std(std_listener)?;
     let name = instrument.to_string();
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let stats = Arc::new(Stats::default());
+    let st = stats.clone();
     let task = tokio::spawn(async move {
         let mut conns = JoinSet::new();
         let mut refused_log = RateLimited::new(3, Duration::from_secs(60));
@@ -76,6 +111,7 @@ pub async fn start(
                     Ok((inside, _)) => {
                         let Ok(permit) = slots.clone().try_acquire_owned() else {
                             drop(inside);
+                            st.refused.fetch_add(1, Ordering::Relaxed);
                             if let Some(held) = refused_log.allow(Instant::now()) {
                                 warn!(
                                     instrument = %name,
@@ -87,8 +123,12 @@ pub async fn start(
                             continue;
                         };
                         let name = name.clone();
+                        st.accepted.fetch_add(1, Ordering::Relaxed);
+                        st.open.fetch_add(1, Ordering::Relaxed);
+                        let open = st.clone();
                         conns.spawn(async move {
                             splice(&name, inside, upstream).await;
+                            open.open.fetch_sub(1, Ordering::Relaxed);
                             drop(permit);
                         });
                     }
@@ -103,7 +143,7 @@ pub async fn start(
             }
         }
     });
-    Ok(Proxy { task })
+    Ok(Proxy { task, stats })
 }
 
 /// Copies both ways until either side closes or fails, then closes both.
