@@ -841,7 +841,7 @@ fn outpostctl_runs_retention_and_purges_a_removed_instrument() {
 
     let out = ok(bus.ctl(&["retention", "run", &a]));
     assert!(
-        out.contains("removed 1 items, 1000 bytes older than"),
+        out.contains(&format!("{a}: ok (removed 1 items (1000 bytes)")),
         "{out}"
     );
     assert!(!old.exists());

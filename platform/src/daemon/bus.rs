@@ -297,7 +297,6 @@ impl<R: Runtime> Daemon<R> {
                 .started
                 .map(|s| s.elapsed())
                 .unwrap_or_default();
-            self.stop_and_destroy(name).await;
             let exit = crate::supervisor::ExitRecord {
                 at_ms: now_ms(),
                 code: None,
@@ -307,7 +306,8 @@ impl<R: Runtime> Daemon<R> {
                     "restarted after {failures} failed health checks ({state}: {message})"
                 ),
             };
-            self.after_exit(name, &ins, exit, ran_for);
+            self.begin_stop(name, super::lifecycle::AfterStop::Policy { exit, ran_for })
+                .await;
         } else if let Some(t) = self
             .instances
             .get_mut(name)

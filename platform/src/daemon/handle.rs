@@ -21,6 +21,18 @@ pub enum Command {
     Reload,
     /// An instrument's init exited (sent by its watcher).
     Exited { name: String, generation: u64 },
+    /// An exited instrument is fully stopped and its exit record read
+    /// (sent by the job `Exited` started).
+    ExitCollected {
+        name: String,
+        exit: crate::supervisor::ExitRecord,
+        ran_for: std::time::Duration,
+    },
+    /// A stop job ended (sent by the job).
+    StopDone {
+        name: String,
+        exit: crate::supervisor::ExitRecord,
+    },
     /// Reconcile now (a restart is due).
     Wake,
     /// A health check ended.

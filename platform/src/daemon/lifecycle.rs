@@ -200,8 +200,10 @@ impl<R: Runtime> Daemon<R> {
         self.after_exit(name, ins, exit, Duration::ZERO);
     }
 
-    /// Handles the exit of a running instrument.
-    pub(super) async fn on_exit(&mut self, name: &str, generation: u64) {
+    /// Handles the exit of a running instrument: waiting until liblxc has
+    /// it fully stopped and reading its exit record run as a job off the
+    /// loop, which reports back with [`Command::ExitCollected`].
+    pub(super) fn on_exit(&mut self, name: &str, generation: u64) {
         let Some(inst) = self.instances.get_mut(name) else {
             return;
         };
@@ -209,13 +211,40 @@ impl<R: Runtime> Daemon<R> {
             return;
         }
         inst.watcher = None;
+        inst.busy = Some(Busy::CollectingExit);
         let ran_for = inst.started.map(|s| s.elapsed()).unwrap_or_default();
         self.detach_bus(name, true);
         let rt = self.rt.clone();
         let n = name.to_string();
-        let _ =
-            tokio::task::spawn_blocking(move || rt.wait_stopped(&n, Duration::from_secs(10))).await;
-        let exit = self.read_exit(name).await;
+        let dir = self.cfg.state.status_dir(name);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let r = n.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || rt.wait_stopped(&r, Duration::from_secs(10)))
+                    .await;
+            let exit = read_exit_at(&n, dir).await;
+            let _ = tx
+                .send(Command::ExitCollected {
+                    name: n,
+                    exit,
+                    ran_for,
+                })
+                .await;
+        });
+    }
+
+    /// The exit of a running instrument, collected: the restart policy
+    /// decides.
+    pub(super) async fn on_exit_collected(
+        &mut self,
+        name: &str,
+        exit: ExitRecord,
+        ran_for: Duration,
+    ) {
+        if let Some(inst) = self.instances.get_mut(name) {
+            inst.busy = None;
+        }
         let Some(ins) = self.wanted(name) else {
             self.remove_instance(name).await;
             return;
@@ -224,23 +253,9 @@ impl<R: Runtime> Daemon<R> {
         self.after_exit(name, &ins, exit, ran_for);
     }
 
-    /// Reads the exit record outpost-init left, off the actor loop and
-    /// with a time limit: the status directory is the container's to
-    /// write, so what is there may be built to hang or to mislead us.
+    /// Reads the exit record outpost-init left (see [`read_exit_at`]).
     pub(super) async fn read_exit(&self, name: &str) -> ExitRecord {
-        let dir = self.cfg.state.status_dir(name);
-        let read = tokio::task::spawn_blocking(move || supervisor::read_exit_file(&dir));
-        let file = match tokio::time::timeout(EXIT_READ_LIMIT, read).await {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) => ExitFile::Unreadable(format!("reading it failed: {e}")),
-            Err(_) => {
-                ExitFile::Unreadable(format!("reading it took longer than {EXIT_READ_LIMIT:?}"))
-            }
-        };
-        if let ExitFile::Unreadable(why) = &file {
-            warn!(instrument = name, "unreadable exit record: {why}");
-        }
-        ExitRecord::from_file(&file, now_ms())
+        read_exit_at(name, self.cfg.state.status_dir(name)).await
     }
 
     /// Records an exit and applies the restart policy.
@@ -405,38 +420,140 @@ impl<R: Runtime> Daemon<R> {
         self.destroy(name).await;
     }
 
+    /// Starts stopping a running instrument as a job off the loop (the
+    /// stop may take its whole grace period): the bus side and the
+    /// interfaces are released here, the container is stopped by the job,
+    /// which reports back with [`Command::StopDone`]; `then` says what
+    /// follows. Until then the instrument is busy and reconcile leaves it
+    /// alone. A container outpostd has no record of is stopped inline.
+    pub(super) async fn begin_stop(&mut self, name: &str, then: AfterStop) {
+        let Some(inst) = self.instances.get_mut(name) else {
+            self.stop_and_destroy(name).await;
+            then.done(Ok(()));
+            return;
+        };
+        if inst.busy.is_some() {
+            // Already on its way down; a second reason waits for the same
+            // stop, unless one already does.
+            match inst.after_stop {
+                None => inst.after_stop = Some(then),
+                Some(_) => then.done(Err(ApplyError::Store(format!(
+                    "instrument {name} is being stopped for another request; try again in a moment"
+                )))),
+            }
+            return;
+        }
+        inst.generation += 1; // the exit that follows is ours
+        if let Some(w) = inst.watcher.take() {
+            w.abort();
+        }
+        inst.busy = Some(Busy::Stopping);
+        inst.after_stop = Some(then);
+        self.set_state(name, state::STOPPING, "stopping");
+        let proxy = self.instances.get_mut(name).and_then(|i| i.proxy.take());
+        self.detach_bus(name, false);
+        let pid = self.instances.get(name).and_then(|i| i.status.init_pid);
+        self.release_bindings(name, pid).await;
+        let rt = self.rt.clone();
+        let n = name.to_string();
+        let grace = self.cfg.stop_grace;
+        let dir = self.cfg.state.status_dir(name);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let r = n.clone();
+            match tokio::task::spawn_blocking(move || rt.stop(&r, grace)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => error!(instrument = %n, "{e}"),
+                Err(e) => error!(instrument = %n, "stop task failed: {e}"),
+            }
+            // Its proxy stayed up while it stopped, so it could flush its
+            // events.
+            drop(proxy);
+            let exit = read_exit_at(&n, dir).await;
+            let _ = tx.send(Command::StopDone { name: n, exit }).await;
+        });
+    }
+
+    /// A stop job ended: the container is removed, and what was to follow
+    /// follows.
+    pub(super) async fn finish_stop(&mut self, name: &str, exit: ExitRecord) {
+        let Some(inst) = self.instances.get_mut(name) else {
+            self.destroy(name).await;
+            return;
+        };
+        inst.busy = None;
+        inst.status.init_pid = None;
+        inst.status.last_exit = Some(exit);
+        inst.started = None;
+        let then = inst.after_stop.take().unwrap_or(AfterStop::Reconcile);
+        self.destroy(name).await;
+        match then {
+            AfterStop::Reconcile => {}
+            AfterStop::Restart(reply) => {
+                if self.draining {
+                    let _ = reply.send(Err(ApplyError::Store(super::Stopped.to_string())));
+                    return;
+                }
+                if let Some(ins) = self.wanted(name) {
+                    self.reconcile_one(&ins).await;
+                }
+                let _ = reply.send(Ok(()));
+            }
+            AfterStop::Policy { exit, ran_for } => {
+                if let Some(ins) = self.wanted(name) {
+                    self.after_exit(name, &ins, exit, ran_for);
+                }
+            }
+        }
+    }
+
     /// An operator's restart: stops the container (whatever its restart
     /// policy says) and starts it again at once; the desired state is
-    /// unchanged. A disabled instrument is not started.
-    pub(super) async fn restart(&mut self, name: &str) -> Result<(), ApplyError> {
+    /// unchanged. A disabled instrument is not started. Answered once it
+    /// runs again.
+    pub(super) async fn restart(
+        &mut self,
+        name: &str,
+        reply: tokio::sync::oneshot::Sender<Result<(), ApplyError>>,
+    ) {
         let Some(ins) = self.wanted(name) else {
-            return Err(ApplyError::unknown(
+            let _ = reply.send(Err(ApplyError::unknown(
                 name,
                 self.desired.as_ref().map(|(_, s)| s),
-            ));
+            )));
+            return;
         };
         info!(instrument = name, "restart asked by an operator");
-        if !matches!(self.observe(name).await, Observed::Absent) {
-            self.stop_and_destroy(name).await;
-        }
         if let Some(inst) = self.instances.get_mut(name) {
             inst.down_for_good = false;
             inst.next_restart = None;
             inst.status.restarts += 1;
         }
+        let busy = self.instances.get(name).is_some_and(|i| i.busy.is_some());
+        if busy || !matches!(self.observe(name).await, Observed::Absent) {
+            self.begin_stop(name, AfterStop::Restart(reply)).await;
+            return;
+        }
         self.reconcile_one(&ins).await;
-        Ok(())
+        let _ = reply.send(Ok(()));
     }
 
     /// Stops and removes an instrument that is no longer wanted. Its
     /// persistent storage and logs stay until `outpostd purge`.
     pub(super) async fn remove_instance(&mut self, name: &str) {
+        if self.instances.get(name).is_some_and(|i| i.busy.is_some()) {
+            return; // the next reconcile after its job finishes the removal
+        }
         let defined = !matches!(self.observe(name).await, Observed::Absent);
         if defined {
             info!(
                 instrument = name,
                 "no longer in the desired state; removing it (persistent storage is kept)"
             );
+            if self.instances.contains_key(name) {
+                self.begin_stop(name, AfterStop::Reconcile).await;
+                return;
+            }
             self.stop_and_destroy(name).await;
         }
         if let Err(e) = rootfs::teardown(&self.cfg.state.instance(name)) {
@@ -450,7 +567,8 @@ impl<R: Runtime> Daemon<R> {
         }
     }
 
-    pub(super) async fn shutdown(&mut self) {
+    pub(super) async fn shutdown(&mut self, rx: &mut tokio::sync::mpsc::Receiver<Command>) {
+        self.drain_jobs(rx).await;
         let names: Vec<String> = self.instances.keys().cloned().collect();
         for name in &names {
             if let Some(inst) = self.instances.get_mut(name)
@@ -488,6 +606,76 @@ impl<R: Runtime> Daemon<R> {
             info!("outpostd exits; instruments keep running and will be re-adopted");
         }
     }
+}
+
+impl<R: Runtime> Daemon<R> {
+    /// Lets the stop and exit jobs under way finish (within the stop
+    /// grace and a margin), so no container is left half stopped; other
+    /// commands are dropped (their callers hear that outpostd stops).
+    async fn drain_jobs(&mut self, rx: &mut tokio::sync::mpsc::Receiver<Command>) {
+        self.draining = true;
+        let deadline = tokio::time::Instant::now() + self.cfg.stop_grace + Duration::from_secs(15);
+        while self.instances.values().any(|i| i.busy.is_some()) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Command::StopDone { name, exit })) => self.finish_stop(&name, exit).await,
+                Ok(Some(Command::ExitCollected {
+                    name,
+                    exit,
+                    ran_for,
+                })) => self.on_exit_collected(&name, exit, ran_for).await,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    warn!(
+                        "stop jobs still under way as outpostd exits; the next start collects them"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// What a job is doing with an instrument's container; while one is,
+/// reconcile leaves the instrument alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Busy {
+    Stopping,
+    CollectingExit,
+}
+
+/// What follows a stop that ran as a job.
+pub(super) enum AfterStop {
+    /// Reconcile decides (removal, disabled, a new spec).
+    Reconcile,
+    /// An operator's restart: start it again, then answer.
+    Restart(tokio::sync::oneshot::Sender<Result<(), ApplyError>>),
+    /// Failed health checks: record this exit; the restart policy decides.
+    Policy { exit: ExitRecord, ran_for: Duration },
+}
+
+impl AfterStop {
+    /// Answers whoever waits, if anyone.
+    fn done(self, r: Result<(), ApplyError>) {
+        if let AfterStop::Restart(reply) = self {
+            let _ = reply.send(r);
+        }
+    }
+}
+
+/// Reads the exit record outpost-init left in `dir`, off the actor loop
+/// and with a time limit: the status directory is the container's to
+/// write, so what is there may be built to hang or to mislead us.
+async fn read_exit_at(name: &str, dir: PathBuf) -> ExitRecord {
+    let read = tokio::task::spawn_blocking(move || supervisor::read_exit_file(&dir));
+    let file = match tokio::time::timeout(EXIT_READ_LIMIT, read).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => ExitFile::Unreadable(format!("reading it failed: {e}")),
+        Err(_) => ExitFile::Unreadable(format!("reading it took longer than {EXIT_READ_LIMIT:?}")),
+    };
+    if let ExitFile::Unreadable(why) = &file {
+        warn!(instrument = name, "unreadable exit record: {why}");
+    }
+    ExitRecord::from_file(&file, now_ms())
 }
 
 /// Resolves when process `pid` has exited.

@@ -99,6 +99,10 @@ struct Instance {
     /// Whether the config version it runs is known: false for an adopted
     /// instrument until its first health reply says.
     config_known: bool,
+    /// A job owns its container (stopping it, collecting its exit).
+    busy: Option<lifecycle::Busy>,
+    /// What follows the stop under way.
+    after_stop: Option<lifecycle::AfterStop>,
 }
 
 impl Instance {
@@ -116,6 +120,8 @@ impl Instance {
             config_task: None,
             tracker: None,
             config_known: false,
+            busy: None,
+            after_stop: None,
         }
     }
 }
@@ -146,6 +152,8 @@ pub struct Daemon<R: Runtime> {
         BTreeMap<(String, String, String), Result<(), outpost_protocol::validate::Invalid>>,
     /// Retention schedule and runs in flight, by instrument.
     retention: BTreeMap<String, retention::Slot>,
+    /// Shutting down: jobs finish, nothing new starts.
+    draining: bool,
 }
 
 impl<R: Runtime> Daemon<R> {
@@ -175,6 +183,7 @@ impl<R: Runtime> Daemon<R> {
             manifests: BTreeMap::new(),
             config_checks: BTreeMap::new(),
             retention: BTreeMap::new(),
+            draining: false,
         })
     }
 
@@ -232,7 +241,15 @@ impl<R: Runtime> Daemon<R> {
                 cmd = rx.recv() => match cmd {
                     None | Some(Command::Shutdown) => break,
                     Some(Command::Reload) => self.reload(),
-                    Some(Command::Exited { name, generation }) => self.on_exit(&name, generation).await,
+                    Some(Command::Exited { name, generation }) => {
+                        self.on_exit(&name, generation);
+                        self.publish_status();
+                        continue;
+                    }
+                    Some(Command::ExitCollected { name, exit, ran_for }) => {
+                        self.on_exit_collected(&name, exit, ran_for).await;
+                    }
+                    Some(Command::StopDone { name, exit }) => self.finish_stop(&name, exit).await,
                     Some(Command::Wake) => {}
                     // Health and config results change no desired or
                     // observed container state (a health restart schedules
@@ -273,10 +290,7 @@ impl<R: Runtime> Daemon<R> {
                         let _ = reply.send(r);
                         continue;
                     }
-                    Some(Command::Restart { name, reply }) => {
-                        let r = self.restart(&name).await;
-                        let _ = reply.send(r);
-                    }
+                    Some(Command::Restart { name, reply }) => self.restart(&name, reply).await,
                     Some(Command::Apply { change, origin, force, reply }) => {
                         let r = self.apply(change, origin, force);
                         let changed = matches!(r, Ok(Applied { changed: true, .. }));
@@ -295,7 +309,7 @@ impl<R: Runtime> Daemon<R> {
             self.reconcile().await;
             self.publish_status();
         }
-        self.shutdown().await;
+        self.shutdown(&mut rx).await;
         Ok(())
     }
 
@@ -428,6 +442,10 @@ impl<R: Runtime> Daemon<R> {
                 .insert(name.to_string(), Instance::new(blank_status(ins)));
             self.save(name);
         }
+        // A job owns its container until it reports back.
+        if self.instances[name].busy.is_some() {
+            return;
+        }
         // A container outpostd watches (pidfd) is known to run; only the
         // others are asked of liblxc.
         let inst = &self.instances[name];
@@ -495,7 +513,8 @@ impl<R: Runtime> Daemon<R> {
 
         if !ins.enabled {
             if observed != Observed::Absent {
-                self.stop_and_destroy(name).await;
+                self.begin_stop(name, lifecycle::AfterStop::Reconcile).await;
+                return;
             }
             self.set_state(name, state::STOPPED, "disabled in the desired state");
             return;
@@ -539,7 +558,8 @@ impl<R: Runtime> Daemon<R> {
                     image = %format!("{}:{}", ins.image, ins.version),
                     "its specification changed; recreating its container (persistent storage is kept)"
                 );
-                self.stop_and_destroy(name).await;
+                self.begin_stop(name, lifecycle::AfterStop::Reconcile).await;
+                return;
             }
             Observed::Stopped => {
                 if self.instances[name].watcher.is_some() {

@@ -5,8 +5,9 @@
 //!   daemon's own `GetId` on the same bus (the floor for any D-Bus call);
 //! - `Status` while 10 instruments are being stopped and removed, against a
 //!   call that goes through the daemon's loop (`Apply` of the unchanged
-//!   state), which waits behind the stops as every status question did
-//!   before the snapshot.
+//!   state). Before the snapshot, every status question waited behind the
+//!   stops; before stops ran as jobs off the loop, so did every call through
+//!   it, and the stops ran one after another.
 
 use std::time::{Duration, Instant};
 
