@@ -17,6 +17,7 @@
 mod bus;
 mod config;
 mod desired;
+mod dispatch;
 mod handle;
 mod intake;
 mod lifecycle;
@@ -237,76 +238,19 @@ impl<R: Runtime> Daemon<R> {
         let mut tick = tokio::time::interval(self.cfg.reconcile_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let reconcile = tokio::select! {
                 cmd = rx.recv() => match cmd {
                     None | Some(Command::Shutdown) => break,
-                    Some(Command::Reload) => self.reload(),
-                    Some(Command::Exited { name, generation }) => {
-                        self.on_exit(&name, generation);
-                        self.publish_status();
-                        continue;
-                    }
-                    Some(Command::ExitCollected { name, exit, ran_for }) => {
-                        self.on_exit_collected(&name, exit, ran_for).await;
-                    }
-                    Some(Command::StopDone { name, exit }) => self.finish_stop(&name, exit).await,
-                    Some(Command::Wake) => {}
-                    // Health and config results change no desired or
-                    // observed container state (a health restart schedules
-                    // its own wake-up), so they do not reconcile.
-                    Some(Command::Health { name, generation, outcome, latency_ms, storage }) => {
-                        self.on_storage(&name, generation, storage);
-                        self.on_health(&name, generation, outcome, latency_ms).await;
-                        if let Some(i) = self.instances.get_mut(&name) {
-                            i.status.bus_connections = i.proxy.as_ref().map(|p| p.stats());
-                        }
-                        self.publish_status();
-                        continue;
-                    }
-                    Some(Command::ConfigResult { name, generation, version, applied, reason }) => {
-                        self.on_config_result(&name, generation, version, applied, reason);
-                        self.publish_status();
-                        continue;
-                    }
-                    Some(Command::NatsExited { pid }) => self.on_nats_exit(pid).await,
-                    Some(Command::RetentionNow { name, older_than, reply }) => {
-                        self.retention_now(&name, older_than, reply);
-                        self.publish_status();
-                        continue;
-                    }
-                    Some(Command::RetentionDone { run }) => {
-                        self.on_retention_done(run);
-                        self.publish_status();
-                        continue;
-                    }
-                    Some(Command::Purge { name, reply }) => {
-                        let r = crate::commands::instrument::purge_data(&self.cfg.state, &self.db, &name);
-                        let _ = reply.send(r);
-                        continue;
-                    }
-                    Some(Command::RemoveImage { name, version, reply }) => {
-                        let r = self.images.remove(&mut self.db, &name, &version);
-                        self.manifests.retain(|k, _| !(k.0 == name && k.1 == version));
-                        let _ = reply.send(r);
-                        continue;
-                    }
-                    Some(Command::Restart { name, reply }) => self.restart(&name, reply).await,
-                    Some(Command::Apply { change, origin, force, reply }) => {
-                        let r = self.apply(change, origin, force);
-                        let changed = matches!(r, Ok(Applied { changed: true, .. }));
-                        // The answer goes out before the (slow) reconcile:
-                        // the caller learns the version at once and
-                        // watches the status for the rest.
-                        self.publish_status();
-                        let _ = reply.send(r);
-                        if !changed {
-                            continue;
-                        }
-                    }
+                    Some(cmd) => self.on_command(cmd).await,
                 },
-                _ = tick.tick() => self.retention_tick(),
+                _ = tick.tick() => {
+                    self.retention_tick();
+                    true
+                }
+            };
+            if reconcile {
+                self.reconcile().await;
             }
-            self.reconcile().await;
             self.publish_status();
         }
         self.shutdown(&mut rx).await;
@@ -594,3 +538,5 @@ impl<R: Runtime> Daemon<R> {
             .and_then(|(_, s)| s.instrument(name).cloned())
     }
 }
+#[cfg(test)]
+mod tests;

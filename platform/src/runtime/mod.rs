@@ -9,6 +9,8 @@
 //! search permissions from [`acl`].
 
 pub mod acl;
+#[cfg(test)]
+pub mod fake;
 pub mod ffi;
 pub mod idmap;
 pub mod lxc;

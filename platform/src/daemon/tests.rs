@@ -1,0 +1,326 @@
+//! The daemon's decisions on a recording fake runtime, without root and
+//! without a bus: adopt or recreate, the restart policy, what a disabled
+//! or refused instrument gets, which change wins. The same decisions on
+//! real containers are in the end-to-end tests (`tests/tests/`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::db::{ImageRecord, Origin, Source};
+use crate::runtime::fake::FakeRuntime;
+
+const MANIFEST: &str = r#"
+name = "example"
+version = "0.1.0"
+entrypoint = ["/usr/bin/example"]
+[health]
+interval = "2s"
+timeout = "1s"
+[config.schema]
+type = "object"
+properties.greeting = { type = "string" }
+"#;
+
+fn instrument(name: &str, extra: &str) -> String {
+    format!(
+        "[[instrument]]\nname = \"{name}\"\nimage = \"example\"\nversion = \"0.1.0\"\n{extra}\n"
+    )
+}
+
+fn write_sensor(dir: &Path, body: &str) {
+    std::fs::write(
+        dir.join("sensor.toml"),
+        format!("[sensor]\nname = \"unit\"\n\n{body}"),
+    )
+    .unwrap();
+}
+
+/// A daemon on `dir` with the fake, the example image "imported" and the
+/// sensor file at `dir/sensor.toml`, after its start-up.
+fn daemon(dir: &Path, rt: &FakeRuntime) -> (Daemon<FakeRuntime>, mpsc::Receiver<Command>) {
+    let state = crate::paths::StateDir::new(dir.join("state"));
+    crate::paths::create_private_dir(state.root()).unwrap();
+    let db = Db::open(&state.db()).unwrap();
+    if db.image("example", "0.1.0").unwrap().is_none() {
+        db.insert_image(&ImageRecord {
+            name: "example".into(),
+            version: "0.1.0".into(),
+            sha256: "0".repeat(64),
+            manifest: MANIFEST.into(),
+            imported_at_ms: 0,
+            bytes: 0,
+        })
+        .unwrap();
+    }
+    let cfg = DaemonConfig {
+        state,
+        sensor_file: Some(dir.join("sensor.toml")),
+        init: "/bin/true".into(),
+        stop_on_exit: false,
+        reconcile_every: Duration::from_millis(100),
+        stop_grace: Duration::from_secs(1),
+        console_log_size: 1 << 20,
+        nats_server: None,
+        nats_port: 0,
+        events: crate::messaging::bus::EventsLimits {
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(3600),
+        },
+        max_bus_connections: 4,
+        id_range_start: DEFAULT_ID_RANGE_START,
+        privileged: false,
+    };
+    let mut d = Daemon::new(cfg, rt.clone()).unwrap();
+    let rx = d.rx.take().unwrap();
+    d.startup().unwrap();
+    (d, rx)
+}
+
+fn state_of(d: &Daemon<FakeRuntime>, name: &str) -> (State, String) {
+    let s = &d.instances[name].status;
+    (s.state, s.detail.clone())
+}
+
+/// Runs the actor's loop by hand until `done` holds (commands, then a
+/// reconcile when the command asks for one, as `run` does).
+async fn pump(
+    d: &mut Daemon<FakeRuntime>,
+    rx: &mut mpsc::Receiver<Command>,
+    what: &str,
+    done: impl Fn(&Daemon<FakeRuntime>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done(d) {
+        assert!(Instant::now() < deadline, "never saw: {what}");
+        match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            Ok(Some(cmd)) => {
+                if d.on_command(cmd).await {
+                    d.reconcile().await;
+                }
+            }
+            Ok(None) => panic!("command channel closed"),
+            Err(_) => d.reconcile().await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unchanged_container_is_adopted_and_a_changed_one_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::default();
+    write_sensor(dir.path(), &instrument("a", ""));
+    let (mut d, _rx) = daemon(dir.path(), &rt);
+    d.reconcile().await;
+    assert_eq!(rt.calls(), ["define a", "start a"]);
+    assert_eq!(state_of(&d, "a").0, State::Running);
+    // outpostd dies (kill -9): the container runs on.
+    drop(d);
+
+    rt.clear_calls();
+    let (mut d, mut rx) = daemon(dir.path(), &rt);
+    d.reconcile().await;
+    assert!(rt.calls().is_empty(), "adopted as it is: {:?}", rt.calls());
+    let (st, detail) = state_of(&d, "a");
+    assert_eq!(st, State::Running);
+    assert!(detail.contains("adopted"), "{detail}");
+
+    // A new limit changes the container: stopped (as a job), removed,
+    // defined and started again.
+    write_sensor(
+        dir.path(),
+        &instrument("a", "limits = { memory = \"48MiB\" }"),
+    );
+    d.reload();
+    d.reconcile().await;
+    assert_eq!(state_of(&d, "a").0, State::Stopping, "the stop is a job");
+    pump(&mut d, &mut rx, "a recreated", |d| {
+        d.instances["a"].status.state == State::Running
+    })
+    .await;
+    assert_eq!(
+        rt.calls(),
+        ["stop a", "destroy a", "define a", "start a"],
+        "recreated once"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_restarts_on_failure_and_stays_down_under_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::default();
+    let fast = "backoff = { initial = \"100ms\", max = \"1s\" }";
+    write_sensor(
+        dir.path(),
+        &format!(
+            "{}{}",
+            instrument("a", &format!("restart = \"on-failure\"\n{fast}")),
+            instrument("b", &format!("restart = \"never\"\n{fast}")),
+        ),
+    );
+    let (mut d, mut rx) = daemon(dir.path(), &rt);
+    d.reconcile().await;
+    rt.crash("a");
+    rt.crash("b");
+    pump(&mut d, &mut rx, "a started again, b left down", |d| {
+        rt.count("start", "a") == 2
+            && d.instances["a"].status.state == State::Running
+            && d.instances["b"].status.state == State::Crashed
+    })
+    .await;
+    assert_eq!(rt.count("start", "b"), 1, "never means never");
+    let (_, detail) = state_of(&d, "b");
+    assert!(
+        detail.contains("restart policy never leaves it down"),
+        "{detail}"
+    );
+    let a = &d.instances["a"].status;
+    assert_eq!(a.restarts, 1);
+    assert!(
+        a.last_exit
+            .as_ref()
+            .unwrap()
+            .detail
+            .contains("killed from outside"),
+        "{:?}",
+        a.last_exit
+    );
+    // Reconciling again changes nothing: b stays down.
+    d.reconcile().await;
+    assert_eq!(rt.count("start", "b"), 1);
+}
+
+#[tokio::test]
+async fn a_disabled_instrument_is_stopped_and_not_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::default();
+    write_sensor(dir.path(), &instrument("a", ""));
+    let (mut d, mut rx) = daemon(dir.path(), &rt);
+    d.reconcile().await;
+    let v = d
+        .apply(
+            Change::Enabled {
+                instrument: "a".into(),
+                on: false,
+            },
+            Origin::new(Source::Local, "uid 0", "test"),
+            false,
+        )
+        .unwrap();
+    assert!(v.changed);
+    d.reconcile().await;
+    pump(&mut d, &mut rx, "a stopped", |d| {
+        d.instances["a"].status.state == State::Stopped
+    })
+    .await;
+    for _ in 0..3 {
+        d.reconcile().await;
+    }
+    assert_eq!(rt.count("start", "a"), 1, "{:?}", rt.calls());
+    assert_eq!(
+        rt.list().unwrap(),
+        Vec::<String>::new(),
+        "nothing left defined"
+    );
+}
+
+#[tokio::test]
+async fn an_operators_restart_is_answered_once_it_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::default();
+    write_sensor(dir.path(), &instrument("a", ""));
+    let (mut d, mut rx) = daemon(dir.path(), &rt);
+    d.reconcile().await;
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    d.restart("a", reply).await;
+    assert!(answer.try_recv().is_err(), "not before it ran again");
+    pump(&mut d, &mut rx, "a running again", |d| {
+        d.instances["a"].status.state == State::Running
+    })
+    .await;
+    answer.await.unwrap().unwrap();
+    assert_eq!(
+        rt.calls(),
+        [
+            "define a",
+            "start a",
+            "stop a",
+            "destroy a",
+            "define a",
+            "start a"
+        ]
+    );
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    d.restart("nope", reply).await;
+    let err = answer.await.unwrap().unwrap_err();
+    assert!(matches!(err, ApplyError::UnknownInstrument { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_refused_change_leaves_the_running_instrument_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::default();
+    write_sensor(dir.path(), &instrument("a", ""));
+    let (mut d, _rx) = daemon(dir.path(), &rt);
+    d.reconcile().await;
+    let err = d
+        .apply(
+            Change::Config {
+                instrument: "a".into(),
+                body: serde_json::json!({ "greeting": 5 }),
+            },
+            Origin::new(Source::Local, "uid 0", "test"),
+            false,
+        )
+        .unwrap_err();
+    assert!(matches!(err, ApplyError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("greeting"), "{err}");
+    d.reconcile().await;
+    assert_eq!(rt.calls(), ["define a", "start a"], "untouched");
+    assert_eq!(d.desired.as_ref().unwrap().0, 1, "nothing stored");
+}
+
+#[tokio::test]
+async fn a_local_change_survives_a_restart_and_the_fleet_refuses_it_without_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::default();
+    write_sensor(dir.path(), &instrument("a", ""));
+    let local = |reason: &str| Origin::new(Source::Local, "uid 0 via :1.7", reason);
+    let greet = |g: &str| Change::Config {
+        instrument: "a".into(),
+        body: serde_json::json!({ "greeting": g }),
+    };
+    {
+        let (mut d, _rx) = daemon(dir.path(), &rt);
+        let v = d.apply(greet("local"), local("try"), false).unwrap();
+        assert_eq!(v.version, 2);
+    }
+    // The file did not change: the local version stays the truth.
+    let (d, _rx) = daemon(dir.path(), &rt);
+    let (v, spec) = d.desired.clone().unwrap();
+    assert_eq!(v, 2);
+    assert_eq!(spec.instruments[0].config["greeting"], "local");
+    drop(d);
+
+    // The file changed while outpostd was down: it wins at start-up.
+    write_sensor(
+        dir.path(),
+        &instrument("a", "[instrument.config]\ngreeting = \"file\""),
+    );
+    let (mut d, _rx) = daemon(dir.path(), &rt);
+    let (v, spec) = d.desired.clone().unwrap();
+    assert_eq!(v, 3);
+    assert_eq!(spec.instruments[0].config["greeting"], "file");
+
+    // Fleet-managed: local changes only with an override, kept as drift.
+    d.db.set_fleet_managed(true).unwrap();
+    let err = d.apply(greet("sneaky"), local("try"), false).unwrap_err();
+    assert!(matches!(err, ApplyError::FleetManaged(_)), "{err}");
+    let v = d.apply(greet("urgent"), local("incident 7"), true).unwrap();
+    let hist = d.db.desired_history(10).unwrap();
+    let last = hist.iter().find(|h| h.version == v.version).unwrap();
+    assert!(last.drift, "{last:?}");
+    assert_eq!(last.reason, "incident 7");
+}
