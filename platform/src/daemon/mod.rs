@@ -155,12 +155,24 @@ pub struct Daemon<R: Runtime> {
     retention: BTreeMap<String, retention::Slot>,
     /// Shutting down: jobs finish, nothing new starts.
     draining: bool,
+    /// The host side of interface bindings.
+    binder: Arc<dyn crate::network::Binder>,
 }
 
 impl<R: Runtime> Daemon<R> {
     /// Opens the state and prepares the daemon; nothing runs until
     /// [`Daemon::run`].
     pub fn new(cfg: DaemonConfig, rt: R) -> Result<Daemon<R>, DaemonError> {
+        Self::with_binder(cfg, rt, Arc::new(crate::network::Netlink))
+    }
+
+    /// [`Daemon::new`] with another [`Binder`](crate::network::Binder)
+    /// (the unit tests' fake).
+    pub fn with_binder(
+        cfg: DaemonConfig,
+        rt: R,
+        binder: Arc<dyn crate::network::Binder>,
+    ) -> Result<Daemon<R>, DaemonError> {
         let db = Db::open(&cfg.state.db())?;
         let images = ImageStore::new(&cfg.state);
         let keys = Keys::new(&cfg.state.secrets());
@@ -185,6 +197,7 @@ impl<R: Runtime> Daemon<R> {
             config_checks: BTreeMap::new(),
             retention: BTreeMap::new(),
             draining: false,
+            binder,
         })
     }
 

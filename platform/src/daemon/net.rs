@@ -9,7 +9,7 @@ use outpost_protocol::InstrumentSpec;
 use tracing::{error, info, warn};
 
 use super::Daemon;
-use crate::network::{self, NetError, Record};
+use crate::network::{NetError, Record};
 use crate::runtime::{NET_READY, Runtime};
 
 impl<R: Runtime> Daemon<R> {
@@ -46,7 +46,10 @@ impl<R: Runtime> Daemon<R> {
             .into_iter()
             .filter(|r| r.instrument != ins.name)
             .collect();
-        let records = network::preflight(&ins.name, &ins.interfaces, &others).await?;
+        let records = self
+            .binder
+            .preflight(&ins.name, &ins.interfaces, &others)
+            .await?;
         for r in &records {
             let body = serde_json::to_string(r).expect("record serializes");
             self.db
@@ -67,7 +70,7 @@ impl<R: Runtime> Daemon<R> {
             return Ok(());
         }
         let t0 = std::time::Instant::now();
-        if let Err(e) = network::apply(pid, &records).await {
+        if let Err(e) = self.binder.apply(pid, &records).await {
             warn!(instrument = name, "binding failed, rolling back: {e}");
             return Err(e);
         }
@@ -100,7 +103,7 @@ impl<R: Runtime> Daemon<R> {
     /// retried at the next release or start-up.
     pub(super) async fn release_bindings(&mut self, name: &str, pid: Option<i32>) {
         for r in self.binding_records(Some(name)) {
-            match network::undo(pid, &r).await {
+            match self.binder.undo(pid, &r).await {
                 Ok(()) => {
                     if let Err(e) = self.db.delete_binding(&r.instrument, &r.role) {
                         error!(instrument = name, role = %r.role, "cannot forget binding: {e}");

@@ -10,7 +10,20 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::db::{ImageRecord, Origin, Source};
+use crate::network::fake::FakeBinder;
 use crate::runtime::fake::FakeRuntime;
+
+/// The example image with one bridge role.
+const NET_MANIFEST: &str = r#"
+name = "net-bridge"
+version = "0.1.0"
+entrypoint = ["/usr/bin/example"]
+network = "active"
+[[interfaces]]
+role = "seg0"
+type = "bridge"
+capabilities = ["rx", "tx"]
+"#;
 
 const MANIFEST: &str = r#"
 name = "example"
@@ -38,22 +51,32 @@ fn write_sensor(dir: &Path, body: &str) {
     .unwrap();
 }
 
-/// A daemon on `dir` with the fake, the example image "imported" and the
+/// A daemon on `dir` with the fakes, the example images "imported" and the
 /// sensor file at `dir/sensor.toml`, after its start-up.
 fn daemon(dir: &Path, rt: &FakeRuntime) -> (Daemon<FakeRuntime>, mpsc::Receiver<Command>) {
+    daemon_with(dir, rt, &FakeBinder::default())
+}
+
+fn daemon_with(
+    dir: &Path,
+    rt: &FakeRuntime,
+    binder: &FakeBinder,
+) -> (Daemon<FakeRuntime>, mpsc::Receiver<Command>) {
     let state = crate::paths::StateDir::new(dir.join("state"));
     crate::paths::create_private_dir(state.root()).unwrap();
     let db = Db::open(&state.db()).unwrap();
-    if db.image("example", "0.1.0").unwrap().is_none() {
-        db.insert_image(&ImageRecord {
-            name: "example".into(),
-            version: "0.1.0".into(),
-            sha256: "0".repeat(64),
-            manifest: MANIFEST.into(),
-            imported_at_ms: 0,
-            bytes: 0,
-        })
-        .unwrap();
+    for (name, manifest) in [("example", MANIFEST), ("net-bridge", NET_MANIFEST)] {
+        if db.image(name, "0.1.0").unwrap().is_none() {
+            db.insert_image(&ImageRecord {
+                name: name.into(),
+                version: "0.1.0".into(),
+                sha256: "0".repeat(64),
+                manifest: manifest.into(),
+                imported_at_ms: 0,
+                bytes: 0,
+            })
+            .unwrap();
+        }
     }
     let cfg = DaemonConfig {
         state,
@@ -73,7 +96,7 @@ fn daemon(dir: &Path, rt: &FakeRuntime) -> (Daemon<FakeRuntime>, mpsc::Receiver<
         id_range_start: DEFAULT_ID_RANGE_START,
         privileged: false,
     };
-    let mut d = Daemon::new(cfg, rt.clone()).unwrap();
+    let mut d = Daemon::with_binder(cfg, rt.clone(), std::sync::Arc::new(binder.clone())).unwrap();
     let rx = d.rx.take().unwrap();
     d.startup().unwrap();
     (d, rx)
@@ -323,4 +346,55 @@ async fn a_local_change_survives_a_restart_and_the_fleet_refuses_it_without_over
     let last = hist.iter().find(|h| h.version == v.version).unwrap();
     assert!(last.drift, "{last:?}");
     assert_eq!(last.reason, "incident 7");
+}
+
+fn bridged(name: &str) -> String {
+    format!(
+        "[[instrument]]\nname = \"{name}\"\nimage = \"net-bridge\"\nversion = \"0.1.0\"\n\
+         backoff = {{ initial = \"1h\", max = \"1h\" }}\n\
+         [instrument.interfaces.seg0]\ntype = \"bridge\"\nbridge = \"br-unit\"\ncreate = true\n"
+    )
+}
+
+#[tokio::test]
+async fn a_start_whose_interfaces_cannot_be_bound_is_undone_and_counts_as_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::default();
+    let net = FakeBinder::default();
+    net.fail_apply("n");
+    write_sensor(dir.path(), &bridged("n"));
+    let (mut d, _rx) = daemon_with(dir.path(), &rt, &net);
+    d.reconcile().await;
+    assert_eq!(net.calls(), ["preflight n", "apply n", "undo n/seg0"]);
+    assert!(!net.is_bound("n"), "the half-made binding was undone");
+    assert!(d.binding_records(Some("n")).is_empty(), "and forgotten");
+    assert!(
+        rt.list().unwrap().is_empty(),
+        "no container left: {:?}",
+        rt.calls()
+    );
+    let (st, detail) = state_of(&d, "n");
+    assert_eq!(st, State::Backoff, "{detail}");
+    assert!(detail.contains("fake failure"), "{detail}");
+    assert_eq!(d.instances["n"].status.failures, 1);
+}
+
+#[tokio::test]
+async fn bindings_a_crash_left_behind_are_undone_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::default();
+    let net = FakeBinder::default();
+    write_sensor(dir.path(), &bridged("n"));
+    let (mut d, _rx) = daemon_with(dir.path(), &rt, &net);
+    d.reconcile().await;
+    assert!(net.is_bound("n"));
+    assert_eq!(d.binding_records(Some("n")).len(), 1);
+    // outpostd dies, and so does the instrument while it is down.
+    drop(d);
+    rt.crash("n");
+    let (mut d, _rx) = daemon_with(dir.path(), &rt, &net);
+    d.release_orphaned_bindings().await;
+    assert!(!net.is_bound("n"));
+    assert!(d.binding_records(None).is_empty());
+    assert_eq!(net.calls().last().unwrap(), "undo n/seg0");
 }

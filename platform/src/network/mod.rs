@@ -17,21 +17,34 @@
 //! 3. [`undo`], before the container stops, after it died, or at start-up
 //!    for records a crash left: idempotent, driven by the stored record, so
 //!    it works whatever step the apply reached.
+//!
+//! What differs between the kinds is a [`Kind`], one implementation per
+//! kind (`phy`, `bridge`, `macvlan`, `mirror`); what they share (the undo
+//! record, moving the interface in, naming, addressing and routing it
+//! inside) is here.
 
+mod bridge;
 pub mod check;
+#[cfg(test)]
+pub mod fake;
+mod macvlan;
+mod mirror;
 pub mod nl;
+mod phy;
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
-use outpost_protocol::bindings::{Binding, MacvlanMode, parse_cidr};
+use futures::future::BoxFuture;
+use outpost_protocol::bindings::{Binding, parse_cidr};
 use outpost_protocol::manifest::InterfaceType;
-use rtnetlink::packet_route::link::{InfoKind, MacVlanMode};
-use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth};
+use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::{Handle, LinkUnspec, LinkVeth};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::runtime::ffi;
 pub use nl::NetError;
@@ -100,6 +113,84 @@ pub struct InterfaceStatus {
     pub tx_dropped: u64,
 }
 
+/// One binding kind's three steps.
+trait Kind: Sync {
+    /// Checks the host for this binding and fills in what its undo will
+    /// need.
+    fn preflight<'a>(
+        &'a self,
+        cx: &'a PreflightCx<'a>,
+        rec: &'a mut Record,
+    ) -> BoxFuture<'a, NlResult<()>>;
+    /// Makes the interface on the host side; returns the name of the host
+    /// interface that goes into the instrument.
+    fn apply<'a>(&'a self, cx: &'a ApplyCx<'a>, r: &'a Record) -> BoxFuture<'a, NlResult<String>>;
+    /// Whether `apply` moved the interface into the namespace itself.
+    fn moves_itself(&self) -> bool {
+        false
+    }
+    /// Undoes the binding, whatever step its apply reached.
+    fn undo<'a>(&'a self, cx: &'a UndoCx<'a>, r: &'a Record) -> BoxFuture<'a, NlResult<()>>;
+}
+
+/// The implementation of a binding kind.
+fn kind(k: InterfaceType) -> &'static dyn Kind {
+    match k {
+        InterfaceType::Phy => &phy::Phy,
+        InterfaceType::Bridge => &bridge::Bridge,
+        InterfaceType::Macvlan => &macvlan::Macvlan,
+        InterfaceType::Mirror => &mirror::Mirror,
+    }
+}
+
+/// What a preflight has at hand.
+struct PreflightCx<'a> {
+    h: &'a Handle,
+    at: &'a str,
+    instrument: &'a str,
+    /// Other instruments' records.
+    others: &'a [Record],
+}
+
+impl PreflightCx<'_> {
+    /// The host interface `dev` (named in `field`), which must exist and
+    /// be no other instrument's.
+    async fn need(&self, dev: &str, field: &str) -> NlResult<LinkMessage> {
+        let at = self.at;
+        if let Some(o) = self.others.iter().find_map(|r| {
+            (r.binding.owns() == Some(dev) && r.instrument != self.instrument)
+                .then(|| r.instrument.clone())
+        }) {
+            return Err(NetError::Refused(format!(
+                "{at}: host interface {dev} ({field}) is already bound to instrument {o} (fix: give each instrument its own interface)"
+            )));
+        }
+        nl::link(self.h, dev).await?.ok_or_else(|| {
+            NetError::Refused(format!(
+                "{at}: host interface {dev} ({field}) does not exist (fix: create it, or name an existing interface in the sensor file)"
+            ))
+        })
+    }
+}
+
+/// What an apply has at hand.
+struct ApplyCx<'a> {
+    h: &'a Handle,
+    at: &'a str,
+    /// The instrument's network namespace.
+    ns: &'a File,
+    /// The drop-everything program, loaded when a mirror is bound.
+    drop_prog: Option<&'a OwnedFd>,
+}
+
+/// What an undo has at hand.
+struct UndoCx<'a> {
+    h: &'a Handle,
+    at: &'a str,
+    /// The instrument's namespace, while it still exists.
+    inside: Option<&'a Handle>,
+}
+
 /// Checks the bindings of `instrument` against the host and against the
 /// records of other instruments; returns the undo records to store.
 pub async fn preflight(
@@ -109,12 +200,6 @@ pub async fn preflight(
 ) -> NlResult<Vec<Record>> {
     let h = nl::host()?;
     let mut out = Vec::new();
-    let claimed_by = |dev: &str| {
-        others.iter().find_map(|r| {
-            (r.binding.owns() == Some(dev) && r.instrument != instrument)
-                .then(|| r.instrument.clone())
-        })
-    };
     for (role, b) in bindings {
         let at = format!("instrument {instrument}, role {role}");
         let (host_end, peer, prio) = names(instrument, role);
@@ -129,109 +214,13 @@ pub async fn preflight(
             enslave_was_down: false,
             source_had_clsact: false,
         };
-        let need = |dev: &str, field: &str| {
-            let h = h.clone();
-            let dev = dev.to_string();
-            let field = field.to_string();
-            let at = at.clone();
-            let owner = claimed_by(&dev);
-            async move {
-                if let Some(o) = owner {
-                    return Err(NetError::Refused(format!(
-                        "{at}: host interface {dev} ({field}) is already bound to instrument {o} (fix: give each instrument its own interface)"
-                    )));
-                }
-                nl::link(&h, &dev).await?.ok_or_else(|| {
-                    NetError::Refused(format!(
-                        "{at}: host interface {dev} ({field}) does not exist (fix: create it, or name an existing interface in the sensor file)"
-                    ))
-                })
-            }
+        let cx = PreflightCx {
+            h: &h,
+            at: &at,
+            instrument,
+            others,
         };
-        match b.kind {
-            InterfaceType::Phy => {
-                let dev = b.device.as_deref().unwrap_or_default();
-                let l = need(dev, "device").await?;
-                if dev == "lo" {
-                    return Err(NetError::Refused(format!(
-                        "{at}: the loopback interface cannot be moved into an instrument"
-                    )));
-                }
-                if let Some(c) = nl::controller_of(&l) {
-                    let master = nl::link_by_index(&h, c)
-                        .await?
-                        .map(|m| nl::name_of(&m))
-                        .unwrap_or_else(|| format!("#{c}"));
-                    return Err(NetError::Refused(format!(
-                        "{at}: host interface {dev} is a port of {master} (fix: take it off {master} first, or bind the bridge instead)"
-                    )));
-                }
-                let addrs = nl::addresses(&h, l.header.index).await?;
-                rec.phy = Some(PhySnapshot {
-                    name: dev.to_string(),
-                    index: l.header.index,
-                    mtu: nl::mtu_of(&l),
-                    up: nl::is_up(&l),
-                    promisc: nl::is_promisc(&l),
-                    addresses: addrs
-                        .iter()
-                        .map(|(a, p, b)| (format!("{a}/{p}"), *b))
-                        .collect(),
-                });
-            }
-            InterfaceType::Bridge => {
-                let br = b.bridge.as_deref().unwrap_or_default();
-                match nl::link(&h, br).await? {
-                    Some(l) if nl::kind_of(&l) != Some(InfoKind::Bridge) => {
-                        return Err(NetError::Refused(format!(
-                            "{at}: host interface {br} exists and is not a bridge (fix: name a bridge, or a free name with create = true)"
-                        )));
-                    }
-                    Some(_) => {}
-                    None if !b.create => {
-                        return Err(NetError::Refused(format!(
-                            "{at}: bridge {br} does not exist (fix: create it, or set create = true in the binding)"
-                        )));
-                    }
-                    None => {}
-                }
-                if let Some(dev) = b.enslave.as_deref() {
-                    let l = need(dev, "enslave").await?;
-                    if let Some(c) = nl::controller_of(&l) {
-                        let master = nl::link_by_index(&h, c).await?.map(|m| nl::name_of(&m));
-                        if master.as_deref() != Some(br) {
-                            return Err(NetError::Refused(format!(
-                                "{at}: host interface {dev} is already a port of {} (fix: take it off first)",
-                                master.unwrap_or_else(|| format!("#{c}"))
-                            )));
-                        }
-                    }
-                    rec.enslave_was_down = !nl::is_up(&l);
-                }
-            }
-            InterfaceType::Macvlan => {
-                need(b.parent.as_deref().unwrap_or_default(), "parent").await?;
-            }
-            InterfaceType::Mirror => {
-                let src = b.source.as_deref().unwrap_or_default();
-                let l = need(src, "source").await?;
-                let ours_before = others
-                    .iter()
-                    .find(|r| {
-                        r.binding.kind == InterfaceType::Mirror
-                            && r.binding.source.as_deref() == Some(src)
-                    })
-                    .map(|r| r.source_had_clsact);
-                rec.source_had_clsact = match ours_before {
-                    Some(had) => had,
-                    None => {
-                        nl::filter_count(&h, l.header.index, Hook::Ingress).await? > 0
-                            || nl::filter_count(&h, l.header.index, Hook::Egress).await? > 0
-                            || nl::has_clsact(&h, l.header.index).await?
-                    }
-                };
-            }
-        }
+        kind(b.kind).preflight(&cx, &mut rec).await?;
         out.push(rec);
     }
     Ok(out)
@@ -241,7 +230,7 @@ pub async fn preflight(
 /// On error, whatever was done stays recorded for [`undo`].
 pub async fn apply(pid: i32, records: &[Record]) -> NlResult<()> {
     let h = nl::host()?;
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+    let ns = File::open(format!("/proc/{pid}/ns/net"))
         .map_err(|e| NetError::ctx(format!("cannot open the network namespace of pid {pid}"), e))?;
     let inside = nl::in_namespace_of(pid)?;
     let drop_prog = if records
@@ -261,119 +250,15 @@ pub async fn apply(pid: i32, records: &[Record]) -> NlResult<()> {
         // Names that are ours by construction; a crash may have left them.
         nl::delete_named(&h, &r.host_end).await?;
         nl::delete_named(&h, &r.peer).await?;
-        let b = &r.binding;
-        let moved_name = match b.kind {
-            InterfaceType::Phy => {
-                let dev = b.device.as_deref().unwrap_or_default();
-                let l = nl::link(&h, dev).await?.ok_or_else(|| {
-                    NetError::Refused(format!("{at}: host interface {dev} is gone"))
-                })?;
-                nl::move_to(
-                    &h,
-                    l.header.index,
-                    &ns,
-                    &format!("{at}: cannot move {dev} into the instrument"),
-                )
-                .await?;
-                dev.to_string()
-            }
-            InterfaceType::Bridge => {
-                let br = b.bridge.as_deref().unwrap_or_default();
-                let bidx = match nl::link(&h, br).await? {
-                    Some(l) => l.header.index,
-                    None => {
-                        nl::add(
-                            &h,
-                            LinkBridge::new(br).up().build(),
-                            &format!("{at}: cannot create bridge {br}"),
-                        )
-                        .await?;
-                        let idx = host_index(&h, br, &at).await?;
-                        // The kernel takes an alias only on an existing link.
-                        nl::set(
-                            &h,
-                            LinkUnspec::new_with_index(idx)
-                                .alias(MADE_BY_OUTPOST)
-                                .build(),
-                            &format!("{at}: cannot mark bridge {br}"),
-                        )
-                        .await?;
-                        info!(bridge = br, "bridge created");
-                        idx
-                    }
-                };
-                if let Some(dev) = b.enslave.as_deref() {
-                    let l = nl::link(&h, dev).await?.ok_or_else(|| {
-                        NetError::Refused(format!("{at}: host interface {dev} is gone"))
-                    })?;
-                    nl::set(
-                        &h,
-                        LinkUnspec::new_with_index(l.header.index)
-                            .controller(bidx)
-                            .up()
-                            .build(),
-                        &format!("{at}: cannot put {dev} on bridge {br}"),
-                    )
-                    .await?;
-                }
-                veth(&h, r, &at).await?;
-                let he = host_index(&h, &r.host_end, &at).await?;
-                nl::set(
-                    &h,
-                    LinkUnspec::new_with_index(he).controller(bidx).up().build(),
-                    &format!("{at}: cannot put {} on bridge {br}", r.host_end),
-                )
-                .await?;
-                r.peer.clone()
-            }
-            InterfaceType::Macvlan => {
-                let parent = b.parent.as_deref().unwrap_or_default();
-                let p = nl::link(&h, parent).await?.ok_or_else(|| {
-                    NetError::Refused(format!("{at}: host interface {parent} is gone"))
-                })?;
-                let mode = match b.mode.unwrap_or_default() {
-                    MacvlanMode::Private => MacVlanMode::Private,
-                    MacvlanMode::Vepa => MacVlanMode::Vepa,
-                    MacvlanMode::Bridge => MacVlanMode::Bridge,
-                    MacvlanMode::Passthru => MacVlanMode::Passthrough,
-                };
-                nl::add(
-                    &h,
-                    LinkMacVlan::new(&r.peer, p.header.index, mode).build(),
-                    &format!("{at}: cannot make a macvlan on {parent}"),
-                )
-                .await?;
-                r.peer.clone()
-            }
-            InterfaceType::Mirror => {
-                let src = b.source.as_deref().unwrap_or_default();
-                let s = nl::link(&h, src).await?.ok_or_else(|| {
-                    NetError::Refused(format!("{at}: host interface {src} is gone"))
-                })?;
-                veth(&h, r, &at).await?;
-                let he = host_index(&h, &r.host_end, &at).await?;
-                // The host end takes no part in the host's own traffic.
-                let sysctl = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", r.host_end);
-                if let Err(e) = std::fs::write(&sysctl, "1") {
-                    debug!("{sysctl}: {e}");
-                }
-                let fd = drop_prog.as_ref().expect("loaded for mirrors").as_raw_fd();
-                nl::add_clsact(&h, he, &r.host_end).await?;
-                nl::add_drop_filter(&h, he, Hook::Ingress, 1, fd, &r.host_end).await?;
-                nl::set(
-                    &h,
-                    LinkUnspec::new_with_index(he).up().build(),
-                    &format!("{at}: cannot bring {} up", r.host_end),
-                )
-                .await?;
-                nl::add_clsact(&h, s.header.index, src).await?;
-                for hook in [Hook::Ingress, Hook::Egress] {
-                    nl::add_mirror_filter(&h, s.header.index, hook, r.prio, he, src).await?;
-                }
-                r.peer.clone()
-            }
+        let k = kind(r.binding.kind);
+        let cx = ApplyCx {
+            h: &h,
+            at: &at,
+            ns: &ns,
+            drop_prog: drop_prog.as_ref(),
         };
-        if b.kind != InterfaceType::Phy {
+        let moved_name = k.apply(&cx, r).await?;
+        if !k.moves_itself() {
             let idx = host_index(&h, &moved_name, &at).await?;
             nl::move_to(
                 &h,
@@ -394,7 +279,7 @@ pub async fn apply(pid: i32, records: &[Record]) -> NlResult<()> {
         info!(
             instrument = %r.instrument,
             role = %r.role,
-            kind = b.kind.as_str(),
+            kind = r.binding.kind.as_str(),
             ms = t0.elapsed().as_secs_f64() * 1e3,
             "interface bound"
         );
@@ -499,168 +384,48 @@ pub async fn undo(pid: Option<i32>, r: &Record) -> NlResult<()> {
         }
         _ => None,
     };
-    let b = &r.binding;
-    match b.kind {
-        InterfaceType::Phy => {
-            let snap = r.phy.as_ref();
-            if let (Some(n), Some(snap)) = (&inside, snap) {
-                // Still inside (under the role's name, or its own if the
-                // rename never happened): bring it home.
-                for name in [r.role.as_str(), snap.name.as_str()] {
-                    if let Some(l) = nl::link(n, name).await? {
-                        let host_ns = nl::own_namespace()?;
-                        nl::set(
-                            n,
-                            LinkUnspec::new_with_index(l.header.index).down().build(),
-                            &format!("{at}: cannot take {name} down"),
-                        )
-                        .await?;
-                        nl::move_to(
-                            n,
-                            l.header.index,
-                            &host_ns,
-                            &format!("{at}: cannot return {name} to the host"),
-                        )
-                        .await?;
-                        break;
-                    }
-                }
-            }
-            if let Some(snap) = snap {
-                restore_phy(&h, r, snap, &at).await?;
-            }
-        }
-        InterfaceType::Bridge => {
-            // Both ends are tried, also when one fails.
-            let ends = [
-                nl::delete_named(&h, &r.host_end).await,
-                nl::delete_named(&h, &r.peer).await,
-            ];
-            NetError::all(ends.into_iter().filter_map(Result::err).collect())?;
-            let br = b.bridge.as_deref().unwrap_or_default();
-            if let Some(bl) = nl::link(&h, br).await? {
-                let bidx = bl.header.index;
-                if let Some(dev) = b.enslave.as_deref()
-                    && let Some(l) = nl::link(&h, dev).await?
-                    && nl::controller_of(&l) == Some(bidx)
-                {
-                    // Only the last instrument on the bridge lets it go.
-                    let others_on_it = nl::all_links(&h)
-                        .await?
-                        .iter()
-                        .filter(|x| {
-                            nl::controller_of(x) == Some(bidx) && x.header.index != l.header.index
-                        })
-                        .count();
-                    if others_on_it == 0 {
-                        let mut m = LinkUnspec::new_with_index(l.header.index).nocontroller();
-                        if r.enslave_was_down {
-                            m = m.down();
-                        }
-                        nl::set(&h, m.build(), &format!("{at}: cannot take {dev} off {br}"))
-                            .await?;
-                    }
-                }
-                let made = bl.attributes.iter().any(|a| {
-                    matches!(a, rtnetlink::packet_route::link::LinkAttribute::IfAlias(s) if s == MADE_BY_OUTPOST)
-                });
-                let ports = nl::all_links(&h)
-                    .await?
-                    .iter()
-                    .filter(|x| nl::controller_of(x) == Some(bidx))
-                    .count();
-                if made && ports == 0 {
-                    h.link().del(bidx).execute().await.map_err(|e| {
-                        NetError::ctx(format!("{at}: cannot remove bridge {br}"), e)
-                    })?;
-                    info!(
-                        bridge = br,
-                        "bridge removed (outpostd made it; no ports left)"
-                    );
-                }
-            }
-        }
-        InterfaceType::Macvlan => {
-            if let Some(n) = &inside {
-                nl::delete_named(n, &r.role).await?;
-            }
-            nl::delete_named(&h, &r.peer).await?;
-        }
-        InterfaceType::Mirror => {
-            let src = b.source.as_deref().unwrap_or_default();
-            if let Some(s) = nl::link(&h, src).await? {
-                let i = s.header.index;
-                for hook in [Hook::Ingress, Hook::Egress] {
-                    nl::del_filters(&h, i, hook, r.prio, src).await?;
-                }
-                if !r.source_had_clsact
-                    && nl::filter_count(&h, i, Hook::Ingress).await? == 0
-                    && nl::filter_count(&h, i, Hook::Egress).await? == 0
-                {
-                    nl::del_clsact(&h, i, src).await?;
-                }
-            }
-            nl::delete_named(&h, &r.host_end).await?;
-            nl::delete_named(&h, &r.peer).await?;
-        }
-    }
-    Ok(())
+    let cx = UndoCx {
+        h: &h,
+        at: &at,
+        inside: inside.as_ref(),
+    };
+    kind(r.binding.kind).undo(&cx, r).await
 }
 
-/// Gives a phy back its host name, MTU, flags and addresses. It is found
-/// by index (a move between namespaces keeps it when it can) under any
-/// name it may carry: its own, the role's, or the kernel's `dev<index>`.
-async fn restore_phy(h: &Handle, r: &Record, snap: &PhySnapshot, at: &str) -> NlResult<()> {
-    let l = match nl::link_by_index(h, snap.index).await? {
-        Some(l) => {
-            let n = nl::name_of(&l);
-            if n == snap.name || n == r.role || n == format!("dev{}", snap.index) {
-                Some(l)
-            } else {
-                None
-            }
-        }
-        None => None,
-    };
-    let l = match l {
-        Some(l) => l,
-        None => match nl::link(h, &snap.name).await? {
-            Some(l) => l,
-            None => {
-                warn!(
-                    instrument = %r.instrument,
-                    role = %r.role,
-                    device = %snap.name,
-                    "the phy interface is not on the host (a virtual device is destroyed with the instrument's namespace)"
-                );
-                return Ok(());
-            }
-        },
-    };
-    let idx = l.header.index;
-    let mut m = LinkUnspec::new_with_index(idx).down();
-    if nl::name_of(&l) != snap.name {
-        m = m.name(snap.name.clone());
+/// The host side of interface bindings as the daemon uses it: the seam
+/// that lets the daemon's binding decisions be tested with a fake.
+pub trait Binder: Send + Sync + 'static {
+    /// See [`preflight`].
+    fn preflight<'a>(
+        &'a self,
+        instrument: &'a str,
+        bindings: &'a BTreeMap<String, Binding>,
+        others: &'a [Record],
+    ) -> BoxFuture<'a, NlResult<Vec<Record>>>;
+    /// See [`apply`].
+    fn apply<'a>(&'a self, pid: i32, records: &'a [Record]) -> BoxFuture<'a, NlResult<()>>;
+    /// See [`undo`].
+    fn undo<'a>(&'a self, pid: Option<i32>, r: &'a Record) -> BoxFuture<'a, NlResult<()>>;
+}
+
+/// The real [`Binder`]: rtnetlink on this host.
+pub struct Netlink;
+
+impl Binder for Netlink {
+    fn preflight<'a>(
+        &'a self,
+        instrument: &'a str,
+        bindings: &'a BTreeMap<String, Binding>,
+        others: &'a [Record],
+    ) -> BoxFuture<'a, NlResult<Vec<Record>>> {
+        Box::pin(preflight(instrument, bindings, others))
     }
-    if let Some(mtu) = snap.mtu {
-        m = m.mtu(mtu);
+    fn apply<'a>(&'a self, pid: i32, records: &'a [Record]) -> BoxFuture<'a, NlResult<()>> {
+        Box::pin(apply(pid, records))
     }
-    m = m.promiscuous(snap.promisc);
-    nl::set(h, m.build(), &format!("{at}: cannot restore {}", snap.name)).await?;
-    for (a, brd) in &snap.addresses {
-        if let Ok(c) = parse_cidr(a) {
-            nl::add_address(h, idx, (c.addr, c.prefix, *brd), &snap.name).await?;
-        }
+    fn undo<'a>(&'a self, pid: Option<i32>, r: &'a Record) -> BoxFuture<'a, NlResult<()>> {
+        Box::pin(undo(pid, r))
     }
-    if snap.up {
-        nl::set(
-            h,
-            LinkUnspec::new_with_index(idx).up().build(),
-            &format!("{at}: cannot bring {} up", snap.name),
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 /// The state and counters of an instrument's interfaces, read inside its

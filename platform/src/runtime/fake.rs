@@ -19,6 +19,8 @@ pub struct FakeRuntime {
 struct State {
     containers: BTreeMap<String, Container>,
     calls: Vec<String>,
+    /// Each container's instance directory.
+    instances: BTreeMap<String, std::path::PathBuf>,
 }
 
 struct Container {
@@ -74,6 +76,13 @@ impl Runtime for FakeRuntime {
 
     fn start(&self, spec: &ContainerSpec) -> Result<i32, RuntimeError> {
         self.record("start", &spec.name);
+        // Where outpost-init reports and the daemon says "interfaces ready",
+        // as the real runtime makes it.
+        let err = |e: std::io::Error| RuntimeError::Container {
+            name: spec.name.clone(),
+            detail: e.to_string(),
+        };
+        std::fs::create_dir_all(spec.instance.join("status")).map_err(err)?;
         let child =
             Command::new("sleep")
                 .arg("3600")
@@ -84,6 +93,7 @@ impl Runtime for FakeRuntime {
                 })?;
         let pid = child.id() as i32;
         let mut s = self.inner.lock().unwrap();
+        s.instances.insert(spec.name.clone(), spec.instance.clone());
         let c = s.containers.get_mut(&spec.name).expect("defined first");
         c.child = Some(child);
         Ok(pid)
@@ -131,6 +141,9 @@ impl Runtime for FakeRuntime {
     fn destroy(&self, name: &str) -> Result<(), RuntimeError> {
         self.record("destroy", name);
         let mut s = self.inner.lock().unwrap();
+        if let Some(dir) = s.instances.get(name) {
+            let _ = std::fs::remove_dir_all(dir.join("status"));
+        }
         if let Some(mut c) = s.containers.remove(name)
             && let Some(mut ch) = c.child.take()
         {
