@@ -497,6 +497,9 @@ impl<R: Runtime> Daemon<R> {
                 if let Some(ins) = self.wanted(name) {
                     self.reconcile_one(&ins).await;
                 }
+                // Answered once the status shows the new start, so a status
+                // asked after the answer does too.
+                self.publish_status();
                 let _ = reply.send(Ok(()));
             }
             AfterStop::Policy { exit, ran_for } => {
@@ -535,6 +538,7 @@ impl<R: Runtime> Daemon<R> {
             return;
         }
         self.reconcile_one(&ins).await;
+        self.publish_status();
         let _ = reply.send(Ok(()));
     }
 
