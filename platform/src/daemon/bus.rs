@@ -6,10 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use outpost_protocol::messages::{
-    ConfigReply, ConfigRequest, ConfigResult, HealthReply, HealthTransition, InstrumentHealth,
-    StorageFull, StorageUse, schema,
+    ConfigRequest, ConfigResult, HealthTransition, InstrumentHealth, StorageFull, StorageUse,
+    schema,
 };
-use outpost_protocol::subjects;
 use serde::Serialize;
 use tracing::{error, info, warn};
 
@@ -53,18 +52,25 @@ impl<R: Runtime> Daemon<R> {
     /// Connects a running instrument to the bus: its loopback proxy, its
     /// health checks and its config.
     pub(super) async fn attach_bus(&mut self, name: &str, pid: i32, adopted: bool) {
-        let (Some(nats), Some(bus)) = (self.nats.as_ref(), self.bus.clone()) else {
+        let Some(bus) = self.control.clone() else {
             return;
         };
-        let upstream = SocketAddr::from(([127, 0, 0, 1], nats.port()));
-        let proxy = match proxy::start(name, pid, upstream, self.cfg.max_bus_connections).await {
-            Ok(p) => Some(p),
-            Err(e) => {
-                error!(
-                    instrument = name,
-                    "cannot open the bus proxy in its namespace: {e}"
-                );
-                None
+        // Without a nats-server of its own (the unit tests' fake bus) there
+        // is nothing to proxy to.
+        let proxy = match self.nats.as_ref().map(|n| n.port()) {
+            None => None,
+            Some(port) => {
+                let upstream = SocketAddr::from(([127, 0, 0, 1], port));
+                match proxy::start(name, pid, upstream, self.cfg.max_bus_connections).await {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        error!(
+                            instrument = name,
+                            "cannot open the bus proxy in its namespace: {e}"
+                        );
+                        None
+                    }
+                }
             }
         };
         let (interval, timeout, threshold) = self.health_timing(name);
@@ -92,20 +98,10 @@ impl<R: Runtime> Daemon<R> {
             t.abort();
         }
         inst.health_task = Some(tokio::spawn(async move {
-            let subject = subjects::health(&n);
             let mut answered = false;
             loop {
                 let t0 = Instant::now();
-                let res = bus
-                    .request::<_, HealthReply>(
-                        &subject,
-                        "health",
-                        schema::HEALTH_REQUEST,
-                        &serde_json::json!({}),
-                        schema::HEALTH_REPLY,
-                        timeout,
-                    )
-                    .await;
+                let res = bus.ask_health(&n, timeout).await;
                 let latency = t0.elapsed();
                 let (outcome, latency_ms) = match res {
                     Ok(r) => {
@@ -216,9 +212,10 @@ impl<R: Runtime> Daemon<R> {
         schema: &'static str,
         payload: T,
     ) {
-        if let Some(bus) = self.bus.clone() {
+        if let Some(bus) = self.control.clone() {
+            let payload = serde_json::to_value(&payload).expect("an event serializes");
             tokio::spawn(async move {
-                if let Err(e) = bus.publish_event(kind, schema, &payload).await {
+                if let Err(e) = bus.publish_event(kind, schema, payload).await {
                     warn!("platform event {kind} not stored: {e}");
                 }
             });
@@ -351,7 +348,7 @@ impl<R: Runtime> Daemon<R> {
     /// has it, rejected it, or a push of it is in flight. An adopted
     /// instrument is first asked which version it runs (its health reply).
     pub(super) fn push_config(&mut self, name: &str) {
-        let Some(bus) = self.bus.clone() else {
+        let Some(bus) = self.control.clone() else {
             return;
         };
         let latest = match self.db.latest_config_body(name) {
@@ -388,7 +385,6 @@ impl<R: Runtime> Daemon<R> {
         let tx = self.tx.clone();
         let n = name.to_string();
         let task = tokio::spawn(async move {
-            let subject = subjects::config(&n);
             let req = ConfigRequest {
                 version: version as u64,
                 config: body,
@@ -399,16 +395,7 @@ impl<R: Runtime> Daemon<R> {
             // to CONFIG_TIMEOUT (a repeated version is applied once).
             let mut wait = Duration::from_millis(500);
             loop {
-                let res = bus
-                    .request::<_, ConfigReply>(
-                        &subject,
-                        "config",
-                        schema::CONFIG_REQUEST,
-                        &req,
-                        schema::CONFIG_REPLY,
-                        wait,
-                    )
-                    .await;
+                let res = bus.push_config(&n, &req, wait).await;
                 wait = (wait * 2).min(CONFIG_TIMEOUT);
                 match res {
                     Ok(reply) => {

@@ -157,21 +157,26 @@ pub struct Daemon<R: Runtime> {
     draining: bool,
     /// The host side of interface bindings.
     binder: Arc<dyn crate::network::Binder>,
+    /// What the daemon asks of the bus (the platform client once the bus
+    /// is up, or the unit tests' fake).
+    control: Option<Arc<dyn crate::messaging::control::BusControl>>,
 }
 
 impl<R: Runtime> Daemon<R> {
     /// Opens the state and prepares the daemon; nothing runs until
     /// [`Daemon::run`].
     pub fn new(cfg: DaemonConfig, rt: R) -> Result<Daemon<R>, DaemonError> {
-        Self::with_binder(cfg, rt, Arc::new(crate::network::Netlink))
+        Self::with_seams(cfg, rt, Arc::new(crate::network::Netlink), None)
     }
 
-    /// [`Daemon::new`] with another [`Binder`](crate::network::Binder)
-    /// (the unit tests' fake).
-    pub fn with_binder(
+    /// [`Daemon::new`] with another [`Binder`](crate::network::Binder) and
+    /// bus control (the unit tests' fakes; `None`: the platform client made
+    /// when the bus starts).
+    pub fn with_seams(
         cfg: DaemonConfig,
         rt: R,
         binder: Arc<dyn crate::network::Binder>,
+        control: Option<Arc<dyn crate::messaging::control::BusControl>>,
     ) -> Result<Daemon<R>, DaemonError> {
         let db = Db::open(&cfg.state.db())?;
         let images = ImageStore::new(&cfg.state);
@@ -198,6 +203,7 @@ impl<R: Runtime> Daemon<R> {
             retention: BTreeMap::new(),
             draining: false,
             binder,
+            control,
         })
     }
 

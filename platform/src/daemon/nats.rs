@@ -72,6 +72,9 @@ impl<R: Runtime> Daemon<R> {
             }
         }
         info!(port, "bus ready: nats-server on 127.0.0.1, stream EVENTS");
+        if self.control.is_none() {
+            self.control = Some(std::sync::Arc::new(bus.clone()));
+        }
         self.bus = Some(bus);
         Ok(())
     }

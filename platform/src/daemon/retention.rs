@@ -15,17 +15,19 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use outpost_protocol::EffectiveRetention;
 use outpost_protocol::messages::{
     RetentionFailed, RetentionReply, RetentionRequest, RetentionViolated, schema,
 };
-use outpost_protocol::{EffectiveRetention, subjects};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use super::{ApplyError, Command, Daemon};
 use crate::db::{RetentionOutcome, RetentionRun, now_ms};
-use crate::messaging::bus::Bus;
+use std::sync::Arc;
+
+use crate::messaging::control::BusControl;
 use crate::runtime::Runtime;
 use crate::supervisor::State;
 
@@ -117,7 +119,7 @@ struct Job {
     period: Duration,
     timeout: Duration,
     persist: PathBuf,
-    bus: Option<Bus>,
+    bus: Option<Arc<dyn BusControl>>,
 }
 
 impl<R: Runtime> Daemon<R> {
@@ -268,7 +270,7 @@ impl<R: Runtime> Daemon<R> {
             period,
             timeout,
             persist: self.cfg.state.persist_mount(name),
-            bus: self.bus.clone(),
+            bus: self.control.clone(),
         };
         info!(
             instrument = name,
@@ -431,14 +433,11 @@ impl Job {
         let reply = match &self.bus {
             None => Err("the sensor's bus is down".to_string()),
             Some(bus) => bus
-                .request::<_, RetentionReply>(
-                    &subjects::retention(&self.name),
-                    "retention",
-                    schema::RETENTION_REQUEST,
+                .ask_retention(
+                    &self.name,
                     &RetentionRequest {
                         cutoff: humantime::format_rfc3339_millis(cutoff).to_string(),
                     },
-                    schema::RETENTION_REPLY,
                     self.timeout,
                 )
                 .await

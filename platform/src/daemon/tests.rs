@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::db::{ImageRecord, Origin, Source};
+use crate::messaging::fake::{Behaviour, FakeBus};
 use crate::network::fake::FakeBinder;
 use crate::runtime::fake::FakeRuntime;
 
@@ -31,6 +32,10 @@ version = "0.1.0"
 entrypoint = ["/usr/bin/example"]
 [health]
 interval = "2s"
+timeout = "1s"
+[retention]
+supported = true
+default-period = "7d"
 timeout = "1s"
 [config.schema]
 type = "object"
@@ -61,6 +66,25 @@ fn daemon_with(
     dir: &Path,
     rt: &FakeRuntime,
     binder: &FakeBinder,
+) -> (Daemon<FakeRuntime>, mpsc::Receiver<Command>) {
+    daemon_full(dir, rt, binder, None)
+}
+
+/// With a fake bus too: instruments answer health, config and retention
+/// as `bus` says.
+fn daemon_on_bus(
+    dir: &Path,
+    rt: &FakeRuntime,
+    bus: &FakeBus,
+) -> (Daemon<FakeRuntime>, mpsc::Receiver<Command>) {
+    daemon_full(dir, rt, &FakeBinder::default(), Some(bus))
+}
+
+fn daemon_full(
+    dir: &Path,
+    rt: &FakeRuntime,
+    binder: &FakeBinder,
+    bus: Option<&FakeBus>,
 ) -> (Daemon<FakeRuntime>, mpsc::Receiver<Command>) {
     let state = crate::paths::StateDir::new(dir.join("state"));
     crate::paths::create_private_dir(state.root()).unwrap();
@@ -96,7 +120,16 @@ fn daemon_with(
         id_range_start: DEFAULT_ID_RANGE_START,
         privileged: false,
     };
-    let mut d = Daemon::with_binder(cfg, rt.clone(), std::sync::Arc::new(binder.clone())).unwrap();
+    let control = bus.map(|b| {
+        std::sync::Arc::new(b.clone()) as std::sync::Arc<dyn crate::messaging::control::BusControl>
+    });
+    let mut d = Daemon::with_seams(
+        cfg,
+        rt.clone(),
+        std::sync::Arc::new(binder.clone()),
+        control,
+    )
+    .unwrap();
     let rx = d.rx.take().unwrap();
     d.startup().unwrap();
     (d, rx)
@@ -397,4 +430,154 @@ async fn bindings_a_crash_left_behind_are_undone_at_start_up() {
     assert!(!net.is_bound("n"));
     assert!(d.binding_records(None).is_empty());
     assert_eq!(net.calls().last().unwrap(), "undo n/seg0");
+}
+
+#[tokio::test]
+async fn config_is_delivered_and_a_rejected_version_leaves_the_applied_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::default();
+    let bus = FakeBus::default();
+    write_sensor(
+        dir.path(),
+        &instrument("a", "[instrument.config]\ngreeting = \"hi\""),
+    );
+    let (mut d, mut rx) = daemon_on_bus(dir.path(), &rt, &bus);
+    d.reconcile().await;
+    pump(&mut d, &mut rx, "config 1 applied and health ok", |d| {
+        let s = &d.instances["a"].status;
+        s.config_applied == Some(1) && s.health == "ok"
+    })
+    .await;
+
+    bus.set(Behaviour {
+        reject_from: Some(2),
+        ..Behaviour::default()
+    });
+    d.apply(
+        Change::Config {
+            instrument: "a".into(),
+            body: serde_json::json!({ "greeting": "other" }),
+        },
+        Origin::new(Source::Local, "uid 0", "test"),
+        false,
+    )
+    .unwrap();
+    d.reconcile().await;
+    pump(&mut d, &mut rx, "version 2 rejected", |d| {
+        d.instances["a"].status.config_rejected.is_some()
+    })
+    .await;
+    let s = &d.instances["a"].status;
+    assert_eq!(s.config_applied, Some(1), "the previous version stays");
+    let r = s.config_rejected.as_ref().unwrap();
+    assert_eq!((r.version, r.reason.as_str()), (2, "not this one"));
+    // Each version is pushed once; the rejection is not retried.
+    for _ in 0..3 {
+        d.reconcile().await;
+    }
+    assert_eq!(bus.requests(), ["config a 1", "config a 2"]);
+    assert_eq!(
+        rt.count("start", "a"),
+        1,
+        "a config change does not restart it"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let events = bus.events();
+    let config: Vec<_> = events.iter().filter(|(k, _)| k == "config").collect();
+    assert_eq!(config.len(), 2, "{events:?}");
+    assert_eq!(config[1].1["applied"], false);
+}
+
+#[tokio::test]
+async fn an_adopted_instrument_gets_only_the_config_it_says_it_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::default();
+    let bus = FakeBus::default();
+    write_sensor(
+        dir.path(),
+        &instrument("a", "[instrument.config]\ngreeting = \"hi\""),
+    );
+    {
+        let (mut d, mut rx) = daemon_on_bus(dir.path(), &rt, &bus);
+        d.reconcile().await;
+        pump(&mut d, &mut rx, "config 1 applied", |d| {
+            d.instances["a"].status.config_applied == Some(1)
+        })
+        .await;
+    }
+    // A new outpostd adopts it; the instrument says it runs version 1:
+    // nothing is pushed again.
+    let (mut d, mut rx) = daemon_on_bus(dir.path(), &rt, &bus);
+    d.reconcile().await;
+    pump(&mut d, &mut rx, "health answered", |d| {
+        d.instances["a"].status.health == "ok" && d.instances["a"].config_known
+    })
+    .await;
+    assert_eq!(d.instances["a"].status.config_applied, Some(1));
+    assert_eq!(bus.requests(), ["config a 1"]);
+    drop(d);
+
+    // This time it lost its config (it says 0): it gets version 1 again.
+    bus.set_applied("a", 0);
+    let (mut d, mut rx) = daemon_on_bus(dir.path(), &rt, &bus);
+    d.reconcile().await;
+    pump(&mut d, &mut rx, "config 1 applied again", |d| {
+        d.instances["a"].status.config_applied == Some(1)
+    })
+    .await;
+    assert_eq!(bus.requests(), ["config a 1", "config a 1"]);
+    assert_eq!(rt.count("start", "a"), 1, "adopted, never restarted");
+}
+
+#[tokio::test]
+async fn a_retention_run_without_an_answer_is_recorded_failed_and_raised() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::default();
+    let bus = FakeBus::default();
+    bus.set(Behaviour {
+        retention: None,
+        ..Behaviour::default()
+    });
+    write_sensor(dir.path(), &instrument("a", "retention = \"1d\""));
+    let (mut d, mut rx) = daemon_on_bus(dir.path(), &rt, &bus);
+    d.reconcile().await;
+    pump(&mut d, &mut rx, "healthy", |d| {
+        d.instances["a"].status.health == "ok"
+    })
+    .await;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    d.retention_now("a", None, reply);
+    let mut answer = Box::pin(answer);
+    let run = loop {
+        tokio::select! {
+            r = &mut answer => break r.unwrap().unwrap(),
+            Some(cmd) = rx.recv() => {
+                if d.on_command(cmd).await {
+                    d.reconcile().await;
+                }
+            }
+        }
+    };
+    assert_eq!(run.outcome, crate::db::RetentionOutcome::Failed);
+    assert!(run.message.contains("no answer"), "{}", run.message);
+    assert_eq!(run.period_s, 86400);
+    assert_eq!(run.trigger, "manual");
+    let stored = d.db.retention_runs(Some("a"), 5).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].id, run.id);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let failed: Vec<_> = bus
+        .events()
+        .into_iter()
+        .filter(|(k, _)| k == "retention-failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", bus.events());
+    assert_eq!(failed[0].1["instrument"], "a");
+    // Retention off: an operator's run needs a period.
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    write_sensor(dir.path(), &instrument("a", "retention = \"off\""));
+    d.reload();
+    d.retention_now("a", None, reply);
+    let err = answer.await.unwrap().unwrap_err();
+    assert!(matches!(err, RetentionError::Off { .. }), "{err}");
 }

@@ -12,6 +12,9 @@
 //!   instruments, platform events.
 
 pub mod bus;
+pub mod control;
+#[cfg(test)]
+pub mod fake;
 pub mod keys;
 pub mod proxy;
 pub mod server;

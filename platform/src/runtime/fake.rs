@@ -50,6 +50,8 @@ impl FakeRuntime {
         let c = s.containers.get_mut(name).expect("defined");
         let child = c.child.as_mut().expect("running");
         child.kill().unwrap();
+        // Dead when this returns (a watcher's pidfd still sees the exit).
+        let _ = child.wait();
     }
 
     fn record(&self, verb: &str, name: &str) {
