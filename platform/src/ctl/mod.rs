@@ -378,7 +378,7 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
         } => {
             let mut next = since;
             loop {
-                let (json, after) = s
+                let asked = s
                     .proxy
                     .events(
                         next,
@@ -387,7 +387,19 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
                         kind.as_deref().unwrap_or(""),
                     )
                     .await
-                    .map_err(|e| s.err(e))?;
+                    .map_err(|e| s.err(e));
+                let (json, after) = match asked {
+                    Ok(answer) => answer,
+                    // outpostd restarts its nats-server when instruments
+                    // come or go, and cannot read the stream meanwhile: a
+                    // follower asks again.
+                    Err(e @ CallError::Failed(_)) if follow => {
+                        eprintln!("outpostctl: {e}; asking again");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let events: Vec<crate::dbus::events::Event> =
                     serde_json::from_str(&json).map_err(|e| {
                         CallError::Failed(format!("an answer outpostctl cannot read: {e}"))
