@@ -256,6 +256,9 @@ impl<R: Runtime> Daemon<R> {
                     }
                     Some(Command::Restart { name, reply }) => {
                         let r = self.restart(&name).await;
+                        // Answered once the status shows the new start,
+                        // so a status asked after the answer does too.
+                        self.publish_status();
                         let _ = reply.send(r);
                     }
                     Some(Command::Apply { change, origin, force, reply }) => {
