@@ -128,13 +128,21 @@ fn instrument_runs_with_exactly_its_capabilities_limits_and_mounts() {
     let out = s.attach(&name, &["/bin/sh", "-c", "echo evil >> /etc/passwd"]);
     assert!(out.status.success());
     assert_eq!(fs::read(lower.join("etc/passwd")).unwrap(), passwd);
-    // The instrument's own output reached its log.
+    // The instrument's own output reached its log (it prints the line
+    // after it recorded the boot, and the LXC monitor writes it a moment
+    // later).
     s.wait_boots(&name, 1);
-    let log = fs::read_to_string(s.state.join(format!("logs/{name}/console.log"))).unwrap();
-    assert!(
-        log.contains(&format!("example-instrument {name}: boot 1 started")),
-        "{log}"
-    );
+    let console = s.state.join(format!("logs/{name}/console.log"));
+    let said = format!("example-instrument {name}: boot 1 started");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = fs::read_to_string(&console).unwrap();
+        if log.contains(&said) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(alive(init_pid));
 }
 
