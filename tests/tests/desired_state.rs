@@ -232,11 +232,14 @@ fn an_instrument_adopted_after_a_crash_during_its_start_gets_its_config() {
 }
 
 #[test]
-fn read_only_commands_never_create_a_state_directory() {
+fn operator_commands_are_outpostctls_and_none_creates_a_state_directory() {
+    // outpostd has only `run`: the commands it had are refused, and make
+    // nothing.
     let d = tempfile::tempdir().unwrap();
     let missing = d.path().join("no-such-state");
     for args in [
         vec!["status"],
+        vec!["check", "sensor.toml"],
         vec!["events"],
         vec!["image", "list"],
         vec!["logs", "x"],
@@ -251,11 +254,28 @@ fn read_only_commands_never_create_a_state_directory() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains("unrecognized subcommand"), "{args:?}: {err}");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+    // outpostctl's go through outpostd: without one they say so and how to
+    // fix it, and touch no state directory.
+    let s = Sensor::new();
+    for args in [
+        vec!["status"],
+        vec!["events"],
+        vec!["image", "list"],
+        vec!["logs", "x"],
+        vec!["purge", "x"],
+        vec!["retention", "run", "x"],
+    ] {
+        let out = s.ctl(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "{args:?}: {err}");
         assert!(
-            err.contains("does not exist") && err.contains("--state-dir"),
+            err.contains("cannot reach outpostd") && err.contains("fix:"),
             "{args:?}: {err}"
         );
-        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+        assert!(!s.state.exists(), "{args:?} created {}", s.state.display());
     }
 }
 

@@ -8,8 +8,10 @@
 //! 66 no such instrument or version, 75 refused because a fleet manages
 //! the sensor, 70 anything else.
 
+mod check;
 mod config;
 mod image;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -159,7 +161,7 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Check { file, state_dir } => match crate::commands::check::check(&state_dir, &file) {
+        Cmd::Check { file, state_dir } => match check::check(&state_dir, &file) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("outpostctl: {e:#}");
@@ -253,17 +255,7 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
                             // Clear the screen, cursor home.
                             print!("\x1b[2J\x1b[H");
                         }
-                        let interfaces: Vec<_> = report
-                            .snapshot
-                            .instruments
-                            .iter()
-                            .map(|i| report.interfaces.get(&i.name).cloned().unwrap_or_default())
-                            .collect();
-                        crate::commands::status::print_table(
-                            Some(report.daemon_pid),
-                            &report.snapshot,
-                            &interfaces,
-                        )
+                        status::print_table(&report)
                     }
                 }
                 use std::io::Write;

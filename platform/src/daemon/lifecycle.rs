@@ -429,7 +429,7 @@ impl<R: Runtime> Daemon<R> {
     }
 
     /// Stops and removes an instrument that is no longer wanted. Its
-    /// persistent storage and logs stay until `outpostd purge`.
+    /// persistent storage and logs stay until `outpostctl purge`.
     pub(super) async fn remove_instance(&mut self, name: &str) {
         let defined = !matches!(self.observe(name).await, Observed::Absent);
         if defined {

@@ -12,7 +12,8 @@
 //!
 //! An instrument's lifecycle (start, adoption, exit, stop, removal) is in
 //! `lifecycle`; the bus side (nats-server, proxies, health checks, config
-//! delivery) in `bus` and `nats`; interface bindings in `net`.
+//! delivery) in `bus` and `nats`; interface bindings in `net`; purging a
+//! removed instrument's data in [`purge`].
 
 mod bus;
 mod config;
@@ -22,6 +23,7 @@ mod intake;
 mod lifecycle;
 mod nats;
 mod net;
+pub mod purge;
 mod spec;
 
 pub use config::{DEFAULT_ID_RANGE_START, DaemonConfig, ID_RANGE_SIZE};
@@ -244,7 +246,7 @@ impl<R: Runtime> Daemon<R> {
                     }
                     Some(Command::NatsExited { pid }) => self.on_nats_exit(pid).await,
                     Some(Command::Purge { name, reply }) => {
-                        let r = crate::commands::instrument::purge_data(&self.cfg.state, &self.db, &name);
+                        let r = purge::purge_data(&self.cfg.state, &self.db, &name);
                         let _ = reply.send(r);
                         continue;
                     }
@@ -425,7 +427,7 @@ impl<R: Runtime> Daemon<R> {
             Ok(Some(m)) => m,
             Ok(None) => {
                 let why = format!(
-                    "image {}:{} is not imported (fix: outpostd image import <archive>)",
+                    "image {}:{} is not imported (fix: outpostctl image import <archive>)",
                     ins.image, ins.version
                 );
                 if running {
