@@ -107,7 +107,7 @@ start_daemon() {
 
 wait_state() { # instrument state
   for _ in $(seq 1 100); do
-    "$OUTPOSTD" status --json | python3 -c "
+    "$CTL" status --format json | python3 -c "
 import json,sys; d=json.load(sys.stdin)
 sys.exit(0 if any(i['name']=='$1' and i['state']=='$2' for i in d['instruments']) else 1)" && return 0
     sleep 0.1
@@ -118,7 +118,7 @@ sys.exit(0 if any(i['name']=='$1' and i['state']=='$2' for i in d['instruments']
 
 wait_health() { # instrument health
   for _ in $(seq 1 100); do
-    "$OUTPOSTD" status --json | python3 -c "
+    "$CTL" status --format json | python3 -c "
 import json,sys; d=json.load(sys.stdin)
 sys.exit(0 if any(i['name']=='$1' and i['health']=='$2' for i in d['instruments']) else 1)" && return 0
     sleep 0.1
@@ -128,7 +128,7 @@ sys.exit(0 if any(i['name']=='$1' and i['health']=='$2' for i in d['instruments'
 }
 
 init_pid() {
-  "$OUTPOSTD" status --json | python3 -c "
+  "$CTL" status --format json | python3 -c "
 import json,sys; d=json.load(sys.stdin)
 print(next(i['init_pid'] for i in d['instruments'] if i['name']=='$1'))"
 }
@@ -158,13 +158,15 @@ limits = { memory = "32MiB", cpu = 0.25 }
 EOF
 run cat "$STATE/sensor.toml"
 
-step "Import the example image (the sha256 is checked before anything is unpacked)"
-run "$OUTPOSTD" image import "$IMAGES/example-0.1.0.tar.gz"
-run "$OUTPOSTD" image list
-
-step "Start outpostd: it stores the desired state, starts its nats-server and both instruments"
+step "Start outpostd: it stores the desired state and starts its nats-server; both instruments wait for their image"
 start_bus
 start_daemon
+run "$CTL" status
+pause
+
+step "Import the example image with outpostctl (the sha256 is checked before anything is unpacked): both instruments start"
+run "$CTL" image import "$IMAGES/example-0.1.0.tar.gz"
+run "$CTL" image list
 wait_health hello ok
 wait_health quiet ok
 run "$CTL" status
@@ -181,7 +183,7 @@ run "$CTL" config diff hello 1 2
 run "$CTL" instruments
 
 step "The bus: each instrument has its own identity; events land in the EVENTS stream"
-run "$OUTPOSTD" events
+run "$CTL" events
 
 step "Inside 'hello': only the capabilities, limits and mounts its manifest asks for"
 run lxc-attach -P "$STATE/containers" -n hello -- /usr/bin/outpost-probe \
@@ -232,7 +234,7 @@ run "$CTL" status
 run grep -h 're-adopted' "$STATE/outpostd.log"
 
 step "Health and config results are platform events too"
-run "$OUTPOSTD" events --instrument outpostd
+run "$CTL" events --instrument outpostd
 
 step "The beacon: a segment that should be isolated, a router, and beacon-home outside"
 ip netns add "$ROUTER"; ip netns add "$OUTSIDE"
@@ -246,7 +248,7 @@ ip netns exec "$OUTSIDE" "$HOME_BIN" --key "$BEACON_KEY" --log "$STATE/beacon-ho
   --tcp 10.80.0.2:7000 --udp 10.80.0.2:7001 --http 10.80.0.2:8080 --dns 10.80.0.2:5353 \
   --zone canary.demo >/dev/null 2>"$STATE/beacon-home.log" &
 echo $! >"$STATE/beacon-home.pid"
-run "$OUTPOSTD" image import "$IMAGES/beacon-0.1.0.tar.gz"
+run "$CTL" image import "$IMAGES/beacon-0.1.0.tar.gz"
 cat >>"$STATE/sensor.toml" <<TOML
 
 [[instrument]]
@@ -285,7 +287,7 @@ ip link set opdemo-rt master "$SEG" up
 wait_health beacon ok
 
 beacon_targets() {
-  "$OUTPOSTD" status --json | python3 -c '
+  "$CTL" status --format json | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 b = next(i for i in d["instruments"] if i["name"] == "beacon")
@@ -294,9 +296,9 @@ for k, a in sorted(b["health_details"].get("targets", {}).items()):
     print("  %-36s %-8s %s" % (k, a["outcome"], a["evidence"]["detail"][:80]))'
 }
 escape_count() {
-  "$OUTPOSTD" events --json --instrument beacon | python3 -c '
+  "$CTL" events --format json --instrument beacon | python3 -c '
 import json, sys
-print(sum(1 for l in sys.stdin if json.loads(l)["kind"] == "escape"))'
+print(sum(1 for l in sys.stdin if json.loads(l)["envelope"]["kind"] == "escape"))'
 }
 
 step "Sealed: every attempt is blocked, and there is no alert"
@@ -309,10 +311,10 @@ run ip -n "$OUTSIDE" route add 10.79.0.0/24 via 10.80.0.1
 run ip netns exec "$ROUTER" sysctl -qw net.ipv4.ip_forward=1
 for _ in $(seq 1 50); do [ "$(escape_count)" -gt 0 ] && break; sleep 0.2; done
 sleep 1
-"$OUTPOSTD" events --json --instrument beacon | python3 -c '
+"$CTL" events --format json --instrument beacon | python3 -c '
 import json, sys
 for l in sys.stdin:
-    e = json.loads(l)
+    e = json.loads(l)["envelope"]
     if e["kind"] == "escape":
         p = e["payload"]
         print("  ALERT escape %-5s %-29s %-9s %s" % (p["channel"], p["target"], p["evidence"]["level"], p["evidence"]["detail"][:60]))'
@@ -331,6 +333,6 @@ echo "  escape alerts: $BEFORE two seconds after closing, $(escape_count) four s
 step "Stop: SIGTERM to outpostd (started with --stop-on-exit) stops every instrument and its nats-server"
 run kill -TERM "$(daemon_pid)"
 for _ in $(seq 1 100); do [ -z "$(pgrep -f "outpostd run --sensor-file $STATE" || true)" ] && break; sleep 0.1; done
-run "$OUTPOSTD" status
+run "$CTL" status || echo "  (outpostd has exited: nothing answers outpostctl)"
 run ls "$STATE/containers"
 step "Done. State, logs and persistent data are under $STATE (delete it freely)."

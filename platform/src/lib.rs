@@ -21,12 +21,16 @@
 //! - [`validate`]: the one validation of a desired state against the
 //!   imported images, for every way in.
 //! - [`paths`]: what lives where under the state directory.
-//! - [`commands`]: one module per `outpostd` subcommand; the binary only
-//!   parses arguments.
+//! - [`run`]: `outpostd run` (the daemon process: lock, options, D-Bus,
+//!   metrics, signals) and its internal `start-container` helper; the
+//!   binary only parses arguments.
+//! - [`dbus`]: the local admin API `org.outpost.Sensor1`; [`ctl`]:
+//!   `outpostctl`, the operator's CLI, its client.
+//! - [`metrics`]: the Prometheus endpoint; [`network`]: interface
+//!   bindings.
 //! - [`observability`]: logging set-up; [`failpoint`]: crash injection
 //!   for the crash-safety tests.
 
-pub mod commands;
 pub mod ctl;
 pub mod daemon;
 pub mod db;
@@ -40,6 +44,7 @@ pub mod netns;
 pub mod network;
 pub mod observability;
 pub mod paths;
+pub mod run;
 pub mod runtime;
 pub mod supervisor;
 pub mod validate;

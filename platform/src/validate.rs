@@ -1,9 +1,9 @@
-//! One validation of a desired state for every way in: `outpostd check`,
-//! the sensor file at start and on SIGHUP (and, later, D-Bus and the
-//! fleet). A sensor spec is first checked alone (`SensorSpec::parse_valid`),
-//! then every instrument whose image is imported is checked against its
-//! manifest: interface roles and types, and the config body against the
-//! image's JSON Schema.
+//! One validation of a desired state for every way in: `outpostctl check`,
+//! and the intake (the sensor file at start and on SIGHUP, changes over
+//! D-Bus; later the fleet). A sensor spec is first checked alone
+//! (`SensorSpec::parse_valid`), then every instrument whose image is
+//! imported is checked against its manifest: interface roles and types,
+//! and the config body against the image's JSON Schema.
 
 use outpost_protocol::{Manifest, SensorSpec};
 

@@ -1,6 +1,6 @@
-//! A private dbus-daemon for one test: its own socket in its own
-//! directory, the shipped `org.outpost.Sensor1` policy included, never the
-//! host's bus. Stopped on drop.
+//! A private dbus-daemon for one sensor (every [`crate::Sensor`] has one):
+//! its own socket in its own directory, the shipped `org.outpost.Sensor1`
+//! policy included, never the host's bus. Stopped on drop.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;

@@ -1,9 +1,12 @@
 //! Harness for Outpost's end-to-end tests: real `outpostd` processes on
-//! real liblxc containers, each in its own temporary state directory, with
-//! unique instrument names, cleaned up in `Drop` also when a test fails.
+//! real liblxc containers, each in its own temporary state directory and
+//! with its own private dbus-daemon, operated with `outpostctl` as an
+//! operator would, with unique instrument names, cleaned up in `Drop` also
+//! when a test fails.
 //!
-//! Binaries and images come from the shared build (see the Makefile):
-//! - `OUTPOSTD` (default `target/debug/outpostd`),
+//! Binaries and images come from the shared build (`./run build`):
+//! - `OUTPOSTD` (default `target/debug/outpostd`; `outpostctl` is the one
+//!   next to it),
 //! - `OUTPOST_INIT` (default the static `outpost-init` under
 //!   `target/<host>/release/`),
 //! - `OUTPOST_TEST_IMAGES` (default `target/images`), holding
@@ -21,7 +24,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use outpost_platform::db::Db;
+use outpost_platform::images::ImageStore;
+use outpost_platform::paths::StateDir;
 use serde_json::Value;
+
+use crate::dbus::{DBus, outpostctl_bin};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -117,12 +125,17 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
-/// One sensor: a state directory, a sensor file and (while started) an
-/// `outpostd run` process.
+/// One sensor: a state directory, a sensor file, its own dbus-daemon and
+/// (while started) an `outpostd run` process serving on that bus.
 pub struct Sensor {
     pub dir: tempfile::TempDir,
     pub state: PathBuf,
     pub sensor_file: PathBuf,
+    /// The sensor's private bus: `outpostd run --dbus` serves on it (unless
+    /// the test passes its own `--dbus`) and [`Sensor::ctl`] talks to it.
+    pub bus: DBus,
+    /// The bus a test gave with its own `--dbus`, while its daemon runs.
+    own_bus: Option<String>,
     daemon: Option<Child>,
     log: PathBuf,
 }
@@ -146,43 +159,67 @@ impl Sensor {
             dir,
             state,
             sensor_file,
+            bus: DBus::start(),
+            own_bus: None,
             daemon: None,
             log,
         }
     }
 
-    /// Runs `outpostd --state-dir <state> <args>` and returns its output.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        self.cli_env(args, &[])
+    /// The bus the daemon serves on.
+    pub fn bus_address(&self) -> &str {
+        self.own_bus.as_deref().unwrap_or(&self.bus.address)
     }
 
-    /// [`Sensor::cli`] with extra environment variables.
-    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(outpostd_bin())
-            .arg("--state-dir")
-            .arg(&self.state)
+    /// Runs `outpostctl --bus <the daemon's bus> <args>` as root and
+    /// returns its output.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(outpostctl_bin())
+            .arg("--bus")
+            .arg(self.bus_address())
             .args(args)
-            .env("OUTPOST_LOG", "warn")
-            .envs(env.iter().copied())
             .output()
-            .expect("run outpostd")
+            .expect("run outpostctl")
     }
 
-    /// Imports an image; panics with outpostd's words if it fails.
+    /// `outpostctl check <sensor file> --state-dir <state>`: offline, from
+    /// the state directory.
+    pub fn check(&self) -> Output {
+        self.ctl(&[
+            "check",
+            self.sensor_file.to_str().unwrap(),
+            "--state-dir",
+            self.state.to_str().unwrap(),
+        ])
+    }
+
+    /// Imports an image; panics with the reason if it fails. While outpostd
+    /// runs, through `outpostctl image import`; before it is started (a
+    /// test's set-up), with the platform's image store directly, as
+    /// outpostd's `ImportImage` does, creating the state directory.
     pub fn import(&self, img: &ImageFile) {
-        let out = self.cli(&[
-            "image",
-            "import",
-            img.archive.to_str().unwrap(),
-            "--sha256",
-            &img.sha256,
-        ]);
-        assert!(
-            out.status.success(),
-            "import of {} failed: {}",
-            img.archive.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if self.daemon.is_some() {
+            let out = self.ctl(&[
+                "image",
+                "import",
+                img.archive.to_str().unwrap(),
+                "--sha256",
+                &img.sha256,
+            ]);
+            assert!(
+                out.status.success(),
+                "import of {} failed: {}",
+                img.archive.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        outpost_platform::paths::create_private_dir(&self.state).expect("state directory");
+        let st = StateDir::new(&self.state);
+        let db = Db::open(&st.db()).expect("state database");
+        if let Err(e) = ImageStore::new(&st).import(&db, &img.archive, &img.sha256, |_| {}) {
+            panic!("import of {} failed: {e}", img.archive.display());
+        }
     }
 
     /// Writes the sensor file: `[sensor] name = "test"` plus `body`.
@@ -228,12 +265,17 @@ impl Sensor {
     /// [`Sensor::spawn`] with extra environment variables.
     pub fn spawn_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "daemon already started");
-        // Never the host's bus: a test that wants the API passes its own
-        // (`--dbus <address>`, see `dbus::DBus`).
-        let no_bus: &[&str] = if extra.contains(&"--dbus") {
+        // Never the host's bus: the sensor's own, unless the test passes
+        // its own `--dbus`.
+        self.own_bus = extra
+            .iter()
+            .position(|a| *a == "--dbus")
+            .map(|i| extra.get(i + 1).expect("--dbus takes a value").to_string());
+        let own_bus = ["--dbus", &self.bus.address];
+        let bus: &[&str] = if self.own_bus.is_some() {
             &[]
         } else {
-            &["--dbus", "none"]
+            &own_bus
         };
         let log = fs::OpenOptions::new()
             .create(true)
@@ -256,7 +298,7 @@ impl Sensor {
                 "--nats-port",
                 "0",
             ])
-            .args(no_bus)
+            .args(bus)
             .args(extra)
             .env("OUTPOST_LOG", "info,outpost_platform=debug")
             .envs(env.iter().copied())
@@ -328,15 +370,27 @@ impl Sensor {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// `outpostd status --json`.
+    /// `outpostctl status --format json` (outpostd's `StatusReport`).
     pub fn status(&self) -> Value {
-        let out = self.cli(&["status", "--json"]);
+        let out = self.ctl(&["status", "--format", "json"]);
         assert!(
             out.status.success(),
-            "status failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "outpostctl status failed: {}\n--- outpostd log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
         );
         serde_json::from_slice(&out.stdout).expect("status is JSON")
+    }
+
+    /// What outpostd last recorded about an instrument in its state
+    /// database, for when no outpostd runs to answer `status` (the same
+    /// fields as an instrument in [`Sensor::status`]).
+    pub fn recorded(&self, name: &str) -> Option<Value> {
+        assert!(self.daemon.is_none(), "outpostd runs: ask it (status)");
+        let db = Db::open(&StateDir::new(&self.state).db()).expect("state database");
+        db.status(name)
+            .expect("read the recorded status")
+            .map(|s| serde_json::to_value(s).expect("serializes"))
     }
 
     /// The status of one instrument.
@@ -469,23 +523,34 @@ impl Sensor {
             .expect("port")
     }
 
-    /// `outpostd events --json [--instrument NAME]`, decoded.
+    /// `outpostctl events --format json [--instrument NAME]`: the
+    /// envelopes, oldest first. Asked again for up to 15 s while the stream
+    /// cannot be read (outpostd restarts its nats-server when instruments
+    /// come or go).
     pub fn events(&self, instrument: Option<&str>) -> Vec<outpost_protocol::Envelope> {
-        let mut args = vec!["events", "--json"];
+        let mut args = vec!["events", "--format", "json"];
         if let Some(i) = instrument {
             args.extend(["--instrument", i]);
         }
-        let out = self.cli(&args);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let out = loop {
+            let out = self.ctl(&args);
+            if out.status.success() || Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert!(
             out.status.success(),
-            "events failed: {}",
+            "outpostctl events failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| {
-                outpost_protocol::Envelope::decode(l.as_bytes())
-                    .unwrap_or_else(|e| panic!("invalid envelope {l}: {e}"))
+                serde_json::from_str::<outpost_platform::dbus::events::Event>(l)
+                    .unwrap_or_else(|e| panic!("not an event {l}: {e}"))
+                    .envelope
             })
             .collect()
     }

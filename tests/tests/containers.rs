@@ -128,13 +128,21 @@ fn instrument_runs_with_exactly_its_capabilities_limits_and_mounts() {
     let out = s.attach(&name, &["/bin/sh", "-c", "echo evil >> /etc/passwd"]);
     assert!(out.status.success());
     assert_eq!(fs::read(lower.join("etc/passwd")).unwrap(), passwd);
-    // The instrument's own output reached its log.
+    // The instrument's own output reached its log (it prints the line
+    // after it recorded the boot, and the LXC monitor writes it a moment
+    // later).
     s.wait_boots(&name, 1);
-    let log = fs::read_to_string(s.state.join(format!("logs/{name}/console.log"))).unwrap();
-    assert!(
-        log.contains(&format!("example-instrument {name}: boot 1 started")),
-        "{log}"
-    );
+    let console = s.state.join(format!("logs/{name}/console.log"));
+    let said = format!("example-instrument {name}: boot 1 started");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = fs::read_to_string(&console).unwrap();
+        if log.contains(&said) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(alive(init_pid));
 }
 
@@ -191,7 +199,7 @@ fn removing_an_instrument_leaves_no_container_mount_cgroup_or_directory() {
     // Persistent data stays (in its image) until an explicit purge.
     assert!(s.persist_image(&name).is_file());
     assert!(!s.persist(&name).exists(), "unmounted with the container");
-    let out = s.cli(&["purge", &name]);
+    let out = s.ctl(&["purge", &name]);
     assert!(
         out.status.success(),
         "{}",
@@ -213,7 +221,7 @@ fn purge_is_refused_while_the_instrument_exists() {
     s.start(&[]);
     s.wait_running(&name);
     s.wait_boots(&name, 1);
-    let out = s.cli(&["purge", &name]);
+    let out = s.ctl(&["purge", &name]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("still in the desired state"), "{err}");
@@ -390,7 +398,13 @@ fn instruments_survive_kill_9_of_outpostd_and_are_readopted_not_restarted() {
         alive(pa) && alive(pb) && alive(pc),
         "instruments outlive outpostd"
     );
-    assert_eq!(s.status()["daemon_pid"], Value::Null);
+    let out = s.ctl(&["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "status says outpostd is not there: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // While outpostd is down, one instrument crashes.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(entrypoint_pid(pc)),
@@ -425,7 +439,7 @@ fn instruments_survive_kill_9_of_outpostd_and_are_readopted_not_restarted() {
     });
     assert!(s.terminate().success());
     assert!(!alive(pa) && !alive(pb));
-    assert_eq!(s.instrument(&a).unwrap()["state"], "stopped");
+    assert_eq!(s.recorded(&a).unwrap()["state"], "stopped");
     assert!(!s.lxcpath().join(&a).exists());
 }
 
@@ -505,13 +519,13 @@ fn persistent_data_survives_restart_and_upgrade_and_transient_does_not() {
     assert_eq!(r["env"]["OUTPOST_IMAGE"], "example:0.2.0");
 
     // The old version is no longer in use and can go; the new one cannot.
-    let out = s.cli(&["image", "rm", "example", "0.1.0"]);
+    let out = s.ctl(&["image", "rm", "example", "0.1.0"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = s.cli(&["image", "rm", "example", "0.2.0"]);
+    let out = s.ctl(&["image", "rm", "example", "0.2.0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
 }
@@ -521,17 +535,17 @@ fn a_crash_mid_operation_leaves_nothing_half_made() {
     let mut s = Sensor::new();
     let img = example_image();
     // outpostd dies after unpacking an import, before placing it.
-    let out = s.cli_env(
-        &[
-            "image",
-            "import",
-            img.archive.to_str().unwrap(),
-            "--sha256",
-            &img.sha256,
-        ],
-        &[("OUTPOST_FAILPOINT", "import-after-unpack")],
-    );
+    s.write_sensor("");
+    s.start_env(&[], &[("OUTPOST_FAILPOINT", "import-after-unpack")]);
+    let out = s.ctl(&[
+        "image",
+        "import",
+        img.archive.to_str().unwrap(),
+        "--sha256",
+        &img.sha256,
+    ]);
     assert!(!out.status.success());
+    assert!(!s.wait_exit(Duration::from_secs(10)).success());
     let staging: Vec<_> = fs::read_dir(s.state.join("images"))
         .unwrap()
         .flatten()
@@ -619,7 +633,7 @@ fn console_log_is_rotated_by_size() {
         assert!(len <= 8192, "{f} is {len} bytes, over the 8192 limit");
     }
     // Lines are intact and byte-exact (raw console: no \r).
-    let out = s.cli(&["logs", &name]);
+    let out = s.ctl(&["logs", &name]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("heartbeat"), "{text}");
     assert!(!text.contains('\r'));

@@ -1,6 +1,7 @@
-//! `outpostctl` against a real outpostd over a private dbus-daemon (with
-//! the repository's bus policy): status, apply, bad input, which change
-//! wins across restarts, and who may read or change what.
+//! `outpostctl` against a real outpostd over the sensor's private
+//! dbus-daemon (with the repository's bus policy): status, apply, bad
+//! input, which change wins across restarts, and who may read or change
+//! what.
 
 use std::process::Output;
 use std::time::Duration;
@@ -21,10 +22,6 @@ fn text(o: &Output) -> String {
 fn ok(o: Output) -> String {
     assert!(o.status.success(), "{}", text(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn status(bus: &DBus) -> Value {
-    serde_json::from_str(&ok(bus.ctl(&["status", "--format", "json"]))).unwrap()
 }
 
 fn names(st: &Value) -> Vec<String> {
@@ -51,19 +48,18 @@ fn file(s: &Sensor, name: &str, body: &str) -> String {
 
 #[test]
 fn outpostctl_applies_and_the_stored_state_wins_over_an_unchanged_file() {
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.import(&example_image());
     let (a, b, c) = (unique("ctl-a"), unique("ctl-b"), unique("ctl-c"));
     s.write_sensor(&instrument(&a));
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     s.wait_running(&a);
 
-    let st = status(&bus);
+    let st = s.status();
     assert_eq!(st["desired_version"], 1, "{st:#}");
     assert_eq!(names(&st), vec![a.clone()]);
     assert!(st["daemon_pid"].as_u64().is_some(), "{st:#}");
-    let table = ok(bus.ctl(&["status"]));
+    let table = ok(s.ctl(&["status"]));
     assert!(
         table.contains("desired state: version 1") && table.contains(&a),
         "{table}"
@@ -75,10 +71,10 @@ fn outpostctl_applies_and_the_stored_state_wins_over_an_unchanged_file() {
         "both.toml",
         &format!("{}\n{}", instrument(&a), instrument(&b)),
     );
-    let out = ok(bus.ctl(&["apply", &both, "--reason", "add b"]));
+    let out = ok(s.ctl(&["apply", &both, "--reason", "add b"]));
     assert!(out.contains("applied: desired state version 2"), "{out}");
     s.wait_running(&b);
-    let out = ok(bus.ctl(&["apply", &both]));
+    let out = ok(s.ctl(&["apply", &both]));
     assert!(out.contains("unchanged"), "{out}");
 
     // Bad input: every problem named, nothing stored, nothing stopped.
@@ -90,14 +86,14 @@ fn outpostctl_applies_and_the_stored_state_wins_over_an_unchanged_file() {
             instrument(&a)
         ),
     );
-    let out = bus.ctl(&["apply", &bad]);
+    let out = s.ctl(&["apply", &bad]);
     assert_eq!(out.status.code(), Some(65), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("bad.toml") && err.contains("Bad Name") && err.contains("nothing was changed"),
         "{err}"
     );
-    let st = status(&bus);
+    let st = s.status();
     assert_eq!(st["desired_version"], 2, "{st:#}");
     assert_eq!(names(&st), {
         let mut v = vec![a.clone(), b.clone()];
@@ -111,34 +107,34 @@ fn outpostctl_applies_and_the_stored_state_wins_over_an_unchanged_file() {
 
     // A restart with the sensor file unchanged keeps the local change.
     s.terminate();
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     s.wait_running(&b);
-    let st = status(&bus);
+    let st = s.status();
     assert_eq!(st["desired_version"], 2, "{st:#}");
 
     // A sensor file edited while outpostd was down is applied at start.
     s.terminate();
     s.write_sensor(&instrument(&c));
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     s.wait_running(&c);
-    let st = status(&bus);
+    let st = s.status();
     assert_eq!(st["desired_version"], 3, "{st:#}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while names(&status(&bus)) != vec![c.clone()] {
+    while names(&s.status()) != vec![c.clone()] {
         assert!(
             std::time::Instant::now() < deadline,
             "a and b were not removed: {:#}",
-            status(&bus)
+            s.status()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
 
     // SIGHUP applies the file explicitly, over a local change.
-    ok(bus.ctl(&["apply", &both]));
-    assert_eq!(status(&bus)["desired_version"], 4);
+    ok(s.ctl(&["apply", &both]));
+    assert_eq!(s.status()["desired_version"], 4);
     s.reload();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while status(&bus)["desired_version"] != 5 {
+    while s.status()["desired_version"] != 5 {
         assert!(
             std::time::Instant::now() < deadline,
             "SIGHUP did not apply the file"
@@ -151,10 +147,9 @@ fn outpostctl_applies_and_the_stored_state_wins_over_an_unchanged_file() {
 
 #[test]
 fn outpostctl_reads_need_a_group_and_changes_need_outpost_admin() {
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.write_sensor("");
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     let nobody = 65534;
     // The callers below read their file themselves.
     use std::os::unix::fs::PermissionsExt;
@@ -162,7 +157,7 @@ fn outpostctl_reads_need_a_group_and_changes_need_outpost_admin() {
     let empty = file(&s, "empty.toml", "");
 
     // No group: the bus's policy refuses before outpostd sees the call.
-    let out = bus.ctl_as(nobody, &[], &["status"]);
+    let out = s.bus.ctl_as(nobody, &[], &["status"]);
     assert_eq!(out.status.code(), Some(77), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("outpost"),
@@ -171,9 +166,13 @@ fn outpostctl_reads_need_a_group_and_changes_need_outpost_admin() {
     );
 
     // Group outpost: reads, but no changes; outpostd names the rule.
-    let out = bus.ctl_as(nobody, &["outpost"], &["status", "--format", "json"]);
+    let out = s
+        .bus
+        .ctl_as(nobody, &["outpost"], &["status", "--format", "json"]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = bus.ctl_as(nobody, &["outpost"], &["apply", &empty, "--reason", "x"]);
+    let out = s
+        .bus
+        .ctl_as(nobody, &["outpost"], &["apply", &empty, "--reason", "x"]);
     assert_eq!(out.status.code(), Some(77), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -188,19 +187,18 @@ fn outpostctl_reads_need_a_group_and_changes_need_outpost_admin() {
         "[sensor]\nname = \"renamed\"\n",
     )
     .unwrap();
-    let out = bus.ctl_as(nobody, &["outpost-admin"], &["apply", &empty]);
+    let out = s.bus.ctl_as(nobody, &["outpost-admin"], &["apply", &empty]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("version 2"));
 
     // Nobody serves the name once outpostd is gone: "unreachable".
     s.terminate();
-    let out = bus.ctl(&["status"]);
+    let out = s.ctl(&["status"]);
     assert_eq!(out.status.code(), Some(69), "{}", text(&out));
 }
 
 #[test]
 fn outpostctl_config_history_diff_rollback_and_start_stop_restart() {
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.import(&example_image());
     let a = unique("ctl-cfg");
@@ -208,23 +206,23 @@ fn outpostctl_config_history_diff_rollback_and_start_stop_restart() {
         "{}config = {{ greeting = \"hello\" }}\n",
         instrument(&a)
     ));
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     let pid = s.wait_running(&a);
 
-    let shown = ok(bus.ctl(&["config", "show", &a]));
+    let shown = ok(s.ctl(&["config", "show", &a]));
     assert_eq!(shown.trim(), "greeting = \"hello\"", "{shown}");
 
     // set: checked against the image's schema first; a bad body stores
     // nothing and names the field.
     let bad = file(&s, "bad-config.toml", "");
     std::fs::write(&bad, "greeting = 42\ncolour = \"red\"\n").unwrap();
-    let out = bus.ctl(&["config", "set", &a, &bad]);
+    let out = s.ctl(&["config", "set", &a, &bad]);
     assert_eq!(out.status.code(), Some(65), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("greeting") && err.contains("colour"), "{err}");
     let good = file(&s, "good-config.toml", "");
     std::fs::write(&good, "greeting = \"bonjour\"\nburst = 3\n").unwrap();
-    let out = ok(bus.ctl(&["config", "set", &a, &good, "--reason", "french"]));
+    let out = ok(s.ctl(&["config", "set", &a, &good, "--reason", "french"]));
     assert!(out.contains("desired state version 2"), "{out}");
     s.wait_for(&a, "config 2 applied", Duration::from_secs(20), |i| {
         i["config_applied"] == 2
@@ -232,7 +230,7 @@ fn outpostctl_config_history_diff_rollback_and_start_stop_restart() {
 
     // history: both versions, newest first, with origin and reason.
     let h: Value =
-        serde_json::from_str(&ok(bus.ctl(&["config", "history", &a, "--format", "json"]))).unwrap();
+        serde_json::from_str(&ok(s.ctl(&["config", "history", &a, "--format", "json"]))).unwrap();
     let h = h.as_array().unwrap();
     assert_eq!(h.len(), 2, "{h:#?}");
     assert_eq!(
@@ -248,14 +246,14 @@ fn outpostctl_config_history_diff_rollback_and_start_stop_restart() {
         (h[1]["version"].as_i64(), h[1]["source"].as_str()),
         (Some(1), Some("file"))
     );
-    let table = ok(bus.ctl(&["config", "history", &a]));
+    let table = ok(s.ctl(&["config", "history", &a]));
     assert!(
         table.contains("french") && table.contains("VERSION"),
         "{table}"
     );
 
     // diff of the two.
-    let d = ok(bus.ctl(&["config", "diff", &a, "1", "2"]));
+    let d = ok(s.ctl(&["config", "diff", &a, "1", "2"]));
     assert!(
         d.contains("-greeting = \"hello\"")
             && d.contains("+greeting = \"bonjour\"")
@@ -264,44 +262,44 @@ fn outpostctl_config_history_diff_rollback_and_start_stop_restart() {
     );
 
     // rollback: a new version (3) with version 1's body.
-    let out = ok(bus.ctl(&["config", "rollback", &a, "1"]));
+    let out = ok(s.ctl(&["config", "rollback", &a, "1"]));
     assert!(out.contains("desired state version 3"), "{out}");
-    let shown = ok(bus.ctl(&["config", "show", &a]));
+    let shown = ok(s.ctl(&["config", "show", &a]));
     assert_eq!(shown.trim(), "greeting = \"hello\"", "{shown}");
     let h: Value =
-        serde_json::from_str(&ok(bus.ctl(&["config", "history", &a, "--format", "json"]))).unwrap();
+        serde_json::from_str(&ok(s.ctl(&["config", "history", &a, "--format", "json"]))).unwrap();
     assert_eq!(h[0]["version"], 3);
     assert_eq!(h[0]["reason"], "rollback to config version 1");
-    let out = bus.ctl(&["config", "rollback", &a, "9"]);
+    let out = s.ctl(&["config", "rollback", &a, "9"]);
     assert_eq!(out.status.code(), Some(66), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no config version 9 (it has: 3, 2, 1)"),
         "{}",
         text(&out)
     );
-    let out = bus.ctl(&["config", "show", "no-such"]);
+    let out = s.ctl(&["config", "show", "no-such"]);
     assert_eq!(out.status.code(), Some(66), "{}", text(&out));
 
     // restart: a new init, the desired state unchanged.
-    ok(bus.ctl(&["restart", &a]));
+    ok(s.ctl(&["restart", &a]));
     let again = s.wait_running(&a);
     assert_ne!(again, pid, "restart kept the same container");
-    let st = status(&bus);
+    let st = s.status();
     assert_eq!(st["desired_version"], 3, "{st:#}");
 
     // stop and start: the desired state's enabled, and the container.
-    let out = ok(bus.ctl(&["stop", &a]));
+    let out = ok(s.ctl(&["stop", &a]));
     assert!(out.contains("disabled (desired state version 4)"), "{out}");
     s.wait_for(&a, "stopped", Duration::from_secs(20), |i| {
         i["state"] == "stopped"
     });
-    let out = ok(bus.ctl(&["stop", &a]));
+    let out = ok(s.ctl(&["stop", &a]));
     assert!(out.contains("already disabled"), "{out}");
-    ok(bus.ctl(&["start", &a]));
+    ok(s.ctl(&["start", &a]));
     s.wait_running(&a);
-    let list = ok(bus.ctl(&["instruments"]));
+    let list = ok(s.ctl(&["instruments"]));
     assert!(list.contains(&a) && list.contains("running"), "{list}");
-    let out = bus.ctl(&["restart", "no-such"]);
+    let out = s.ctl(&["restart", "no-such"]);
     assert_eq!(out.status.code(), Some(66), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&a),
@@ -321,17 +319,16 @@ fn busctl(bus: &DBus, args: &[&str]) -> Output {
 
 #[test]
 fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.import(&example_image());
     let a = unique("ctl-obj");
     s.write_sensor(&instrument(&a));
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     let pid = s.wait_running(&a);
     let path = format!("/org/outpost/Sensor1/instrument/{}", a.replace('-', "_"));
     let prop = |name: &str| {
         ok(busctl(
-            &bus,
+            &s.bus,
             &[
                 "get-property",
                 "org.outpost.Sensor1",
@@ -345,14 +342,17 @@ fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
     };
     // The object appears once the daemon's snapshot has it.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !busctl(&bus, &["introspect", "org.outpost.Sensor1", &path])
+    while !busctl(&s.bus, &["introspect", "org.outpost.Sensor1", &path])
         .status
         .success()
     {
         assert!(std::time::Instant::now() < deadline, "no object at {path}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let intro = ok(busctl(&bus, &["introspect", "org.outpost.Sensor1", &path]));
+    let intro = ok(busctl(
+        &s.bus,
+        &["introspect", "org.outpost.Sensor1", &path],
+    ));
     for member in [
         ".State",
         ".Health",
@@ -368,7 +368,7 @@ fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
         assert!(intro.contains(member), "{member} missing:\n{intro}");
     }
     let root = ok(busctl(
-        &bus,
+        &s.bus,
         &["introspect", "org.outpost.Sensor1", "/org/outpost/Sensor1"],
     ));
     for member in [
@@ -392,7 +392,7 @@ fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
     let _monitor = outpost_tests::hostnet::Spawned(
         std::process::Command::new("dbus-monitor")
             .arg("--address")
-            .arg(&bus.address)
+            .arg(&s.bus.address)
             .arg("type='signal',interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'")
             .stdout(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -400,10 +400,10 @@ fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
     );
     std::thread::sleep(Duration::from_millis(500));
     // A reader may not stop it: the daemon names the rule.
-    let out = bus.ctl_as(65534, &["outpost"], &["stop", &a]);
+    let out = s.bus.ctl_as(65534, &["outpost"], &["stop", &a]);
     assert_eq!(out.status.code(), Some(77), "{}", text(&out));
     let out = ok(busctl(
-        &bus,
+        &s.bus,
         &[
             "call",
             "org.outpost.Sensor1",
@@ -432,7 +432,7 @@ fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
         "{seen}"
     );
     ok(busctl(
-        &bus,
+        &s.bus,
         &[
             "call",
             "org.outpost.Sensor1",
@@ -447,7 +447,7 @@ fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
     s.write_sensor("");
     s.reload();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while busctl(&bus, &["introspect", "org.outpost.Sensor1", &path])
+    while busctl(&s.bus, &["introspect", "org.outpost.Sensor1", &path])
         .status
         .success()
     {
@@ -461,12 +461,11 @@ fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
 
 #[test]
 fn a_fleet_managed_sensor_refuses_local_changes_unless_overridden_as_drift() {
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.import(&example_image());
     let a = unique("ctl-fleet");
     s.write_sensor(&instrument(&a));
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     s.wait_running(&a);
     s.terminate();
     // What enrollment with a fleet does to the state (the fleet issue adds
@@ -485,33 +484,33 @@ fn a_fleet_managed_sensor_refuses_local_changes_unless_overridden_as_drift() {
         "{}config = {{ greeting = \"file\" }}\n",
         instrument(&a)
     ));
-    s.start(&["--dbus", &bus.address]);
-    let st = status(&bus);
+    s.start(&[]);
+    let st = s.status();
     assert_eq!(st["desired_version"], 1, "{st:#}");
     assert_eq!(st["fleet_managed"], true, "{st:#}");
     assert!(
         s.log_text().contains("managed by a fleet"),
         "the refused file is not logged"
     );
-    assert!(ok(bus.ctl(&["status"])).contains("managed by a fleet"));
+    assert!(ok(s.ctl(&["status"])).contains("managed by a fleet"));
 
-    let out = bus.ctl(&["stop", &a]);
+    let out = s.ctl(&["stop", &a]);
     assert_eq!(out.status.code(), Some(75), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("--override"),
         "{}",
         text(&out)
     );
-    assert_eq!(status(&bus)["desired_version"], 1);
+    assert_eq!(s.status()["desired_version"], 1);
 
-    let out = ok(bus.ctl(&["stop", &a, "--override", "--reason", "maintenance window"]));
+    let out = ok(s.ctl(&["stop", &a, "--override", "--reason", "maintenance window"]));
     assert!(out.contains("disabled (desired state version 2)"), "{out}");
-    let h: Value = serde_json::from_str(&ok(bus.ctl(&["history", "--format", "json"]))).unwrap();
+    let h: Value = serde_json::from_str(&ok(s.ctl(&["history", "--format", "json"]))).unwrap();
     assert_eq!(h[0]["version"], 2);
     assert_eq!(h[0]["drift"], true, "{h:#}");
     assert_eq!(h[0]["reason"], "maintenance window");
     assert_eq!(h[1]["drift"], false, "{h:#}");
-    let table = ok(bus.ctl(&["history"]));
+    let table = ok(s.ctl(&["history"]));
     assert!(
         table.contains("yes") && table.contains("maintenance window"),
         "{table}"
@@ -540,12 +539,11 @@ fn versions(s: &Sensor, name: &str) -> (i64, i64) {
 
 #[test]
 fn a_crash_in_the_middle_of_an_apply_leaves_the_old_or_the_new_version_whole() {
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.import(&example_image());
     let a = unique("ctl-crash");
     s.write_sensor(&instrument(&a));
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     s.wait_running(&a);
     s.terminate();
     let body = file(&s, "config.toml", "");
@@ -553,9 +551,9 @@ fn a_crash_in_the_middle_of_an_apply_leaves_the_old_or_the_new_version_whole() {
         ("desired-before-commit", (1, 1)),
         ("desired-after-commit", (2, 2)),
     ] {
-        s.start_env(&["--dbus", &bus.address], &[("OUTPOST_FAILPOINT", point)]);
+        s.start_env(&[], &[("OUTPOST_FAILPOINT", point)]);
         std::fs::write(&body, format!("greeting = \"{point}\"\n")).unwrap();
-        let out = bus.ctl(&["config", "set", &a, &body]);
+        let out = s.ctl(&["config", "set", &a, &body]);
         assert!(
             !out.status.success(),
             "{point}: the daemon answered: {}",
@@ -564,8 +562,8 @@ fn a_crash_in_the_middle_of_an_apply_leaves_the_old_or_the_new_version_whole() {
         s.wait_exit(Duration::from_secs(10));
         assert_eq!(versions(&s, &a), want, "{point}");
         // The next start finds a whole state and runs on it.
-        s.start(&["--dbus", &bus.address]);
-        let shown = ok(bus.ctl(&["config", "show", &a]));
+        s.start(&[]);
+        let shown = ok(s.ctl(&["config", "show", &a]));
         if point == "desired-after-commit" {
             assert!(shown.contains(point), "{shown}");
         } else {
@@ -577,12 +575,11 @@ fn a_crash_in_the_middle_of_an_apply_leaves_the_old_or_the_new_version_whole() {
 
 #[test]
 fn two_clients_changing_one_instrument_at_once_both_get_an_answer_in_order() {
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.import(&example_image());
     let a = unique("ctl-race");
     s.write_sensor(&instrument(&a));
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     s.wait_running(&a);
     let files: Vec<String> = (0..2)
         .map(|i| {
@@ -595,9 +592,9 @@ fn two_clients_changing_one_instrument_at_once_both_get_an_answer_in_order() {
         let hs: Vec<_> = files
             .iter()
             .map(|f| {
-                let bus = &bus;
+                let s = &s;
                 let a = &a;
-                sc.spawn(move || bus.ctl(&["config", "set", a, f]))
+                sc.spawn(move || s.ctl(&["config", "set", a, f]))
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -609,7 +606,7 @@ fn two_clients_changing_one_instrument_at_once_both_get_an_answer_in_order() {
         "{versions:?}"
     );
     let h: Value =
-        serde_json::from_str(&ok(bus.ctl(&["config", "history", &a, "--format", "json"]))).unwrap();
+        serde_json::from_str(&ok(s.ctl(&["config", "history", &a, "--format", "json"]))).unwrap();
     let bodies: Vec<String> = h
         .as_array()
         .unwrap()
@@ -626,17 +623,16 @@ fn two_clients_changing_one_instrument_at_once_both_get_an_answer_in_order() {
 
 #[test]
 fn outpostctl_imports_lists_and_removes_images_and_shows_logs() {
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.write_sensor("");
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     let img = example_image();
     let archive = img.archive.to_str().unwrap();
-    assert!(ok(bus.ctl(&["image", "list"])).contains("no images imported"));
+    assert!(ok(s.ctl(&["image", "list"])).contains("no images imported"));
 
     // A wrong hash: refused before anything is unpacked.
     let wrong = "0".repeat(64);
-    let out = bus.ctl(&["image", "import", archive, "--sha256", &wrong]);
+    let out = s.ctl(&["image", "import", archive, "--sha256", &wrong]);
     assert_eq!(out.status.code(), Some(65), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("sha256"),
@@ -644,16 +640,16 @@ fn outpostctl_imports_lists_and_removes_images_and_shows_logs() {
         text(&out)
     );
     let listed: Value =
-        serde_json::from_str(&ok(bus.ctl(&["image", "list", "--format", "json"]))).unwrap();
+        serde_json::from_str(&ok(s.ctl(&["image", "list", "--format", "json"]))).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 0, "{listed:#}");
 
     // The right one, with progress on stderr.
-    let out = bus.ctl(&["image", "import", archive, "--sha256", &img.sha256]);
+    let out = s.ctl(&["image", "import", archive, "--sha256", &img.sha256]);
     let stdout = ok(out.clone());
     assert!(stdout.contains("imported example:0.1.0"), "{stdout}");
     let progress = String::from_utf8_lossy(&out.stderr);
     assert!(progress.contains("verifying sha256: 100%"), "{progress}");
-    let again = ok(bus.ctl(&["image", "import", archive, "--sha256", &img.sha256]));
+    let again = ok(s.ctl(&["image", "import", archive, "--sha256", &img.sha256]));
     assert!(again.contains("already imported"), "{again}");
 
     // An admin who is not root imports only what they can read: outpostd
@@ -664,7 +660,7 @@ fn outpostctl_imports_lists_and_removes_images_and_shows_logs() {
     let secret = shared.path().join("root-only.tar.gz");
     std::fs::copy(&img.archive, &secret).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = bus.ctl_as(
+    let out = s.bus.ctl_as(
         65534,
         &["outpost-admin"],
         &[
@@ -682,7 +678,7 @@ fn outpostctl_imports_lists_and_removes_images_and_shows_logs() {
         text(&out)
     );
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = bus.ctl_as(
+    let out = s.bus.ctl_as(
         65534,
         &["outpost-admin"],
         &[
@@ -698,14 +694,14 @@ fn outpostctl_imports_lists_and_removes_images_and_shows_logs() {
         "{}",
         text(&out)
     );
-    assert!(ok(bus.ctl(&["image", "list"])).contains("example"));
+    assert!(ok(s.ctl(&["image", "list"])).contains("example"));
 
     // In use: refused, naming the user; the instrument's log is readable.
     let a = unique("ctl-img");
     let f = file(&s, "with-a.toml", &instrument(&a));
-    ok(bus.ctl(&["apply", &f]));
+    ok(s.ctl(&["apply", &f]));
     s.wait_running(&a);
-    let out = bus.ctl(&["image", "rm", "example", "0.1.0"]);
+    let out = s.ctl(&["image", "rm", "example", "0.1.0"]);
     assert_eq!(out.status.code(), Some(65), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&a),
@@ -714,44 +710,43 @@ fn outpostctl_imports_lists_and_removes_images_and_shows_logs() {
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let log = ok(bus.ctl(&["logs", &a]));
+        let log = ok(s.ctl(&["logs", &a]));
         if log.contains("example-instrument") {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no log yet: {log:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let out = bus.ctl(&["logs", "never-started"]);
+    let out = s.ctl(&["logs", "never-started"]);
     assert_eq!(out.status.code(), Some(66), "{}", text(&out));
 
     // Unused: removed; gone: "no such image".
     let empty = file(&s, "empty.toml", "");
-    ok(bus.ctl(&["apply", &empty]));
+    ok(s.ctl(&["apply", &empty]));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !names(&status(&bus)).is_empty() {
+    while !names(&s.status()).is_empty() {
         assert!(std::time::Instant::now() < deadline, "{a} not removed");
         std::thread::sleep(Duration::from_millis(200));
     }
-    ok(bus.ctl(&["image", "rm", "example", "0.1.0"]));
-    assert!(ok(bus.ctl(&["image", "list"])).contains("no images imported"));
-    let out = bus.ctl(&["image", "rm", "example", "0.1.0"]);
+    ok(s.ctl(&["image", "rm", "example", "0.1.0"]));
+    assert!(ok(s.ctl(&["image", "list"])).contains("no images imported"));
+    let out = s.ctl(&["image", "rm", "example", "0.1.0"]);
     assert_eq!(out.status.code(), Some(66), "{}", text(&out));
 }
 
 #[test]
 fn outpostctl_reads_events_by_instrument_and_kind_and_follows() {
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.import(&example_image());
     let (a, b) = (unique("ctl-ev-a"), unique("ctl-ev-b"));
     s.write_sensor(&format!("{}\n{}", instrument(&a), instrument(&b)));
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     s.wait_running(&a);
     s.wait_running(&b);
     let events = |args: &[&str]| -> Vec<Value> {
         let mut all = vec!["events", "--format", "json"];
         all.extend_from_slice(args);
-        ok(bus.ctl(&all))
+        ok(s.ctl(&all))
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
@@ -790,7 +785,7 @@ fn outpostctl_reads_events_by_instrument_and_kind_and_follows() {
         std::process::Command::new(outpost_tests::dbus::outpostctl_bin())
             .args([
                 "--bus",
-                &bus.address,
+                &s.bus.address,
                 "events",
                 "--follow",
                 "--instrument",
@@ -801,7 +796,7 @@ fn outpostctl_reads_events_by_instrument_and_kind_and_follows() {
             .spawn()
             .unwrap(),
     );
-    ok(bus.ctl(&["restart", &a]));
+    ok(s.ctl(&["restart", &a]));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -813,18 +808,17 @@ fn outpostctl_reads_events_by_instrument_and_kind_and_follows() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let out = bus.ctl(&["events", "--instrument", "Not A Name"]);
+    let out = s.ctl(&["events", "--instrument", "Not A Name"]);
     assert_eq!(out.status.code(), Some(65), "{}", text(&out));
 }
 
 #[test]
 fn outpostctl_runs_retention_and_purges_a_removed_instrument() {
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.import(&example_image());
     let a = unique("ctl-keep");
     s.write_sensor(&instrument(&a));
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     s.wait_for(&a, "healthy", Duration::from_secs(20), |v| {
         v["health"] == "ok"
     });
@@ -839,35 +833,35 @@ fn outpostctl_runs_retention_and_purges_a_removed_instrument() {
         .unwrap();
     s.give_to_instrument(&a, &old);
 
-    let out = ok(bus.ctl(&["retention", "run", &a]));
+    let out = ok(s.ctl(&["retention", "run", &a]));
     assert!(
         out.contains(&format!("{a}: ok (removed 1 items (1000 bytes)")),
         "{out}"
     );
     assert!(!old.exists());
-    let out = bus.ctl(&["retention", "run", "no-such"]);
+    let out = s.ctl(&["retention", "run", "no-such"]);
     assert_eq!(out.status.code(), Some(66), "{}", text(&out));
 
     // Purge: refused while wanted; after removal, its data goes.
-    let out = bus.ctl(&["purge", &a]);
+    let out = s.ctl(&["purge", &a]);
     assert_eq!(out.status.code(), Some(65), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("still in the desired state"),
         "{}",
         text(&out)
     );
-    ok(bus.ctl(&["stop", &a]));
+    ok(s.ctl(&["stop", &a]));
     let empty = file(&s, "empty.toml", "");
-    ok(bus.ctl(&["apply", &empty]));
+    ok(s.ctl(&["apply", &empty]));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !names(&status(&bus)).is_empty() {
+    while !names(&s.status()).is_empty() {
         assert!(std::time::Instant::now() < deadline, "{a} not removed");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let out = ok(bus.ctl(&["purge", &a]));
+    let out = ok(s.ctl(&["purge", &a]));
     assert!(out.contains("purged") && out.contains("host ids"), "{out}");
     assert!(!s.persist_image(&a).exists());
-    let out = ok(bus.ctl(&["purge", &a]));
+    let out = ok(s.ctl(&["purge", &a]));
     assert!(out.contains("has no stored data"), "{out}");
 }
 
@@ -938,19 +932,18 @@ fn metrics_are_served_on_loopback_only_unless_allowed() {
 
 #[test]
 fn outpostctl_status_watch_prints_each_change() {
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.import(&example_image());
     let a = unique("ctl-watch");
     s.write_sensor(&instrument(&a));
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     s.wait_running(&a);
     let log = s.dir.path().join("watch.jsonl");
     let _watch = outpost_tests::hostnet::Spawned(
         std::process::Command::new(outpost_tests::dbus::outpostctl_bin())
             .args([
                 "--bus",
-                &bus.address,
+                &s.bus.address,
                 "status",
                 "--watch",
                 "--format",
@@ -961,7 +954,7 @@ fn outpostctl_status_watch_prints_each_change() {
             .unwrap(),
     );
     std::thread::sleep(Duration::from_millis(500));
-    ok(bus.ctl(&["stop", &a]));
+    ok(s.ctl(&["stop", &a]));
     let stopped = |l: &str| {
         serde_json::from_str::<Value>(l).ok().is_some_and(|v| {
             v["instruments"].as_array().is_some_and(|i| {

@@ -15,8 +15,8 @@ fn invalid_sensor_file_stops_a_first_start_with_a_clear_error() {
     assert!(log.contains("privileged"), "{log}");
     assert!(log.contains("sensor file"), "{log}");
 
-    // `outpostd check` says the same without starting anything.
-    let out = s.cli(&["check", s.sensor_file.to_str().unwrap()]);
+    // `outpostctl check` says the same without starting anything.
+    let out = s.check();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("privileged"));
 }
@@ -51,7 +51,7 @@ fn config_that_breaks_the_schema_is_refused_and_named() {
     s.write_sensor(&format!(
         "[[instrument]]\nname = \"{name}\"\nimage = \"example\"\nversion = \"0.1.0\"\nconfig = {{ greeting = 42, colour = \"red\" }}\n"
     ));
-    let out = s.cli(&["check", s.sensor_file.to_str().unwrap()]);
+    let out = s.check();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -74,7 +74,7 @@ fn config_that_breaks_the_schema_is_refused_and_named() {
     ));
     s.start(&[]);
     s.wait_running(&name);
-    let out = s.cli(&["check", s.sensor_file.to_str().unwrap()]);
+    let out = s.check();
     assert!(
         out.status.success(),
         "{}",
@@ -149,7 +149,7 @@ fn sighup_refuses_a_config_against_the_schema_and_a_fixed_file_clears_the_refusa
 
     // What `check` refuses, SIGHUP refuses: the previous version stays.
     s.write_sensor(&one(&name, true, "burst = -5"));
-    let out = s.cli(&["check", s.sensor_file.to_str().unwrap()]);
+    let out = s.check();
     assert!(!out.status.success());
     s.reload();
     let st = s.wait_status("the refusal", Duration::from_secs(10), |st| {
@@ -158,7 +158,7 @@ fn sighup_refuses_a_config_against_the_schema_and_a_fixed_file_clears_the_refusa
     assert_eq!(st["desired_version"], v1, "no new version was stored");
     let problems = st["refused"]["problems"].to_string();
     assert!(problems.contains("burst"), "{problems}");
-    let text = String::from_utf8_lossy(&s.cli(&["status"]).stdout).into_owned();
+    let text = String::from_utf8_lossy(&s.ctl(&["status"]).stdout).into_owned();
     assert!(text.contains("refused") && text.contains("burst"), "{text}");
     let ins = s.instrument(&name).unwrap();
     assert_eq!(ins["state"], "running");
@@ -181,7 +181,7 @@ fn sighup_refuses_a_config_against_the_schema_and_a_fixed_file_clears_the_refusa
         !ins["detail"].as_str().unwrap().contains("refused"),
         "{ins:#}"
     );
-    let text = String::from_utf8_lossy(&s.cli(&["status"]).stdout).into_owned();
+    let text = String::from_utf8_lossy(&s.ctl(&["status"]).stdout).into_owned();
     assert!(!text.contains("refused"), "{text}");
 }
 
@@ -232,11 +232,14 @@ fn an_instrument_adopted_after_a_crash_during_its_start_gets_its_config() {
 }
 
 #[test]
-fn read_only_commands_never_create_a_state_directory() {
+fn operator_commands_are_outpostctls_and_none_creates_a_state_directory() {
+    // outpostd has only `run`: the commands it had are refused, and make
+    // nothing.
     let d = tempfile::tempdir().unwrap();
     let missing = d.path().join("no-such-state");
     for args in [
         vec!["status"],
+        vec!["check", "sensor.toml"],
         vec!["events"],
         vec!["image", "list"],
         vec!["logs", "x"],
@@ -251,11 +254,28 @@ fn read_only_commands_never_create_a_state_directory() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains("unrecognized subcommand"), "{args:?}: {err}");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+    // outpostctl's go through outpostd: without one they say so and how to
+    // fix it, and touch no state directory.
+    let s = Sensor::new();
+    for args in [
+        vec!["status"],
+        vec!["events"],
+        vec!["image", "list"],
+        vec!["logs", "x"],
+        vec!["purge", "x"],
+        vec!["retention", "run", "x"],
+    ] {
+        let out = s.ctl(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "{args:?}: {err}");
         assert!(
-            err.contains("does not exist") && err.contains("--state-dir"),
+            err.contains("cannot reach outpostd") && err.contains("fix:"),
             "{args:?}: {err}"
         );
-        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+        assert!(!s.state.exists(), "{args:?} created {}", s.state.display());
     }
 }
 
@@ -266,7 +286,7 @@ fn check_on_the_sensor_verifies_bound_host_interfaces_and_says_when_it_could_not
     s.write_sensor(
         "[[instrument]]\nname = \"phy1\"\nimage = \"net-phy\"\nversion = \"0.1.0\"\n[instrument.interfaces.cap0]\ntype = \"phy\"\ndevice = \"opnosuch0\"\n",
     );
-    let out = s.cli(&["check", s.sensor_file.to_str().unwrap()]);
+    let out = s.check();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a missing interface passed");
     assert!(
@@ -275,12 +295,13 @@ fn check_on_the_sensor_verifies_bound_host_interfaces_and_says_when_it_could_not
     );
 
     // Elsewhere (no state directory) it checks the file alone and says so.
-    let out = std::process::Command::new(outpost_tests::outpostd_bin())
-        .arg("--state-dir")
-        .arg(s.dir.path().join("elsewhere"))
-        .args(["check", s.sensor_file.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let elsewhere = s.dir.path().join("elsewhere");
+    let out = s.ctl(&[
+        "check",
+        s.sensor_file.to_str().unwrap(),
+        "--state-dir",
+        elsewhere.to_str().unwrap(),
+    ]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

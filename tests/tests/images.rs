@@ -1,6 +1,6 @@
-//! Image import through `outpostd image import`: good images go in, bad
-//! ones are refused with an error that names the problem, and a refused
-//! import leaves nothing behind.
+//! Image import through `outpostctl image import` into a running
+//! outpostd: good images go in, bad ones are refused with an error that
+//! names the problem, and a refused import leaves nothing behind.
 
 use std::fs;
 use std::path::Path;
@@ -8,8 +8,16 @@ use std::path::Path;
 use outpost_tests::archive::RawArchive;
 use outpost_tests::{ImageFile, Sensor, example_image};
 
+/// A sensor with no instruments whose outpostd runs.
+fn running() -> Sensor {
+    let mut s = Sensor::new();
+    s.write_sensor("");
+    s.start(&[]);
+    s
+}
+
 fn import(s: &Sensor, img: &ImageFile) -> (bool, String) {
-    let out = s.cli(&[
+    let out = s.ctl(&[
         "image",
         "import",
         img.archive.to_str().unwrap(),
@@ -56,13 +64,13 @@ fn refused(s: &Sensor, img: &ImageFile, want: &[&str]) {
         Vec::<String>::new(),
         "nothing may be left behind"
     );
-    let out = s.cli(&["image", "list", "--json"]);
+    let out = s.ctl(&["image", "list", "--format", "json"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
 
 #[test]
 fn good_image_imports_once_and_lists() {
-    let s = Sensor::new();
+    let s = running();
     let img = example_image();
     let (ok, msg) = import(&s, &img);
     assert!(ok, "{msg}");
@@ -73,7 +81,7 @@ fn good_image_imports_once_and_lists() {
     );
     let (ok, msg) = import(&s, &img);
     assert!(ok && msg.contains("already imported"), "{msg}");
-    let out = s.cli(&["image", "list"]);
+    let out = s.ctl(&["image", "list"]);
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(list.contains("example") && list.contains("0.1.0"), "{list}");
     assert!(
@@ -83,8 +91,8 @@ fn good_image_imports_once_and_lists() {
     );
 
     // Without --sha256, the .sha256 file beside the archive is used.
-    let s2 = Sensor::new();
-    let out = s2.cli(&["image", "import", img.archive.to_str().unwrap()]);
+    let s2 = running();
+    let out = s2.ctl(&["image", "import", img.archive.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -92,7 +100,7 @@ fn good_image_imports_once_and_lists() {
     );
 
     // Removal of an unused image removes its tree.
-    let out = s.cli(&["image", "rm", "example", "0.1.0"]);
+    let out = s.ctl(&["image", "rm", "example", "0.1.0"]);
     assert!(
         out.status.success(),
         "{}",
@@ -103,13 +111,13 @@ fn good_image_imports_once_and_lists() {
 
 #[test]
 fn wrong_hash_is_refused_before_anything_is_written() {
-    let s = Sensor::new();
+    let s = running();
     let mut img = example_image();
     let real = img.sha256.clone();
     img.sha256 = "0".repeat(64);
     refused(&s, &img, &["sha256", &real, "expected", "fix:"]);
     // A malformed hash is refused too.
-    let out = s.cli(&[
+    let out = s.ctl(&[
         "image",
         "import",
         img.archive.to_str().unwrap(),
@@ -122,7 +130,7 @@ fn wrong_hash_is_refused_before_anything_is_written() {
 
 #[test]
 fn same_version_with_other_content_is_a_conflict() {
-    let s = Sensor::new();
+    let s = running();
     let d = tempfile::tempdir().unwrap();
     let a = RawArchive::minimal("thing").write(&d.path().join("a.tar.gz"));
     let mut b = RawArchive::minimal("thing");
@@ -139,7 +147,7 @@ fn same_version_with_other_content_is_a_conflict() {
 
 #[test]
 fn malicious_and_broken_archives_are_refused_and_leave_nothing() {
-    let s = Sensor::new();
+    let s = running();
     let d = tempfile::tempdir().unwrap();
     let mut n = 0;
     let mut case = |build: &dyn Fn(&mut RawArchive), want: &[&str]| {
@@ -270,7 +278,7 @@ fn malicious_and_broken_archives_are_refused_and_leave_nothing() {
 
 #[test]
 fn a_truncated_archive_is_called_truncated() {
-    let s = Sensor::new();
+    let s = running();
     let d = tempfile::tempdir().unwrap();
     let good = example_image();
     let bytes = fs::read(&good.archive).unwrap();

@@ -426,7 +426,7 @@ fn persistent_storage_filled_past_its_size_is_enospc_and_an_event_and_nothing_el
     }
     let st = s.instrument(&name).unwrap();
     assert_eq!(st["storage_full"], true, "{st:#}");
-    let table = String::from_utf8_lossy(&s.cli(&["status"]).stdout).into_owned();
+    let table = String::from_utf8_lossy(&s.ctl(&["status"]).stdout).into_owned();
     assert!(table.contains("persistent storage full"), "{table}");
 
     // Nothing else on the sensor noticed; deleting makes room again.

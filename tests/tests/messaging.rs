@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use outpost_tests::archive::variant;
-use outpost_tests::{
-    ImageFile, Sensor, alive, entrypoint_pid, example_image, outpostd_bin, unique,
-};
+use outpost_tests::dbus::outpostctl_bin;
+use outpost_tests::{ImageFile, Sensor, alive, entrypoint_pid, example_image, unique};
 use serde_json::Value;
 
 /// The example image with 1 s health checks (timeout 500 ms), and the
@@ -191,10 +190,10 @@ fn events_from_inside_land_in_events_with_a_valid_envelope() {
     s.write_sensor("");
     s.start(&[]);
     // Follow the stream before the instrument exists.
-    let mut follow = Command::new(outpostd_bin())
-        .arg("--state-dir")
-        .arg(&s.state)
-        .args(["events", "--follow", "--json"])
+    let mut follow = Command::new(outpostctl_bin())
+        .arg("--bus")
+        .arg(s.bus_address())
+        .args(["events", "--follow", "--format", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -225,7 +224,9 @@ fn events_from_inside_land_in_events_with_a_valid_envelope() {
                 panic!("the followed stream ended or stalled ({e}) before the boot event: {err}");
             }
         };
-        let e = outpost_protocol::Envelope::decode(line.as_bytes()).expect("valid envelope");
+        let e = serde_json::from_str::<outpost_platform::dbus::events::Event>(&line)
+            .expect("an event with a valid envelope")
+            .envelope;
         if e.instrument == name && e.kind == "boot" {
             break e;
         }
@@ -467,14 +468,14 @@ fn retention_deletes_old_files_through_the_sdk_default_handler() {
     }
 
     // The manifest's default period (7 days).
-    let out = s.cli(&["retention", &name]);
+    let out = s.ctl(&["retention", "run", &name]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("removed 2 items, 2000 bytes"), "{said}");
+    assert!(said.contains("removed 2 items (2000 bytes)"), "{said}");
     assert!(old.iter().all(|p| !p.exists()));
     assert!(
         !persist.join("captures").exists(),

@@ -49,12 +49,8 @@ fn leftovers(instrument: &str, role: &str) -> Vec<String> {
 
 fn iface(s: &Sensor, name: &str, role: &str) -> Value {
     let st = s.status();
-    st["instruments"]
+    st["interfaces"][name]
         .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == name)
-        .and_then(|i| i["interfaces"].as_array())
         .and_then(|v| v.iter().find(|i| i["role"] == role).cloned())
         .unwrap_or_else(|| panic!("no interface {role} in the status of {name}: {st:#}"))
 }
@@ -382,7 +378,7 @@ fn bad_bindings_leave_the_instrument_unstarted_and_nothing_behind() {
         instrument(&unique("one"), "net-phy", &bind),
         instrument(&unique("two"), "net-phy", &bind)
     ));
-    let out = s.cli(&["check", s.sensor_file.to_str().unwrap()]);
+    let out = s.check();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a double binding was accepted");
     assert!(

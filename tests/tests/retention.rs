@@ -8,7 +8,6 @@
 use std::process::Output;
 use std::time::{Duration, Instant, SystemTime};
 
-use outpost_tests::dbus::DBus;
 use outpost_tests::{Sensor, example_image, unique};
 use serde_json::Value;
 
@@ -55,22 +54,16 @@ fn plant_old_files(s: &Sensor, name: &str) {
     }
 }
 
-fn retention_status(bus: &DBus) -> Value {
-    serde_json::from_str(&ok(bus.ctl(&["retention", "status", "--format", "json"]))).unwrap()
+fn retention_status(s: &Sensor) -> Value {
+    serde_json::from_str(&ok(s.ctl(&["retention", "status", "--format", "json"]))).unwrap()
 }
 
 /// Waits until `pred` holds for an instrument's retention state.
-fn wait_retention(
-    s: &Sensor,
-    bus: &DBus,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
+fn wait_retention(s: &Sensor, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut last = Value::Null;
     while Instant::now() < deadline {
-        last = retention_status(bus)[name].clone();
+        last = retention_status(s)[name].clone();
         if pred(&last) {
             return last;
         }
@@ -82,8 +75,8 @@ fn wait_retention(
     );
 }
 
-fn events(bus: &DBus, kind: &str) -> Vec<Value> {
-    ok(bus.ctl(&["events", "--kind", kind, "--format", "json"]))
+fn events(s: &Sensor, kind: &str) -> Vec<Value> {
+    ok(s.ctl(&["events", "--kind", kind, "--format", "json"]))
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -91,7 +84,6 @@ fn events(bus: &DBus, kind: &str) -> Vec<Value> {
 
 #[test]
 fn the_schedule_deletes_old_data_and_proves_it_and_every_failure_is_an_event() {
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.import(&example_image());
     let good = unique("ret-good");
@@ -111,7 +103,7 @@ fn the_schedule_deletes_old_data_and_proves_it_and_every_failure_is_an_event() {
         ),
     )
     .unwrap();
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     // Each runs its retention mode (config) before its data is planted.
     for n in [&good, &keeper, &liar, &mute, &off] {
         s.wait_for(n, "healthy with its config", Duration::from_secs(30), |v| {
@@ -127,7 +119,7 @@ fn the_schedule_deletes_old_data_and_proves_it_and_every_failure_is_an_event() {
 
     // The instrument that deletes: its old files go on the schedule, the
     // fresh one stays, and the record says what went.
-    let st = wait_retention(&s, &bus, &good, "a run that removed the old files", |v| {
+    let st = wait_retention(&s, &good, "a run that removed the old files", |v| {
         v["last"]["outcome"] == "ok" && !s.persist(&good).join("old.log").exists()
     });
     assert_eq!(st["policy"], "1day", "{st:#}");
@@ -136,7 +128,7 @@ fn the_schedule_deletes_old_data_and_proves_it_and_every_failure_is_an_event() {
     assert!(!p.join("captures/a.pcap").exists());
     assert!(!p.join("captures").exists(), "emptied directories go too");
     assert!(p.join("fresh.log").exists());
-    let hist: Vec<Value> = serde_json::from_str(&ok(bus.ctl(&[
+    let hist: Vec<Value> = serde_json::from_str(&ok(s.ctl(&[
         "retention",
         "history",
         &good,
@@ -157,7 +149,7 @@ fn the_schedule_deletes_old_data_and_proves_it_and_every_failure_is_an_event() {
     );
 
     // One that keeps its data and says so: violated, seen by itself.
-    let st = wait_retention(&s, &bus, &keeper, "violated", |v| {
+    let st = wait_retention(&s, &keeper, "violated", |v| {
         v["last"]["outcome"] == "violated"
     });
     assert!(
@@ -171,7 +163,7 @@ fn the_schedule_deletes_old_data_and_proves_it_and_every_failure_is_an_event() {
 
     // One that keeps its data and claims it is gone: the platform's own
     // walk finds it.
-    let st = wait_retention(&s, &bus, &liar, "violated", |v| {
+    let st = wait_retention(&s, &liar, "violated", |v| {
         v["last"]["outcome"] == "violated"
     });
     assert!(
@@ -183,9 +175,7 @@ fn the_schedule_deletes_old_data_and_proves_it_and_every_failure_is_an_event() {
     );
 
     // One that never answers: failed after the manifest's timeout (3 s).
-    let st = wait_retention(&s, &bus, &mute, "failed", |v| {
-        v["last"]["outcome"] == "failed"
-    });
+    let st = wait_retention(&s, &mute, "failed", |v| v["last"]["outcome"] == "failed");
     assert!(
         st["last"]["message"]
             .as_str()
@@ -195,14 +185,14 @@ fn the_schedule_deletes_old_data_and_proves_it_and_every_failure_is_an_event() {
     );
 
     // Retention off: never asked, its old files stay.
-    let st = retention_status(&bus)[&off].clone();
+    let st = retention_status(&s)[&off].clone();
     assert_eq!(st["policy"], "off");
     assert!(st["last"].is_null(), "{st:#}");
     assert!(st["next_due_ms"].is_null(), "{st:#}");
     assert!(s.persist(&off).join("old.log").exists());
 
     // Each failure is an event on the sensor's stream, naming who and why.
-    let violated = events(&bus, "retention-violated");
+    let violated = events(&s, "retention-violated");
     let seen_by = |n: &str| {
         violated
             .iter()
@@ -221,7 +211,7 @@ fn the_schedule_deletes_old_data_and_proves_it_and_every_failure_is_an_event() {
     );
     assert_eq!(seen_by(&liar).as_deref(), Some("platform"), "{violated:#?}");
     assert_eq!(seen_by(&good), None, "{violated:#?}");
-    let failed = events(&bus, "retention-failed");
+    let failed = events(&s, "retention-failed");
     assert!(
         failed
             .iter()
@@ -235,9 +225,9 @@ fn the_schedule_deletes_old_data_and_proves_it_and_every_failure_is_an_event() {
 
     // An operator's run answers the verdict, and fails the command when
     // the data is still there.
-    let out = ok(bus.ctl(&["retention", "run", &good]));
+    let out = ok(s.ctl(&["retention", "run", &good]));
     assert!(out.contains(&format!("{good}: ok")), "{out}");
-    let o = bus.ctl(&["retention", "run", &liar]);
+    let o = s.ctl(&["retention", "run", &liar]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("the platform found"),
@@ -246,21 +236,21 @@ fn the_schedule_deletes_old_data_and_proves_it_and_every_failure_is_an_event() {
     );
     // A one-off run with a longer period than the data's age leaves it
     // alone and holds.
-    let out = ok(bus.ctl(&["retention", "run", &keeper, "--older-than", "30d"]));
+    let out = ok(s.ctl(&["retention", "run", &keeper, "--older-than", "30d"]));
     assert!(out.contains(&format!("{keeper}: ok")), "{out}");
     // Off means off unless a period is given.
-    let o = bus.ctl(&["retention", "run", &off]);
+    let o = s.ctl(&["retention", "run", &off]);
     assert_eq!(o.status.code(), Some(65), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("retention off"),
         "{}",
         text(&o)
     );
-    let o = bus.ctl(&["retention", "run", "no-such"]);
+    let o = s.ctl(&["retention", "run", "no-such"]);
     assert_eq!(o.status.code(), Some(66), "{}", text(&o));
 
     // The table says the same.
-    let table = ok(bus.ctl(&["retention", "status"]));
+    let table = ok(s.ctl(&["retention", "status"]));
     for n in [&good, &keeper, &liar, &mute, &off] {
         assert!(table.contains(n.as_str()), "{table}");
     }
@@ -271,8 +261,8 @@ fn the_schedule_deletes_old_data_and_proves_it_and_every_failure_is_an_event() {
 
     // The record outlives the daemon.
     s.terminate();
-    s.start(&["--dbus", &bus.address]);
-    let st = retention_status(&bus);
+    s.start(&[]);
+    let st = retention_status(&s);
     assert_eq!(st[&liar]["last"]["outcome"], "violated", "{st:#}");
     assert!(st[&mute]["last"]["outcome"] == "failed", "{st:#}");
 }
@@ -281,12 +271,11 @@ fn the_schedule_deletes_old_data_and_proves_it_and_every_failure_is_an_event() {
 fn a_malformed_retention_setting_is_refused_whole_and_the_default_is_the_images_period() {
     // Which settings each image allows is unit-tested in the protocol
     // crate; here a real apply refuses a malformed one and stores nothing.
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.import(&example_image());
     let a = unique("ret-bad");
     s.write_sensor(&instrument(&a, None, "delete"));
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     s.wait_running(&a);
     let bad = s.dir.path().join("bad.toml");
     std::fs::write(
@@ -297,17 +286,17 @@ fn a_malformed_retention_setting_is_refused_whole_and_the_default_is_the_images_
         ),
     )
     .unwrap();
-    let o = bus.ctl(&["apply", bad.to_str().unwrap()]);
+    let o = s.ctl(&["apply", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(65), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("neither \"off\" nor a period"), "{err}");
-    let st = ok(bus.ctl(&["retention", "status", "--format", "json"]));
+    let st = ok(s.ctl(&["retention", "status", "--format", "json"]));
     let st: Value = serde_json::from_str(&st).unwrap();
     assert_eq!(
         st[&a]["policy"], "7days",
         "the image's default period: {st:#}"
     );
-    let hist = ok(bus.ctl(&["history", "--format", "json"]));
+    let hist = ok(s.ctl(&["history", "--format", "json"]));
     let hist: Value = serde_json::from_str(&hist).unwrap();
     assert_eq!(
         hist.as_array().unwrap().len(),

@@ -112,7 +112,7 @@ impl Session {
                     );
                     return Ok(());
                 }
-                crate::commands::image::print_images(&images, "outpostctl");
+                print_images(&images);
             }
             ImageCmd::Rm { name, version } => {
                 self.proxy
@@ -147,5 +147,26 @@ impl Session {
             let _ = std::io::stdout().flush();
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+/// The image table.
+fn print_images(images: &[ImageRecord]) {
+    if images.is_empty() {
+        println!("no images imported (import one with: outpostctl image import <archive>)");
+        return;
+    }
+    println!(
+        "{:<20} {:<10} {:<16} {:>10}",
+        "NAME", "VERSION", "SHA256", "SIZE"
+    );
+    for i in images {
+        println!(
+            "{:<20} {:<10} {:<16} {:>7} KiB",
+            i.name,
+            i.version,
+            &i.sha256[..16.min(i.sha256.len())],
+            i.bytes / 1024
+        );
     }
 }

@@ -8,9 +8,11 @@
 //! 66 no such instrument or version, 75 refused because a fleet manages
 //! the sensor, 70 anything else.
 
+mod check;
 mod config;
 mod image;
 mod retention;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -152,7 +154,7 @@ pub fn main(cli: Cli) -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Check { file, state_dir } => match crate::commands::check::check(&state_dir, &file) {
+        Cmd::Check { file, state_dir } => match check::check(&state_dir, &file) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("outpostctl: {e:#}");
@@ -246,17 +248,7 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
                             // Clear the screen, cursor home.
                             print!("\x1b[2J\x1b[H");
                         }
-                        let interfaces: Vec<_> = report
-                            .snapshot
-                            .instruments
-                            .iter()
-                            .map(|i| report.interfaces.get(&i.name).cloned().unwrap_or_default())
-                            .collect();
-                        crate::commands::status::print_table(
-                            Some(report.daemon_pid),
-                            &report.snapshot,
-                            &interfaces,
-                        )
+                        status::print_table(&report)
                     }
                 }
                 use std::io::Write;
@@ -349,7 +341,7 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
         } => {
             let mut next = since;
             loop {
-                let (json, after) = s
+                let asked = s
                     .proxy
                     .events(
                         next,
@@ -358,7 +350,19 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
                         kind.as_deref().unwrap_or(""),
                     )
                     .await
-                    .map_err(|e| s.err(e))?;
+                    .map_err(|e| s.err(e));
+                let (json, after) = match asked {
+                    Ok(answer) => answer,
+                    // outpostd restarts its nats-server when instruments
+                    // come or go, and cannot read the stream meanwhile: a
+                    // follower asks again.
+                    Err(e @ CallError::Failed(_)) if follow => {
+                        eprintln!("outpostctl: {e}; asking again");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let events: Vec<crate::dbus::events::Event> =
                     serde_json::from_str(&json).map_err(|e| {
                         CallError::Failed(format!("an answer outpostctl cannot read: {e}"))

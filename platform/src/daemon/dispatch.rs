@@ -62,7 +62,7 @@ impl<R: Runtime> Daemon<R> {
                 return false;
             }
             Command::Purge { name, reply } => {
-                let r = crate::commands::instrument::purge_data(&self.cfg.state, &self.db, &name);
+                let r = super::purge::purge_data(&self.cfg.state, &self.db, &name);
                 let _ = reply.send(r);
                 return false;
             }

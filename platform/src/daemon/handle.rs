@@ -76,7 +76,7 @@ pub enum Command {
     /// Delete a removed instrument's storage, logs and host ids.
     Purge {
         name: String,
-        reply: oneshot::Sender<Result<Vec<String>, crate::commands::instrument::PurgeError>>,
+        reply: oneshot::Sender<Result<Vec<String>, super::purge::PurgeError>>,
     },
     /// Run retention on an instrument now; answered when the run ended.
     RetentionNow {
@@ -180,7 +180,7 @@ impl Handle {
     pub async fn purge(
         &self,
         name: String,
-    ) -> Result<Result<Vec<String>, crate::commands::instrument::PurgeError>, Stopped> {
+    ) -> Result<Result<Vec<String>, super::purge::PurgeError>, Stopped> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Purge { name, reply }).await?;
         answer.await.map_err(|_| Stopped)

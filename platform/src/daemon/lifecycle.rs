@@ -543,7 +543,7 @@ impl<R: Runtime> Daemon<R> {
     }
 
     /// Stops and removes an instrument that is no longer wanted. Its
-    /// persistent storage and logs stay until `outpostd purge`.
+    /// persistent storage and logs stay until `outpostctl purge`.
     pub(super) async fn remove_instance(&mut self, name: &str) {
         if self.instances.get(name).is_some_and(|i| i.busy.is_some()) {
             return; // the next reconcile after its job finishes the removal

@@ -12,7 +12,8 @@
 //!
 //! An instrument's lifecycle (start, adoption, exit, stop, removal) is in
 //! `lifecycle`; the bus side (nats-server, proxies, health checks, config
-//! delivery) in `bus` and `nats`; interface bindings in `net`.
+//! delivery) in `bus` and `nats`; interface bindings in `net`; purging a
+//! removed instrument's data in [`purge`].
 
 mod bus;
 mod config;
@@ -23,6 +24,7 @@ mod intake;
 mod lifecycle;
 mod nats;
 mod net;
+pub mod purge;
 mod retention;
 mod spec;
 
@@ -423,7 +425,7 @@ impl<R: Runtime> Daemon<R> {
             Ok(Some(m)) => m,
             Ok(None) => {
                 let why = format!(
-                    "image {}:{} is not imported (fix: outpostd image import <archive>)",
+                    "image {}:{} is not imported (fix: outpostctl image import <archive>)",
                     ins.image, ins.version
                 );
                 if running {

@@ -6,7 +6,7 @@
 //! container is host id `base`, and nothing it owns is owned by anyone
 //! else on the host. A range stays allocated while the instrument's
 //! persistent storage exists (its files are owned by those ids) and is
-//! freed by `outpostd purge`.
+//! freed by `outpostctl purge`.
 
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};

@@ -2,9 +2,9 @@
 //! state, per-instrument config versions, imported images, instrument
 //! status and exit history.
 //!
-//! The daemon and the `outpostd` subcommands open the same file (WAL mode,
-//! busy timeout), so `outpostd status` or `image import` work while the
-//! daemon runs. The schema carries its version in `PRAGMA user_version`.
+//! The daemon, its D-Bus service, image import jobs and `outpostctl check`
+//! each open their own connection to the same file (WAL mode, busy
+//! timeout), so a history read or an import works while the daemon writes. The schema carries its version in `PRAGMA user_version`.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -61,7 +61,7 @@ pub enum DbError {
         version: String,
         users: String,
     },
-    #[error("image {name}:{version} is not imported (see: outpostd image list)")]
+    #[error("image {name}:{version} is not imported (see: outpostctl image list)")]
     NoSuchImage { name: String, version: String },
     #[error(
         "no free range of {count} host ids from {first} for instrument {instrument} (fix: purge removed instruments, or start outpostd with a lower --id-range-start)"

@@ -277,7 +277,7 @@ impl Sensor {
     ) -> Result<Vec<String>, SensorError> {
         let who = caller(conn, &hdr, Access::Change).await?;
         info!(instrument = %name, caller = %who, "purge asked over D-Bus");
-        use crate::commands::instrument::PurgeError;
+        use crate::daemon::purge::PurgeError;
         match self.handle.purge(name).await {
             Err(e) => Err(SensorError::Failed(e.to_string())),
             Ok(Ok(removed)) => Ok(removed),

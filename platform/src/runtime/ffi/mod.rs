@@ -234,9 +234,9 @@ pub async fn wait_pidfd(pidfd: OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Restores the default SIGPIPE action, so a command whose output is piped
-/// into `head` ends quietly instead of failing on a closed pipe. Only for
-/// the short-lived CLI commands, never the daemon.
+/// Restores the default SIGPIPE action, so a process whose output pipe
+/// closes ends quietly instead of failing on it. Only for the short-lived
+/// `start-container` helper, never the daemon.
 pub fn default_sigpipe() {
     // SAFETY: setting a signal to SIG_DFL installs no handler code; it is
     // called at the start of main, before any other thread exists.

@@ -12,20 +12,18 @@
 use std::time::{Duration, Instant};
 
 use outpost_platform::dbus::client;
-use outpost_tests::dbus::DBus;
 use outpost_tests::{ImageFile, Sensor, unique};
 
 use crate::{instrument, ms, row};
 
 pub fn run(img: &ImageFile, n: usize) {
     println!("\n== api (D-Bus)\n{:<52} {:>9} {:>9}", "", "p50", "p99");
-    let bus = DBus::start();
     let mut s = Sensor::new();
     s.import(img);
     let names: Vec<String> = (0..n).map(|_| unique("api")).collect();
     let all: String = names.iter().map(|n| instrument(n)).collect();
     s.write_sensor(&all);
-    s.start(&["--dbus", &bus.address]);
+    s.start(&[]);
     for name in &names {
         s.wait_running(name);
     }
@@ -34,7 +32,7 @@ pub fn run(img: &ImageFile, n: usize) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let proxy = client::connect(&bus.address).await.expect("connect");
+        let proxy = client::connect(&s.bus.address).await.expect("connect");
         let dbus = zbus::fdo::DBusProxy::new(proxy.inner().connection())
             .await
             .unwrap();

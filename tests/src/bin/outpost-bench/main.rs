@@ -1,7 +1,8 @@
 //! `outpost-bench`: prints figures for the platform foundation, each next to
 //! a baseline measured in the same run. It asserts nothing about time.
 //!
-//! - image import time (`outpostd image import`, whole command);
+//! - image import time (`outpostctl image import` into a running outpostd,
+//!   whole command: hash, unpack, place; removed again between imports);
 //! - instrument create+start to running, p50/p99 over N starts through a
 //!   real outpostd, timed from its own log (start → running);
 //! - baseline: raw `lxc-start -d` and `lxc-attach -- /bin/true` on the same
@@ -237,16 +238,25 @@ fn foundation(img: &outpost_tests::ImageFile, starts: usize, idle: usize) {
     let img = img.clone();
     println!("\n== foundation\n{:<52} {:>9} {:>9}", "", "p50", "p99");
 
-    // Image import.
+    // Image import, through outpostctl into a running outpostd.
     let mut import = Vec::new();
+    let mut s = Sensor::new();
+    s.write_sensor("");
+    s.start(&[]);
     for _ in 0..5 {
-        let s = Sensor::new();
         let t0 = Instant::now();
         s.import(&img);
         import.push(ms(t0.elapsed()));
+        let out = s.ctl(&["image", "rm", "example", "0.1.0"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
+    drop(s);
     row(
-        "image import (verify + unpack, whole command)",
+        "image import (outpostctl: verify + unpack, whole command)",
         &import,
         "ms",
     );

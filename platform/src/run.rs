@@ -1,4 +1,6 @@
-//! `outpostd run`: the daemon.
+//! What the `outpostd` binary runs: `run`, the daemon, and
+//! `start-container`, its internal helper. Every operator command is in
+//! `outpostctl` ([`crate::ctl`]), which talks to `run` over D-Bus.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -206,7 +208,7 @@ fn raise_open_file_limit() {
 fn find_init(given: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
     let candidates = match given {
         Some(p) => vec![p.to_path_buf()],
-        None => super::default_init_candidates(),
+        None => init_candidates(),
     };
     for c in &candidates {
         if c.exists() {
@@ -227,4 +229,30 @@ fn find_init(given: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// Where a static `outpost-init` is looked for when `--init` is not given.
+fn init_candidates() -> Vec<PathBuf> {
+    let mut c = Vec::new();
+    if let Ok(p) = std::env::var("OUTPOST_INIT") {
+        c.push(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        c.push(dir.join("outpost-init"));
+    }
+    c.push(PathBuf::from("/usr/lib/outpost/outpost-init"));
+    c
+}
+
+/// `outpostd start-container`: the helper process that starts one
+/// container with liblxc (see `runtime::lxc::LxcRuntime`) and prints its
+/// init's pid.
+pub fn start_container(lxcpath: &Path, name: &str, argv: &[String]) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let pid = crate::runtime::lxc::start_here(lxcpath, name, argv)?;
+    println!("init-pid {pid}");
+    println!("liblxc-start-ms {:.1}", t0.elapsed().as_secs_f64() * 1e3);
+    Ok(())
 }

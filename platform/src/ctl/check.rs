@@ -1,8 +1,8 @@
-//! `outpostd check`: validates a sensor file exactly as the daemon does
-//! when it loads one (see [`crate::validate`]), without changing anything.
-//! On the sensor (its state directory exists) it also checks the file
-//! against the imported images and that the host interfaces it binds
-//! exist; elsewhere it says what it could not check.
+//! `outpostctl check`: validates a sensor file exactly as the daemon does
+//! when it loads one (see [`crate::validate`]), without changing anything
+//! and without outpostd. On the sensor (its state directory exists) it
+//! also checks the file against the imported images and that the host
+//! interfaces it binds exist; elsewhere it says what it could not check.
 
 use std::path::Path;
 
@@ -11,6 +11,7 @@ use outpost_protocol::SensorSpec;
 
 use crate::images::ImageStore;
 use crate::network::{self, Record};
+use crate::paths::StateDir;
 use crate::validate;
 
 pub fn check(state_dir: &Path, file: &Path) -> anyhow::Result<()> {
@@ -18,7 +19,7 @@ pub fn check(state_dir: &Path, file: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read sensor file {}", file.display()))?;
     let spec = SensorSpec::parse_valid(&text)
         .map_err(|e| anyhow::anyhow!("sensor file {}: {e}", file.display()))?;
-    let Ok(st) = super::existing_state(state_dir) else {
+    let Some(st) = existing_state(state_dir) else {
         println!(
             "note: no outpostd state directory at {}: images and host interfaces were not checked (fix: run check on the sensor, with the --state-dir outpostd uses)",
             state_dir.display()
@@ -71,4 +72,11 @@ pub fn check(state_dir: &Path, file: &Path) -> anyhow::Result<()> {
         bound
     );
     Ok(())
+}
+
+/// The state directory at `root` if it holds a state database. Never
+/// creates one: a mistyped `--state-dir` gets a note, not a new sensor.
+fn existing_state(root: &Path) -> Option<StateDir> {
+    let st = StateDir::new(root);
+    st.db().is_file().then_some(st)
 }

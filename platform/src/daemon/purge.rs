@@ -1,34 +1,12 @@
-//! `outpostd logs` and `outpostd purge`.
+//! Purging a removed instrument's data (`outpostctl purge`, asked over
+//! D-Bus and done by the actor, so nothing starts the instrument meanwhile).
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
-
-use anyhow::bail;
 
 use crate::db::Db;
 use crate::paths::StateDir;
 use crate::runtime::acl;
-
-/// Prints an instrument's console log (the rotated part first).
-pub fn logs(state_dir: &Path, name: &str) -> anyhow::Result<()> {
-    let (st, _) = super::open_state(state_dir)?;
-    let log = st.console_log(name);
-    let old = log.with_extension("log.1");
-    if !log.exists() && !old.exists() {
-        bail!(
-            "instrument {name} has no log under {} (has it ever started?)",
-            st.logs(name).display()
-        );
-    }
-    let mut out = std::io::stdout().lock();
-    for p in [old, log] {
-        if let Ok(b) = std::fs::read(&p) {
-            out.write_all(&b)?;
-        }
-    }
-    Ok(())
-}
 
 /// Why a purge was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -100,16 +78,4 @@ pub fn purge_data(st: &StateDir, db: &Db, name: &str) -> Result<Vec<String>, Pur
         removed.push(format!("host ids {}-{}", ids.base, ids.last()));
     }
     Ok(removed)
-}
-
-/// `outpostd purge`.
-pub fn purge(state_dir: &Path, name: &str) -> anyhow::Result<()> {
-    let (st, db) = super::open_state(state_dir)?;
-    let removed = purge_data(&st, &db, name)?;
-    if removed.is_empty() {
-        println!("instrument {name} has no stored data");
-    } else {
-        println!("purged {}", removed.join(", "));
-    }
-    Ok(())
 }
