@@ -65,29 +65,8 @@ trap cleanup EXIT
 # with the system bus's defaults and the repository's policy file.
 start_bus() {
   mkdir -p "$STATE/bus"; chmod 755 "$STATE/bus"
-  cat >"$STATE/bus/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$STATE/bus/socket</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_destination="org.freedesktop.DBus"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-  </policy>
-  <include>$PWD/platform/dbus/org.outpost.Sensor1.conf</include>
-</busconfig>
-EOF
+  sed -e "s|@SOCKET@|$STATE/bus/socket|" -e "s|@POLICY@|$PWD/platform/dbus/org.outpost.Sensor1.conf|" \
+    platform/dbus/private-bus.conf.in >"$STATE/bus/bus.conf"
   dbus-daemon --config-file="$STATE/bus/bus.conf" --fork --print-pid=3 3>"$STATE/bus/pid" >/dev/null
   export OUTPOST_BUS="unix:path=$STATE/bus/socket"
 }

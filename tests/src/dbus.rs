@@ -29,36 +29,12 @@ impl DBus {
         let socket = dir.path().join("bus");
         let policy = workspace().join("platform/dbus/org.outpost.Sensor1.conf");
         let conf = dir.path().join("bus.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_destination="org.freedesktop.DBus"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"#,
-                socket = socket.display(),
-                policy = policy.display()
-            ),
-        )
-        .unwrap();
+        let template = workspace().join("platform/dbus/private-bus.conf.in");
+        let text = std::fs::read_to_string(&template)
+            .unwrap_or_else(|e| panic!("{}: {e}", template.display()))
+            .replace("@SOCKET@", &socket.display().to_string())
+            .replace("@POLICY@", &policy.display().to_string());
+        std::fs::write(&conf, text).unwrap();
         let mut child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", conf.display()))
             .args(["--nofork", "--print-address=1"])
