@@ -48,7 +48,11 @@ impl<R: Runtime> Daemon<R> {
                 self.on_config_result(&name, generation, version, applied, reason);
                 return false;
             }
-            Command::NatsExited { pid } => self.on_nats_exit(pid).await,
+            Command::NatsExited { pid } => {
+                self.on_nats_exit(pid);
+                return false;
+            }
+            Command::NatsBack { started, why, took } => self.on_nats_back(started, why, took),
             Command::RetentionNow {
                 name,
                 older_than,

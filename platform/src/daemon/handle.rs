@@ -54,6 +54,12 @@ pub enum Command {
     },
     /// nats-server (this pid) ended.
     NatsExited { pid: i32 },
+    /// A nats-server restart job ended: the new pid, or why not.
+    NatsBack {
+        started: Result<i32, String>,
+        why: &'static str,
+        took: std::time::Duration,
+    },
     /// A desired-state change (see `intake`).
     Apply {
         change: Change,

@@ -619,7 +619,7 @@ impl<R: Runtime> Daemon<R> {
     async fn drain_jobs(&mut self, rx: &mut tokio::sync::mpsc::Receiver<Command>) {
         self.draining = true;
         let deadline = tokio::time::Instant::now() + self.cfg.stop_grace + Duration::from_secs(15);
-        while self.instances.values().any(|i| i.busy.is_some()) {
+        while self.nats_job || self.instances.values().any(|i| i.busy.is_some()) {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(Command::StopDone { name, exit })) => self.finish_stop(&name, exit).await,
                 Ok(Some(Command::ExitCollected {
@@ -627,6 +627,9 @@ impl<R: Runtime> Daemon<R> {
                     exit,
                     ran_for,
                 })) => self.on_exit_collected(&name, exit, ran_for).await,
+                Ok(Some(Command::NatsBack { started, why, took })) => {
+                    self.on_nats_back(started, why, took)
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     warn!(

@@ -148,6 +148,10 @@ pub struct Daemon<R: Runtime> {
     /// The instruments that have an account in it.
     nats_accounts: Option<BTreeSet<String>>,
     nats_failures: u32,
+    /// A nats-server restart job is under way.
+    nats_job: bool,
+    /// Its config changed meanwhile: restart again once it is back.
+    nats_resync: bool,
     /// Parsed manifests by (image, version, sha256): images never change.
     manifests: BTreeMap<(String, String, String), Manifest>,
     /// Config checks by (image, version, config body).
@@ -200,6 +204,8 @@ impl<R: Runtime> Daemon<R> {
             nats_users: None,
             nats_accounts: None,
             nats_failures: 0,
+            nats_job: false,
+            nats_resync: false,
             manifests: BTreeMap::new(),
             config_checks: BTreeMap::new(),
             retention: BTreeMap::new(),

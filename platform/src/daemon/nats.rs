@@ -88,8 +88,12 @@ impl<R: Runtime> Daemon<R> {
     }
 
     /// nats-server ended: start it again (with back-off while it keeps
-    /// failing). Instruments and the platform reconnect by themselves.
-    pub(super) async fn on_nats_exit(&mut self, pid: i32) {
+    /// failing), as a job off the loop. Instruments and the platform
+    /// reconnect by themselves.
+    pub(super) fn on_nats_exit(&mut self, pid: i32) {
+        if self.nats_job {
+            return; // our own restart stopped it
+        }
         let Some(nats) = self.nats.as_mut() else {
             return;
         };
@@ -103,16 +107,58 @@ impl<R: Runtime> Daemon<R> {
         self.nats_failures += 1;
         let delay = Duration::from_millis(100 * (1 << self.nats_failures.min(6)))
             .min(Duration::from_secs(5));
-        tokio::time::sleep(delay).await;
-        let nats = self.nats.as_mut().expect("present");
-        let started = match nats.start_or_adopt() {
-            Ok((pid, _)) => nats.wait_ready(Duration::from_secs(15)).await.map(|_| pid),
-            Err(e) => Err(e),
+        self.nats_restart_job(delay, "it exited");
+    }
+
+    /// Restarts nats-server as a job off the loop: stop (if it runs), wait
+    /// `delay`, start on its current config, wait until it is ready; the
+    /// job reports back with [`Command::NatsBack`]. A second restart asked
+    /// meanwhile follows the first.
+    pub(super) fn nats_restart_job(&mut self, delay: Duration, why: &'static str) {
+        if self.nats_job {
+            self.nats_resync = true;
+            return;
+        }
+        let Some(nats) = self.nats.as_mut() else {
+            return;
         };
+        let mut job = nats.clone();
+        nats.forget();
+        self.nats_job = true;
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            job.stop().await;
+            tokio::time::sleep(delay).await;
+            let started = match job.start_or_adopt() {
+                Ok((pid, _)) => job.wait_ready(Duration::from_secs(15)).await.map(|_| pid),
+                Err(e) => Err(e),
+            };
+            let _ = tx
+                .send(Command::NatsBack {
+                    started: started.map_err(|e| e.to_string()),
+                    why,
+                    took: t0.elapsed(),
+                })
+                .await;
+        });
+    }
+
+    /// A restart job ended.
+    pub(super) fn on_nats_back(&mut self, started: Result<i32, String>, why: &str, took: Duration) {
+        self.nats_job = false;
         match started {
             Ok(pid) => {
                 self.nats_failures = 0;
+                if let Some(n) = self.nats.as_mut() {
+                    n.set_pid(pid);
+                }
                 self.watch_nats(pid);
+                info!(
+                    pid,
+                    ms = took.as_millis() as u64,
+                    "nats-server restarted: {why}"
+                );
                 if let Some(bus) = self.bus.clone() {
                     let limits = self.cfg.events;
                     tokio::spawn(async move {
@@ -125,9 +171,13 @@ impl<R: Runtime> Daemon<R> {
                         error!("stream EVENTS could not be checked after the nats-server restart");
                     });
                 }
+                if std::mem::take(&mut self.nats_resync) && !self.draining {
+                    self.nats_restart_job(Duration::ZERO, "identities changed during the restart");
+                }
             }
             Err(e) => {
-                error!("nats-server could not be restarted: {e}; retrying");
+                error!("nats-server could not be restarted ({why}): {e}; retrying");
+                self.nats_resync = false;
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
                     let _ = tx.send(Command::NatsExited { pid: 0 }).await;
@@ -206,6 +256,10 @@ impl<R: Runtime> Daemon<R> {
                 self.nats_users = Some(text);
                 self.nats_accounts = Some(accounts);
                 if !changed || nats.pid().is_none() {
+                    // A restart under way must take this config too.
+                    if changed && self.nats_job {
+                        self.nats_resync = true;
+                    }
                     return;
                 }
                 if same_accounts {
@@ -215,7 +269,7 @@ impl<R: Runtime> Daemon<R> {
                         "bus identities updated; nats-server reloaded"
                     );
                 } else {
-                    self.restart_nats("instruments came or went").await;
+                    self.nats_restart_job(Duration::ZERO, "instruments came or went");
                 }
             }
             Err(e) => error!("{e}"),
@@ -223,7 +277,8 @@ impl<R: Runtime> Daemon<R> {
     }
 
     /// Stops nats-server and starts it on its current config, waiting
-    /// until it accepts connections.
+    /// until it accepts connections: at start-up only, before anything
+    /// else runs (later restarts are jobs, see `nats_restart_job`).
     pub(super) async fn restart_nats(&mut self, why: &str) {
         let Some(nats) = self.nats.as_mut() else {
             return;

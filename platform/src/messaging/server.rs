@@ -94,6 +94,7 @@ pub fn read_port(dir: &Path) -> Option<u16> {
 }
 
 /// How the running server is known.
+#[derive(Debug, Clone)]
 pub struct NatsServer {
     binary: PathBuf,
     dir: PathBuf,
@@ -272,6 +273,11 @@ impl NatsServer {
     /// The server died; forget it.
     pub fn forget(&mut self) {
         self.pid = None;
+    }
+
+    /// Takes the server a restart job started as this one.
+    pub fn set_pid(&mut self, pid: i32) {
+        self.pid = Some(pid);
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 5s).
