@@ -46,5 +46,6 @@ pub mod observability;
 pub mod paths;
 pub mod run;
 pub mod runtime;
+pub mod shutdown;
 pub mod supervisor;
 pub mod validate;

@@ -284,6 +284,7 @@ pub async fn serve(
     addr: SocketAddr,
     allow_remote: bool,
     handle: Handle,
+    shutdown: crate::shutdown::Shutdown,
 ) -> Result<(), MetricsError> {
     if !addr.ip().is_loopback() && !allow_remote {
         return Err(MetricsError::NotLoopback(addr));
@@ -308,7 +309,11 @@ pub async fn serve(
     );
     info!(%addr, "serving metrics at /metrics");
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        let stop = async move { shutdown.triggered().await };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             warn!("the metrics server stopped: {e}");
         }
     });

@@ -12,10 +12,13 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
-use crate::daemon::{Command, Daemon, DaemonConfig};
+use crate::daemon::{Command, Daemon, DaemonConfig, Parts};
+use crate::messaging::server::{self, NatsServer};
+use crate::messaging::shared::SharedBus;
 use crate::paths::StateDir;
 use crate::runtime::lxc::LxcRuntime;
 use crate::runtime::lxc_config::path_problem;
+use crate::shutdown::Shutdown;
 
 /// Options of `outpostd run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -135,29 +138,52 @@ pub fn run(state_dir: &Path, opts: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let bus = opts.dbus.clone();
+    let (nats_binary, nats_port) = (opts.nats_server.clone(), opts.nats_port);
     let metrics = opts.metrics.map(|a| (a, opts.metrics_allow_remote));
     let api_state = state.clone();
     runtime.block_on(async move {
-        let daemon = Daemon::new(cfg, rt)?;
+        // The parts every server of outpostd shares, made here: the
+        // nats-server (started or adopted by the daemon, with the
+        // identities of the desired state), the platform's one bus client
+        // (shared once it is up), and one shutdown token.
+        let nats_dir = api_state.nats();
+        std::fs::create_dir_all(&nats_dir)
+            .with_context(|| format!("cannot create {}", nats_dir.display()))?;
+        let nats = NatsServer::new(
+            server::find_binary(nats_binary.as_deref())?,
+            &nats_dir,
+            server::choose_port(&nats_dir, nats_port)?,
+        );
+        let shared_bus = SharedBus::new();
+        let shutdown = Shutdown::new();
+        let parts = Parts {
+            nats: Some(nats),
+            shared_bus: shared_bus.clone(),
+            shutdown: shutdown.clone(),
+            ..Parts::default()
+        };
+        let daemon = Daemon::compose(cfg, rt, parts)?;
         let handle = daemon.handle();
         // Kept until the daemon ends; dropping it leaves the bus.
-        let _api = crate::dbus::serve(&bus, handle.clone(), &api_state).await;
+        let _api = crate::dbus::serve(&bus, handle.clone(), &api_state, shared_bus).await;
         if let Some((addr, remote)) = metrics {
-            crate::metrics::serve(addr, remote, handle.clone()).await?;
+            crate::metrics::serve(addr, remote, handle.clone(), shutdown.clone()).await?;
         }
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let stop = shutdown.clone();
         let signals = tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = term.recv() => { info!("SIGTERM received"); let _ = handle.send(Command::Shutdown).await; break; }
-                    _ = int.recv() => { info!("SIGINT received"); let _ = handle.send(Command::Shutdown).await; break; }
+                    _ = term.recv() => { info!("SIGTERM received"); stop.trigger(); break; }
+                    _ = int.recv() => { info!("SIGINT received"); stop.trigger(); break; }
                     _ = hup.recv() => { info!("SIGHUP received; re-reading the sensor file"); if handle.send(Command::Reload).await.is_err() { break; } }
                 }
             }
         });
         let res = daemon.run().await;
+        shutdown.trigger();
         signals.abort();
         res.map_err(anyhow::Error::from)
     })?;

@@ -51,8 +51,10 @@ use crate::messaging::bus::Bus;
 use crate::messaging::keys::Keys;
 use crate::messaging::proxy::Proxy;
 use crate::messaging::server::NatsServer;
+use crate::messaging::shared::SharedBus;
 use crate::paths;
 use crate::runtime::{Observed, Runtime, rootfs};
+use crate::shutdown::Shutdown;
 use crate::supervisor::{State, state};
 
 /// Says in a status detail that the desired state was not taken.
@@ -166,24 +168,56 @@ pub struct Daemon<R: Runtime> {
     /// What the daemon asks of the bus (the platform client once the bus
     /// is up, or the unit tests' fake).
     control: Option<Arc<dyn crate::messaging::control::BusControl>>,
+    /// The nats-server made outside, until the bus starts.
+    given_nats: Option<NatsServer>,
+    /// Where the platform's bus client is shared with the rest of outpostd.
+    shared_bus: SharedBus,
+    shutdown: Shutdown,
+}
+
+/// What a daemon is made with; `Parts::default()` is what `Daemon::new`
+/// uses: the real binder, a bus client and nats-server of its own making,
+/// a shutdown token no one else holds.
+pub struct Parts {
+    pub binder: Arc<dyn crate::network::Binder>,
+    /// Instead of the platform's client once the bus is up (tests).
+    pub control: Option<Arc<dyn crate::messaging::control::BusControl>>,
+    /// nats-server to start or adopt (else made from the config).
+    pub nats: Option<NatsServer>,
+    pub shared_bus: SharedBus,
+    pub shutdown: Shutdown,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Parts {
+            binder: Arc::new(crate::network::Netlink),
+            control: None,
+            nats: None,
+            shared_bus: SharedBus::default(),
+            shutdown: Shutdown::default(),
+        }
+    }
 }
 
 impl<R: Runtime> Daemon<R> {
     /// Opens the state and prepares the daemon; nothing runs until
     /// [`Daemon::run`].
     pub fn new(cfg: DaemonConfig, rt: R) -> Result<Daemon<R>, DaemonError> {
-        Self::with_seams(cfg, rt, Arc::new(crate::network::Netlink), None)
+        Self::compose(cfg, rt, Parts::default())
     }
 
-    /// [`Daemon::new`] with another [`Binder`](crate::network::Binder) and
-    /// bus control (the unit tests' fakes; `None`: the platform client made
-    /// when the bus starts).
-    pub fn with_seams(
-        cfg: DaemonConfig,
-        rt: R,
-        binder: Arc<dyn crate::network::Binder>,
-        control: Option<Arc<dyn crate::messaging::control::BusControl>>,
-    ) -> Result<Daemon<R>, DaemonError> {
+    /// [`Daemon::new`] with the parts made outside: by `outpostd run` (the
+    /// nats-server, the shared bus client, the shutdown token it gives the
+    /// D-Bus and metrics servers too) or by the unit tests (fakes).
+    pub fn compose(cfg: DaemonConfig, rt: R, parts: Parts) -> Result<Daemon<R>, DaemonError> {
+        let Parts {
+            binder,
+            control,
+            nats,
+            shared_bus,
+            shutdown,
+        } = parts;
         let db = Db::open(&cfg.state.db())?;
         let images = ImageStore::new(&cfg.state);
         let keys = Keys::new(&cfg.state.secrets());
@@ -212,6 +246,9 @@ impl<R: Runtime> Daemon<R> {
             draining: false,
             binder,
             control,
+            given_nats: nats,
+            shared_bus,
+            shutdown,
         })
     }
 
@@ -266,6 +303,7 @@ impl<R: Runtime> Daemon<R> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let reconcile = tokio::select! {
+                _ = self.shutdown.triggered() => break,
                 cmd = rx.recv() => match cmd {
                     None | Some(Command::Shutdown) => break,
                     Some(cmd) => self.on_command(cmd).await,

@@ -27,10 +27,16 @@ impl<R: Runtime> Daemon<R> {
         let dir = self.cfg.state.nats();
         fs::create_dir_all(&dir)
             .map_err(|e| DaemonError::Setup(format!("cannot create {}: {e}", dir.display())))?;
-        let binary = server::find_binary(self.cfg.nats_server.as_deref())?;
-        let port = server::choose_port(&dir, self.cfg.nats_port)?;
+        let mut server = match self.given_nats.take() {
+            Some(s) => s,
+            None => {
+                let binary = server::find_binary(self.cfg.nats_server.as_deref())?;
+                let port = server::choose_port(&dir, self.cfg.nats_port)?;
+                NatsServer::new(binary, &dir, port)
+            }
+        };
         self.keys.ensure(PLATFORM)?;
-        let mut server = NatsServer::new(binary, &dir, port);
+        let port = server.port();
         server.leave_global_account().await?;
         self.nats = Some(server);
         let wanted: Vec<InstrumentSpec> = self
@@ -75,6 +81,7 @@ impl<R: Runtime> Daemon<R> {
         if self.control.is_none() {
             self.control = Some(std::sync::Arc::new(bus.clone()));
         }
+        self.shared_bus.set(bus.clone());
         self.bus = Some(bus);
         Ok(())
     }

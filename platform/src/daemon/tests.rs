@@ -123,13 +123,12 @@ fn daemon_full(
     let control = bus.map(|b| {
         std::sync::Arc::new(b.clone()) as std::sync::Arc<dyn crate::messaging::control::BusControl>
     });
-    let mut d = Daemon::with_seams(
-        cfg,
-        rt.clone(),
-        std::sync::Arc::new(binder.clone()),
+    let parts = Parts {
+        binder: std::sync::Arc::new(binder.clone()),
         control,
-    )
-    .unwrap();
+        ..Parts::default()
+    };
+    let mut d = Daemon::compose(cfg, rt.clone(), parts).unwrap();
     let rx = d.rx.take().unwrap();
     d.startup().unwrap();
     (d, rx)

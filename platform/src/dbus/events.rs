@@ -1,21 +1,18 @@
-//! Reading the sensor's `EVENTS` stream for `Events`: a platform client of
-//! the local nats-server (made on first use, kept), and one batch per call
-//! from a stream sequence on, so a client follows by asking again from
-//! where the last answer ended.
+//! Reading the sensor's `EVENTS` stream for `Events`: through the
+//! platform's one bus client (shared by the daemon once its bus is up), one
+//! batch per call from a stream sequence on, so a client follows by asking
+//! again from where the last answer ended.
 
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use futures::StreamExt;
 use outpost_protocol::Envelope;
-use outpost_protocol::subjects::{self, EVENTS_ALL, EVENTS_STREAM, PLATFORM};
+use outpost_protocol::subjects::{self, EVENTS_ALL, EVENTS_STREAM};
 use serde::{Deserialize, Serialize};
 
 use super::SensorError;
-use crate::messaging::bus::connect_platform_client;
-use crate::messaging::keys::Keys;
-use crate::messaging::server;
-use crate::paths::StateDir;
+use crate::messaging::shared::SharedBus;
 
 /// One event and where it is in the stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,35 +21,14 @@ pub struct Event {
     pub envelope: Envelope,
 }
 
-/// The platform's client of the local bus, made on first use.
+/// Reads events through the shared platform client.
 pub struct Reader {
-    client: tokio::sync::OnceCell<async_nats::Client>,
+    bus: SharedBus,
 }
 
 impl Reader {
-    pub fn new() -> Reader {
-        Reader {
-            client: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    async fn client(&self, state: &StateDir) -> Result<&async_nats::Client, SensorError> {
-        self.client
-            .get_or_try_init(|| async {
-                let port = server::read_port(&state.nats()).ok_or_else(|| {
-                    SensorError::Failed(format!(
-                        "outpostd's bus has not started yet (no {}/port)",
-                        state.nats().display()
-                    ))
-                })?;
-                let seed = Keys::new(&state.secrets())
-                    .seed(PLATFORM)
-                    .map_err(|e| SensorError::Failed(e.to_string()))?;
-                connect_platform_client(port, &seed, "outpostd D-Bus events")
-                    .await
-                    .map_err(|e| SensorError::Failed(format!("cannot reach the bus: {e}")))
-            })
-            .await
+    pub fn new(bus: SharedBus) -> Reader {
+        Reader { bus }
     }
 
     /// Up to `max` events from stream sequence `since` on (0: the first),
@@ -60,7 +36,6 @@ impl Reader {
     /// sequence to ask from next.
     pub async fn read(
         &self,
-        state: &StateDir,
         since: u64,
         max: u32,
         instrument: &str,
@@ -74,7 +49,16 @@ impl Reader {
             }
             subjects::events_of(instrument)
         };
-        let js = async_nats::jetstream::new(self.client(state).await?.clone());
+        let js = self
+            .bus
+            .get()
+            .ok_or_else(|| {
+                SensorError::Failed(
+                    "outpostd's bus has not started yet (fix: try again in a moment)".into(),
+                )
+            })?
+            .jetstream()
+            .clone();
         let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| {
             SensorError::Failed(format!("stream {EVENTS_STREAM} is not there yet: {e}"))
         })?;
@@ -131,11 +115,5 @@ impl Reader {
             Some(e) => Err(e),
             None => Ok((out, next)),
         }
-    }
-}
-
-impl Default for Reader {
-    fn default() -> Self {
-        Reader::new()
     }
 }

@@ -123,7 +123,12 @@ impl std::str::FromStr for BusChoice {
 /// connection, so they never wait behind the daemon). Failing to reach the
 /// bus is not fatal to the daemon: instruments run on, and the error says
 /// how to get the API back.
-pub async fn serve(bus: &BusChoice, handle: Handle, state: &StateDir) -> Option<zbus::Connection> {
+pub async fn serve(
+    bus: &BusChoice,
+    handle: Handle,
+    state: &StateDir,
+    shared_bus: crate::messaging::shared::SharedBus,
+) -> Option<zbus::Connection> {
     let builder = match bus {
         BusChoice::None => return None,
         BusChoice::System => zbus::connection::Builder::system(),
@@ -136,7 +141,7 @@ pub async fn serve(bus: &BusChoice, handle: Handle, state: &StateDir) -> Option<
             return None;
         }
     };
-    let sensor = Sensor::new(handle.clone(), db, state.clone());
+    let sensor = Sensor::new(handle.clone(), db, state.clone(), shared_bus);
     let built = async { builder?.name(NAME)?.serve_at(PATH, sensor)?.build().await }.await;
     let conn = match built {
         Ok(c) => c,

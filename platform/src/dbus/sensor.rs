@@ -31,12 +31,17 @@ pub struct Sensor {
 const LOG_CHUNK: u64 = 256 << 10;
 
 impl Sensor {
-    pub(super) fn new(handle: Handle, db: Db, state: StateDir) -> Sensor {
+    pub(super) fn new(
+        handle: Handle,
+        db: Db,
+        state: StateDir,
+        bus: crate::messaging::shared::SharedBus,
+    ) -> Sensor {
         Sensor {
             handle,
             db: Mutex::new(db),
             state,
-            events: super::events::Reader::new(),
+            events: super::events::Reader::new(bus),
         }
     }
 
@@ -257,10 +262,7 @@ impl Sensor {
         kind: String,
     ) -> Result<(String, u64), SensorError> {
         caller(conn, &hdr, Access::Read).await?;
-        let (events, next) = self
-            .events
-            .read(&self.state, since, max, &instrument, &kind)
-            .await?;
+        let (events, next) = self.events.read(since, max, &instrument, &kind).await?;
         let json =
             serde_json::to_string(&events).map_err(|e| SensorError::Failed(e.to_string()))?;
         Ok((json, next))

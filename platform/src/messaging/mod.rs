@@ -19,3 +19,4 @@ pub mod keys;
 pub mod proxy;
 pub mod server;
 pub mod server_config;
+pub mod shared;
