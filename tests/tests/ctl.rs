@@ -364,6 +364,11 @@ fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
         ".Restart",
         ".Start",
         ".Stop",
+        ".ConfigHistory",
+        ".SetConfig",
+        ".RollbackConfig",
+        ".Retention",
+        ".Logs",
     ] {
         assert!(intro.contains(member), "{member} missing:\n{intro}");
     }
@@ -386,6 +391,51 @@ fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
     assert_eq!(prop("State"), "s \"running\"");
     assert_eq!(prop("Pid"), format!("u {pid}"));
     assert_eq!(prop("DesiredConfigVersion"), "x 1");
+
+    // Its config and console log through its own object.
+    let call = |method: &str, sig: &str, args: &[&str]| {
+        // `--`: a negative offset is an argument, not an option.
+        let mut a = vec![
+            "call",
+            "--",
+            "org.outpost.Sensor1",
+            path.as_str(),
+            "org.outpost.Instrument1",
+            method,
+        ];
+        if !sig.is_empty() {
+            a.push(sig);
+        }
+        a.extend_from_slice(args);
+        busctl(&s.bus, &a)
+    };
+    let out = ok(call(
+        "SetConfig",
+        "sbs",
+        &[r#"{"greeting":"via object"}"#, "false", "test"],
+    ));
+    assert_eq!(out.trim(), "xb 2 true", "{out}");
+    let bad = call("SetConfig", "sbs", &[r#"{"greeting":5}"#, "false", "test"]);
+    assert!(!bad.status.success(), "{}", text(&bad));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("greeting"),
+        "{}",
+        text(&bad)
+    );
+    let hist = ok(call("ConfigHistory", "", &[]));
+    assert!(hist.contains("via object"), "{hist}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = ok(call("Logs", "x", &["-65536"]));
+        if log.contains("heartbeat") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no heartbeat in {log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Changes are signalled.
     let log = s.dir.path().join("monitor.log");
@@ -412,7 +462,7 @@ fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
             "Stop",
         ],
     ));
-    assert_eq!(out.trim(), "x 2", "{out}");
+    assert_eq!(out.trim(), "x 3", "{out}");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while prop("State") != "s \"stopped\"" {
         assert!(

@@ -2,9 +2,11 @@
 //! (`-` in a name becomes `_`, as object paths want), interface
 //! `org.outpost.Instrument1`: properties that emit `PropertiesChanged`
 //! when the daemon's snapshot changes them, and methods to restart, start
-//! and stop it. Objects come and go with the instruments.
+//! and stop it, for its config (history, set, rollback), retention and
+//! console log. Objects come and go with the instruments.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -14,7 +16,8 @@ use super::auth::Access;
 use super::sensor::caller;
 use super::{PATH, SensorError};
 use crate::daemon::{Change, Handle, Snapshot};
-use crate::db::{InstrumentStatus, Origin, Source};
+use crate::db::{Db, InstrumentStatus, Origin, Source};
+use crate::paths::StateDir;
 
 /// The object path of instrument `name`.
 pub fn path(name: &str) -> String {
@@ -24,6 +27,8 @@ pub fn path(name: &str) -> String {
 pub struct Instrument {
     handle: Handle,
     status: InstrumentStatus,
+    db: Arc<Mutex<Db>>,
+    state: StateDir,
 }
 
 impl Instrument {
@@ -33,14 +38,29 @@ impl Instrument {
         hdr: &Header<'_>,
         on: bool,
     ) -> Result<i64, SensorError> {
-        let who = caller(conn, hdr, Access::Change).await?;
         let verb = if on { "Start" } else { "Stop" };
-        let origin = Origin::new(Source::Local, who.to_string(), format!("D-Bus {verb}"));
         let change = Change::Enabled {
             instrument: self.status.name.clone(),
             on,
         };
-        Ok(self.handle.apply(change, origin, false).await?.version)
+        let (v, _) = self
+            .change(conn, hdr, change, false, format!("D-Bus {verb}"))
+            .await?;
+        Ok(v)
+    }
+
+    async fn change(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        change: Change,
+        force: bool,
+        reason: String,
+    ) -> Result<(i64, bool), SensorError> {
+        let who = caller(conn, hdr, Access::Change).await?;
+        let origin = Origin::new(Source::Local, who.to_string(), reason);
+        let a = self.handle.apply(change, origin, force).await?;
+        Ok((a.version, a.changed))
     }
 }
 
@@ -134,6 +154,57 @@ impl Instrument {
         self.enable(conn, &hdr, false).await
     }
 
+    /// Its config versions, newest first (JSON).
+    async fn config_history(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, SensorError> {
+        caller(conn, &hdr, Access::Read).await?;
+        super::ops::config_history(&self.db, &self.handle, &self.status.name)
+    }
+
+    /// Replaces its config body (JSON), checked against the image's schema
+    /// before anything is stored; answers (version, changed).
+    async fn set_config(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        body: String,
+        force: bool,
+        reason: String,
+    ) -> Result<(i64, bool), SensorError> {
+        let change = super::ops::config_change(self.status.name.clone(), &body)?;
+        self.change(conn, &hdr, change, force, reason).await
+    }
+
+    /// Makes config `version` current again (as a new version).
+    async fn rollback_config(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        version: i64,
+        force: bool,
+        reason: String,
+    ) -> Result<(i64, bool), SensorError> {
+        caller(conn, &hdr, Access::Change).await?;
+        let (change, reason) =
+            super::ops::rollback(&self.db, self.status.name.clone(), version, reason)?;
+        self.change(conn, &hdr, change, force, reason).await
+    }
+
+    /// Its console log from byte `offset` (negative: from the end), and
+    /// the offset to go on from.
+    async fn logs(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        offset: i64,
+    ) -> Result<(String, i64), SensorError> {
+        caller(conn, &hdr, Access::Read).await?;
+        super::ops::logs(&self.state, &self.status.name, offset).await
+    }
+
     /// Runs retention now (`older_than_s` 0: its period); answers the
     /// run's record (JSON) once it ended.
     async fn retention(
@@ -155,12 +226,18 @@ impl Instrument {
 
 /// Keeps one object per instrument in step with the snapshot, and emits
 /// `PropertiesChanged` for what changed (at most four times a second).
-pub(super) async fn mirror(conn: zbus::Connection, handle: Handle) {
+pub(super) async fn mirror(
+    conn: zbus::Connection,
+    handle: Handle,
+    db: Arc<Mutex<Db>>,
+    state: StateDir,
+) {
     let mut rx = handle.watch_status();
     let mut have: BTreeMap<String, InstrumentStatus> = BTreeMap::new();
+    let ctx = (handle.clone(), db, state);
     loop {
         let snap = rx.borrow_and_update().clone();
-        sync(&conn, &handle, &mut have, &snap).await;
+        sync(&conn, &ctx, &mut have, &snap).await;
         if rx.changed().await.is_err() {
             break;
         }
@@ -170,7 +247,7 @@ pub(super) async fn mirror(conn: zbus::Connection, handle: Handle) {
 
 async fn sync(
     conn: &zbus::Connection,
-    handle: &Handle,
+    (handle, db, state): &(Handle, Arc<Mutex<Db>>, StateDir),
     have: &mut BTreeMap<String, InstrumentStatus>,
     snap: &Snapshot,
 ) {
@@ -181,6 +258,8 @@ async fn sync(
             let obj = Instrument {
                 handle: handle.clone(),
                 status: st.clone(),
+                db: db.clone(),
+                state: state.clone(),
             };
             if let Err(e) = server.at(p.as_str(), obj).await {
                 warn!(instrument = %st.name, "cannot add its D-Bus object: {e}");

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod client;
 pub mod events;
 pub mod instrument;
+mod ops;
 mod sensor;
 
 use std::time::Duration;
@@ -141,7 +142,8 @@ pub async fn serve(
             return None;
         }
     };
-    let sensor = Sensor::new(handle.clone(), db, state.clone(), shared_bus);
+    let db = std::sync::Arc::new(std::sync::Mutex::new(db));
+    let sensor = Sensor::new(handle.clone(), db.clone(), state.clone(), shared_bus);
     let built = async { builder?.name(NAME)?.serve_at(PATH, sensor)?.build().await }.await;
     let conn = match built {
         Ok(c) => c,
@@ -156,7 +158,12 @@ pub async fn serve(
         }
     };
     info!(bus = ?bus, "serving {NAME} on D-Bus");
-    tokio::spawn(instrument::mirror(conn.clone(), handle.clone()));
+    tokio::spawn(instrument::mirror(
+        conn.clone(),
+        handle.clone(),
+        db,
+        state.clone(),
+    ));
     tokio::spawn(signal_changes(conn.clone(), handle));
     Some(conn)
 }

@@ -2,7 +2,7 @@
 //! first, reads come from the status snapshot or the database, changes go
 //! through the daemon's intake.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tracing::info;
 use zbus::fdo::DBusProxy;
@@ -22,24 +22,21 @@ use crate::paths::StateDir;
 /// The `org.outpost.Sensor1` object.
 pub struct Sensor {
     handle: Handle,
-    db: Mutex<Db>,
+    db: Arc<Mutex<Db>>,
     state: StateDir,
     events: super::events::Reader,
 }
 
-/// Most bytes of a console log one `Logs` call answers.
-const LOG_CHUNK: u64 = 256 << 10;
-
 impl Sensor {
     pub(super) fn new(
         handle: Handle,
-        db: Db,
+        db: Arc<Mutex<Db>>,
         state: StateDir,
         bus: crate::messaging::shared::SharedBus,
     ) -> Sensor {
         Sensor {
             handle,
-            db: Mutex::new(db),
+            db,
             state,
             events: super::events::Reader::new(bus),
         }
@@ -138,20 +135,7 @@ impl Sensor {
         name: String,
     ) -> Result<String, SensorError> {
         caller(conn, &hdr, Access::Read).await?;
-        let h = self.db.lock().expect("lock").config_history(&name)?;
-        if h.is_empty()
-            && self
-                .handle
-                .status()
-                .instruments
-                .iter()
-                .all(|i| i.name != name)
-        {
-            return Err(SensorError::NotFound(format!(
-                "no instrument {name} (fix: check the name with outpostctl instruments)"
-            )));
-        }
-        serde_json::to_string(&h).map_err(|e| SensorError::Failed(e.to_string()))
+        super::ops::config_history(&self.db, &self.handle, &name)
     }
 
     /// Replaces an instrument's config body (JSON); it is checked against
@@ -166,18 +150,8 @@ impl Sensor {
         reason: String,
     ) -> Result<(i64, bool), SensorError> {
         let caller = caller(conn, &hdr, Access::Change).await?;
-        let body: serde_json::Value = serde_json::from_str(&body)
-            .map_err(|e| SensorError::Invalid(format!("the config body is not JSON: {e}")))?;
-        self.change(
-            &caller,
-            Change::Config {
-                instrument: name,
-                body,
-            },
-            force,
-            reason,
-        )
-        .await
+        let change = super::ops::config_change(name, &body)?;
+        self.change(&caller, change, force, reason).await
     }
 
     /// Makes an old config version current again (as a new version).
@@ -191,28 +165,7 @@ impl Sensor {
         reason: String,
     ) -> Result<(i64, bool), SensorError> {
         let caller = caller(conn, &hdr, Access::Change).await?;
-        let history = self.db.lock().expect("lock").config_history(&name)?;
-        let Some(old) = history.iter().find(|c| c.version == version) else {
-            let have: Vec<String> = history.iter().map(|c| c.version.to_string()).collect();
-            return Err(SensorError::NotFound(format!(
-                "instrument {name} has no config version {version} (it has: {}) \
-                 (fix: see outpostctl config history {name})",
-                if have.is_empty() {
-                    "none".into()
-                } else {
-                    have.join(", ")
-                }
-            )));
-        };
-        let reason = if reason.is_empty() {
-            format!("rollback to config version {version}")
-        } else {
-            reason
-        };
-        let change = Change::Config {
-            instrument: name,
-            body: old.body.clone(),
-        };
+        let (change, reason) = super::ops::rollback(&self.db, name, version, reason)?;
         self.change(&caller, change, force, reason).await
     }
 
@@ -468,20 +421,7 @@ impl Sensor {
         offset: i64,
     ) -> Result<(String, i64), SensorError> {
         caller(conn, &hdr, Access::Read).await?;
-        if let Some(p) = outpost_protocol::names::name_problem(&name) {
-            return Err(SensorError::Invalid(format!("instrument name {p}")));
-        }
-        let path = self.state.console_log(&name);
-        let read = tokio::task::spawn_blocking(move || read_log(&path, offset))
-            .await
-            .map_err(|e| SensorError::Failed(e.to_string()))?;
-        match read {
-            Ok(x) => Ok(x),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SensorError::NotFound(
-                format!("instrument {name} has no console log (has it ever started?)"),
-            )),
-            Err(e) => Err(SensorError::Failed(format!("console log of {name}: {e}"))),
-        }
+        super::ops::logs(&self.state, &name, offset).await
     }
 
     /// An image import made progress: `phase` "verifying" (`done` of
@@ -533,24 +473,4 @@ pub(super) async fn caller(
     authorize(&caller, access, Groups::lookup())
         .map_err(|e| SensorError::AccessDenied(e.to_string()))?;
     Ok(caller)
-}
-
-/// Up to [`LOG_CHUNK`] bytes of `path` from `offset` (negative: from the
-/// end), and where to go on from.
-fn read_log(path: &std::path::Path, offset: i64) -> std::io::Result<(String, i64)> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len() as i64;
-    let start = if offset < 0 {
-        (len + offset).max(0)
-    } else if offset > len {
-        0 // rotated since: start over on the new file
-    } else {
-        offset
-    };
-    f.seek(SeekFrom::Start(start as u64))?;
-    let mut buf = Vec::new();
-    f.take(LOG_CHUNK).read_to_end(&mut buf)?;
-    let next = start + buf.len() as i64;
-    Ok((String::from_utf8_lossy(&buf).into_owned(), next))
 }
