@@ -6,9 +6,10 @@
 //! older than its period, then walks the instrument's persistent storage
 //! itself. A run is a job off the actor loop; its [`RetentionRun`] record
 //! comes back as a command, is stored, and a run that got no valid answer
-//! raises `retention-failed`, one that left something older than the
-//! cutoff (by the instrument's own report or by the platform's walk)
-//! raises `retention-violated`.
+//! (or whose storage the platform could not walk) raises
+//! `retention-failed`, one that left something older than the cutoff (by
+//! the instrument's own report or by the platform's walk) raises
+//! `retention-violated`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -484,11 +485,22 @@ pub(super) fn walk_oldest(root: &Path, limit: u64) -> Result<Found, String> {
         oldest_ms: None,
     };
     let mut seen = 0u64;
+    // What vanishes while we look (the instrument runs on) is no longer
+    // there to keep; any other error means the walk proves nothing.
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let entries = fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if gone(&e) && dir != root => continue,
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        };
         for e in entries {
-            let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
+            let e = match e {
+                Ok(e) => e,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(format!("{}: {e}", dir.display())),
+            };
             seen += 1;
             if seen > limit {
                 return Err(format!(
@@ -497,8 +509,11 @@ pub(super) fn walk_oldest(root: &Path, limit: u64) -> Result<Found, String> {
                 ));
             }
             let path = e.path();
-            let meta =
-                fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            };
             if meta.is_dir() {
                 stack.push(path);
                 continue;
@@ -604,9 +619,11 @@ pub(super) fn verdict(
             None => "nothing left".into(),
         };
         v.message = format!("{removed}; {oldest}{cant}");
+        // Without its own walk the platform has no proof: an instrument
+        // could keep its storage unreadable to hide what it keeps.
         if let Some(n) = walk_note {
-            v.message.push_str("; ");
-            v.message.push_str(&n);
+            v.outcome = RetentionOutcome::Failed;
+            v.message = format!("{removed}, but {n}");
         }
     }
     v
@@ -696,9 +713,9 @@ mod tests {
     }
 
     #[test]
-    fn a_walk_that_cannot_run_is_said() {
-        let v = verdict(CUTOFF, Ok(reply(None)), Err("/x: gone".into()));
-        assert_eq!(v.outcome, RetentionOutcome::Ok);
+    fn a_walk_that_cannot_run_proves_nothing() {
+        let v = verdict(CUTOFF, Ok(reply(None)), Err("/x: permission denied".into()));
+        assert_eq!(v.outcome, RetentionOutcome::Failed);
         assert!(
             v.message.contains("could not check the storage"),
             "{}",
