@@ -86,7 +86,11 @@ pub trait Instrument: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = Result<(), String>> + Send;
 
     /// Deletes what is older than `cutoff`. The default deletes files
-    /// older than the cutoff under the persistent directory.
+    /// older than the cutoff under the persistent directory and reports
+    /// when the oldest file left was modified. An override should report
+    /// `oldest_remaining` too: the platform compares it with the cutoff
+    /// (and walks the persistent directory itself); anything older left is
+    /// a `retention-violated` event.
     fn retention(
         &self,
         ctx: &Context,
