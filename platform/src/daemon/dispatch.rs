@@ -20,6 +20,16 @@ impl<R: Runtime> Daemon<R> {
                 ran_for,
             } => self.on_exit_collected(&name, exit, ran_for).await,
             Command::StopDone { name, exit } => self.finish_stop(&name, exit).await,
+            Command::Started {
+                name,
+                spec,
+                started,
+                restarting,
+                looping,
+            } => {
+                self.finish_start(&name, *spec, started, restarting, looping)
+                    .await
+            }
             Command::Wake => {}
             // Health and config results change no desired or observed
             // container state (a health restart schedules its own

@@ -28,6 +28,16 @@ pub enum Command {
         exit: crate::supervisor::ExitRecord,
         ran_for: std::time::Duration,
     },
+    /// A start job ended: the container's init pid, or why not.
+    Started {
+        name: String,
+        spec: Box<crate::runtime::ContainerSpec>,
+        started: Result<i32, String>,
+        /// A restart after an exit (counted in `restarts`).
+        restarting: bool,
+        /// It was crash-looping.
+        looping: bool,
+    },
     /// A stop job ended (sent by the job).
     StopDone {
         name: String,

@@ -121,68 +121,119 @@ impl<R: Runtime> Daemon<R> {
             return;
         }
         let prepared = t0.elapsed();
-        let rt = self.rt.clone();
-        let s = spec.clone();
-        let started = tokio::task::spawn_blocking(move || -> Result<i32, RuntimeError> {
-            let t = Instant::now();
-            rt.define(&s)?;
-            crate::failpoint::hit("after-define");
-            let defined = t.elapsed();
-            let pid = rt.start(&s)?;
-            crate::failpoint::hit("after-start");
-            debug!(
-                instrument = %s.name,
-                define_ms = defined.as_secs_f64() * 1e3,
-                start_ms = (t.elapsed() - defined).as_secs_f64() * 1e3,
-                "container started"
-            );
-            Ok(pid)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(RuntimeError::Container {
-                name: name.to_string(),
-                detail: format!("start task failed: {e}"),
-            })
-        });
         debug!(
             instrument = name,
             prepare_ms = prepared.as_secs_f64() * 1e3,
             "directories prepared"
         );
-        let started = match started {
-            Ok(pid) => match self.apply_bindings(name, pid).await {
-                Ok(()) => Ok(pid),
+        // Defining and starting the container (its tree, its storage,
+        // liblxc's start) is a job off the loop; it reports back with
+        // `Command::Started`.
+        self.instances.get_mut(name).expect("present").busy = Some(Busy::Starting);
+        let rt = self.rt.clone();
+        let tx = self.tx.clone();
+        let n = name.to_string();
+        tokio::spawn(async move {
+            let s = spec.clone();
+            let started = tokio::task::spawn_blocking(move || -> Result<i32, RuntimeError> {
+                let t = Instant::now();
+                rt.define(&s)?;
+                crate::failpoint::hit("after-define");
+                let defined = t.elapsed();
+                let pid = rt.start(&s)?;
+                crate::failpoint::hit("after-start");
+                debug!(
+                    instrument = %s.name,
+                    define_ms = defined.as_secs_f64() * 1e3,
+                    start_ms = (t.elapsed() - defined).as_secs_f64() * 1e3,
+                    "container started"
+                );
+                Ok(pid)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(RuntimeError::Container {
+                    name: n.clone(),
+                    detail: format!("start task failed: {e}"),
+                })
+            });
+            let _ = tx
+                .send(Command::Started {
+                    name: n,
+                    spec: Box::new(spec),
+                    started: started.map_err(|e| e.to_string()),
+                    restarting,
+                    looping,
+                })
+                .await;
+        });
+    }
+
+    /// A start job ended: the interfaces are bound and the bus attached,
+    /// or the start counts as a failure. An operator's restart waiting
+    /// for it is answered.
+    pub(super) async fn finish_start(
+        &mut self,
+        name: &str,
+        spec: ContainerSpec,
+        started: Result<i32, String>,
+        restarting: bool,
+        looping: bool,
+    ) {
+        let Some(inst) = self.instances.get_mut(name) else {
+            return;
+        };
+        inst.busy = None;
+        let waiter = inst.after_start.take();
+        let ins = self.wanted(name);
+        let outcome = match (started, ins) {
+            (Err(e), Some(ins)) => {
+                self.fail_start(name, &ins, e.clone()).await;
+                Err(e)
+            }
+            (Err(e), None) => {
+                self.destroy(name).await;
+                Err(e)
+            }
+            (Ok(pid), ins) => match self.apply_bindings(name, pid).await {
                 Err(why) => {
                     self.stop_running(name, pid).await;
-                    self.fail_start(name, ins, why.to_string()).await;
-                    return;
+                    if let Some(ins) = &ins {
+                        self.fail_start(name, ins, why.to_string()).await;
+                    }
+                    Err(why.to_string())
+                }
+                Ok(()) => {
+                    let inst = self.instances.get_mut(name).expect("present");
+                    inst.started = Some(Instant::now());
+                    inst.next_restart = None;
+                    inst.status.init_pid = Some(pid);
+                    inst.status.started_at_ms = Some(now_ms());
+                    inst.status.next_restart_ms = None;
+                    inst.status.spec_hash = Some(spec.hash());
+                    if restarting {
+                        inst.status.restarts += 1;
+                    }
+                    self.watch(name, pid);
+                    let st = if looping {
+                        state::CRASH_LOOPING
+                    } else {
+                        state::RUNNING
+                    };
+                    self.set_state(name, st, format!("running (init pid {pid})"));
+                    self.attach_bus(name, pid, false).await;
+                    Ok(())
                 }
             },
-            Err(e) => Err(e),
         };
-        match started {
-            Ok(pid) => {
-                let inst = self.instances.get_mut(name).expect("present");
-                inst.started = Some(Instant::now());
-                inst.next_restart = None;
-                inst.status.init_pid = Some(pid);
-                inst.status.started_at_ms = Some(now_ms());
-                inst.status.next_restart_ms = None;
-                inst.status.spec_hash = Some(spec.hash());
-                if restarting {
-                    inst.status.restarts += 1;
-                }
-                self.watch(name, pid);
-                let st = if looping {
-                    state::CRASH_LOOPING
-                } else {
-                    state::RUNNING
-                };
-                self.set_state(name, st, format!("running (init pid {pid})"));
-                self.attach_bus(name, pid, false).await;
-            }
-            Err(e) => self.fail_start(name, ins, e.to_string()).await,
+        if let Some(w) = waiter {
+            // Answered once the status shows the start.
+            self.publish_status();
+            let _ = w.send(outcome.map_err(|e| {
+                ApplyError::Store(format!(
+                    "instrument {name} was stopped but could not start: {e}"
+                ))
+            }));
         }
     }
 
@@ -242,15 +293,29 @@ impl<R: Runtime> Daemon<R> {
         exit: ExitRecord,
         ran_for: Duration,
     ) {
+        let mut then = None;
         if let Some(inst) = self.instances.get_mut(name) {
             inst.busy = None;
+            then = inst.after_stop.take();
         }
         let Some(ins) = self.wanted(name) else {
+            if let Some(t) = then {
+                t.done(Ok(()));
+            }
             self.remove_instance(name).await;
             return;
         };
         self.destroy(name).await;
         self.after_exit(name, &ins, exit, ran_for);
+        // An operator asked for a restart while it was going down anyway.
+        if let Some(AfterStop::Restart(reply)) = then {
+            if let Some(inst) = self.instances.get_mut(name) {
+                inst.down_for_good = false;
+                inst.next_restart = None;
+            }
+            self.reconcile_one(&ins).await;
+            self.answer_restart(name, reply);
+        }
     }
 
     /// Reads the exit record outpost-init left (see [`read_exit_at`]).
@@ -497,10 +562,7 @@ impl<R: Runtime> Daemon<R> {
                 if let Some(ins) = self.wanted(name) {
                     self.reconcile_one(&ins).await;
                 }
-                // Answered once the status shows the new start, so a status
-                // asked after the answer does too.
-                self.publish_status();
-                let _ = reply.send(Ok(()));
+                self.answer_restart(name, reply);
             }
             AfterStop::Policy { exit, ran_for } => {
                 if let Some(ins) = self.wanted(name) {
@@ -532,12 +594,41 @@ impl<R: Runtime> Daemon<R> {
             inst.next_restart = None;
             inst.status.restarts += 1;
         }
-        let busy = self.instances.get(name).is_some_and(|i| i.busy.is_some());
-        if busy || !matches!(self.observe(name).await, Observed::Absent) {
+        let busy = self.instances.get(name).and_then(|i| i.busy);
+        if busy == Some(Busy::Starting) {
+            // It is being started right now: that start is the restart.
+            self.answer_restart(name, reply);
+            return;
+        }
+        if busy.is_some() || !matches!(self.observe(name).await, Observed::Absent) {
             self.begin_stop(name, AfterStop::Restart(reply)).await;
             return;
         }
         self.reconcile_one(&ins).await;
+        self.answer_restart(name, reply);
+    }
+
+    /// Answers an operator's restart once it runs again: now if its start
+    /// already ended (or none was due), else when the start job reports.
+    fn answer_restart(
+        &mut self,
+        name: &str,
+        reply: tokio::sync::oneshot::Sender<Result<(), ApplyError>>,
+    ) {
+        if let Some(inst) = self.instances.get_mut(name)
+            && inst.busy == Some(Busy::Starting)
+        {
+            if inst.after_start.is_some() {
+                let _ = reply.send(Err(ApplyError::Store(format!(
+                    "instrument {name} is being restarted for another request; try again in a moment"
+                ))));
+            } else {
+                inst.after_start = Some(reply);
+            }
+            return;
+        }
+        // Answered once the status shows the new start, so a status asked
+        // after the answer does too.
         self.publish_status();
         let _ = reply.send(Ok(()));
     }
@@ -630,6 +721,16 @@ impl<R: Runtime> Daemon<R> {
                 Ok(Some(Command::NatsBack { started, why, took })) => {
                     self.on_nats_back(started, why, took)
                 }
+                Ok(Some(Command::Started {
+                    name,
+                    spec,
+                    started,
+                    restarting,
+                    looping,
+                })) => {
+                    self.finish_start(&name, *spec, started, restarting, looping)
+                        .await
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     warn!(
@@ -646,6 +747,7 @@ impl<R: Runtime> Daemon<R> {
 /// reconcile leaves the instrument alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Busy {
+    Starting,
     Stopping,
     CollectingExit,
 }

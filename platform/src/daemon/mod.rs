@@ -108,6 +108,8 @@ struct Instance {
     busy: Option<lifecycle::Busy>,
     /// What follows the stop under way.
     after_stop: Option<lifecycle::AfterStop>,
+    /// An operator's restart waiting for the start under way.
+    after_start: Option<tokio::sync::oneshot::Sender<Result<(), ApplyError>>>,
 }
 
 impl Instance {
@@ -127,6 +129,7 @@ impl Instance {
             config_known: false,
             busy: None,
             after_stop: None,
+            after_start: None,
         }
     }
 }

@@ -139,6 +139,15 @@ fn state_of(d: &Daemon<FakeRuntime>, name: &str) -> (State, String) {
     (s.state, s.detail.clone())
 }
 
+/// Reconciles, then runs the loop until no job (start, stop) is under way.
+async fn settle(d: &mut Daemon<FakeRuntime>, rx: &mut mpsc::Receiver<Command>) {
+    d.reconcile().await;
+    pump(d, rx, "every job done", |d| {
+        d.instances.values().all(|i| i.busy.is_none())
+    })
+    .await;
+}
+
 /// Runs the actor's loop by hand until `done` holds (commands, then a
 /// reconcile when the command asks for one, as `run` does).
 async fn pump(
@@ -167,8 +176,8 @@ async fn an_unchanged_container_is_adopted_and_a_changed_one_recreated() {
     let dir = tempfile::tempdir().unwrap();
     let rt = FakeRuntime::default();
     write_sensor(dir.path(), &instrument("a", ""));
-    let (mut d, _rx) = daemon(dir.path(), &rt);
-    d.reconcile().await;
+    let (mut d, mut rx) = daemon(dir.path(), &rt);
+    settle(&mut d, &mut rx).await;
     assert_eq!(rt.calls(), ["define a", "start a"]);
     assert_eq!(state_of(&d, "a").0, State::Running);
     // outpostd dies (kill -9): the container runs on.
@@ -176,7 +185,7 @@ async fn an_unchanged_container_is_adopted_and_a_changed_one_recreated() {
 
     rt.clear_calls();
     let (mut d, mut rx) = daemon(dir.path(), &rt);
-    d.reconcile().await;
+    settle(&mut d, &mut rx).await;
     assert!(rt.calls().is_empty(), "adopted as it is: {:?}", rt.calls());
     let (st, detail) = state_of(&d, "a");
     assert_eq!(st, State::Running);
@@ -216,7 +225,7 @@ async fn a_crash_restarts_on_failure_and_stays_down_under_never() {
         ),
     );
     let (mut d, mut rx) = daemon(dir.path(), &rt);
-    d.reconcile().await;
+    settle(&mut d, &mut rx).await;
     rt.crash("a");
     rt.crash("b");
     pump(&mut d, &mut rx, "a started again, b left down", |d| {
@@ -253,7 +262,7 @@ async fn a_disabled_instrument_is_stopped_and_not_started_again() {
     let rt = FakeRuntime::default();
     write_sensor(dir.path(), &instrument("a", ""));
     let (mut d, mut rx) = daemon(dir.path(), &rt);
-    d.reconcile().await;
+    settle(&mut d, &mut rx).await;
     let v = d
         .apply(
             Change::Enabled {
@@ -287,7 +296,7 @@ async fn an_operators_restart_is_answered_once_it_runs_again() {
     let rt = FakeRuntime::default();
     write_sensor(dir.path(), &instrument("a", ""));
     let (mut d, mut rx) = daemon(dir.path(), &rt);
-    d.reconcile().await;
+    settle(&mut d, &mut rx).await;
     let (reply, mut answer) = tokio::sync::oneshot::channel();
     d.restart("a", reply).await;
     assert!(answer.try_recv().is_err(), "not before it ran again");
@@ -318,8 +327,8 @@ async fn a_refused_change_leaves_the_running_instrument_alone() {
     let dir = tempfile::tempdir().unwrap();
     let rt = FakeRuntime::default();
     write_sensor(dir.path(), &instrument("a", ""));
-    let (mut d, _rx) = daemon(dir.path(), &rt);
-    d.reconcile().await;
+    let (mut d, mut rx) = daemon(dir.path(), &rt);
+    settle(&mut d, &mut rx).await;
     let err = d
         .apply(
             Change::Config {
@@ -395,8 +404,8 @@ async fn a_start_whose_interfaces_cannot_be_bound_is_undone_and_counts_as_a_fail
     let net = FakeBinder::default();
     net.fail_apply("n");
     write_sensor(dir.path(), &bridged("n"));
-    let (mut d, _rx) = daemon_with(dir.path(), &rt, &net);
-    d.reconcile().await;
+    let (mut d, mut rx) = daemon_with(dir.path(), &rt, &net);
+    settle(&mut d, &mut rx).await;
     assert_eq!(net.calls(), ["preflight n", "apply n", "undo n/seg0"]);
     assert!(!net.is_bound("n"), "the half-made binding was undone");
     assert!(d.binding_records(Some("n")).is_empty(), "and forgotten");
@@ -417,8 +426,8 @@ async fn bindings_a_crash_left_behind_are_undone_at_start_up() {
     let rt = FakeRuntime::default();
     let net = FakeBinder::default();
     write_sensor(dir.path(), &bridged("n"));
-    let (mut d, _rx) = daemon_with(dir.path(), &rt, &net);
-    d.reconcile().await;
+    let (mut d, mut rx) = daemon_with(dir.path(), &rt, &net);
+    settle(&mut d, &mut rx).await;
     assert!(net.is_bound("n"));
     assert_eq!(d.binding_records(Some("n")).len(), 1);
     // outpostd dies, and so does the instrument while it is down.
@@ -441,7 +450,7 @@ async fn config_is_delivered_and_a_rejected_version_leaves_the_applied_one() {
         &instrument("a", "[instrument.config]\ngreeting = \"hi\""),
     );
     let (mut d, mut rx) = daemon_on_bus(dir.path(), &rt, &bus);
-    d.reconcile().await;
+    settle(&mut d, &mut rx).await;
     pump(&mut d, &mut rx, "config 1 applied and health ok", |d| {
         let s = &d.instances["a"].status;
         s.config_applied == Some(1) && s.health == "ok"
@@ -498,7 +507,7 @@ async fn an_adopted_instrument_gets_only_the_config_it_says_it_lacks() {
     );
     {
         let (mut d, mut rx) = daemon_on_bus(dir.path(), &rt, &bus);
-        d.reconcile().await;
+        settle(&mut d, &mut rx).await;
         pump(&mut d, &mut rx, "config 1 applied", |d| {
             d.instances["a"].status.config_applied == Some(1)
         })
@@ -507,7 +516,7 @@ async fn an_adopted_instrument_gets_only_the_config_it_says_it_lacks() {
     // A new outpostd adopts it; the instrument says it runs version 1:
     // nothing is pushed again.
     let (mut d, mut rx) = daemon_on_bus(dir.path(), &rt, &bus);
-    d.reconcile().await;
+    settle(&mut d, &mut rx).await;
     pump(&mut d, &mut rx, "health answered", |d| {
         d.instances["a"].status.health == "ok" && d.instances["a"].config_known
     })
@@ -519,7 +528,7 @@ async fn an_adopted_instrument_gets_only_the_config_it_says_it_lacks() {
     // This time it lost its config (it says 0): it gets version 1 again.
     bus.set_applied("a", 0);
     let (mut d, mut rx) = daemon_on_bus(dir.path(), &rt, &bus);
-    d.reconcile().await;
+    settle(&mut d, &mut rx).await;
     pump(&mut d, &mut rx, "config 1 applied again", |d| {
         d.instances["a"].status.config_applied == Some(1)
     })
@@ -539,7 +548,7 @@ async fn a_retention_run_without_an_answer_is_recorded_failed_and_raised() {
     });
     write_sensor(dir.path(), &instrument("a", "retention = \"1d\""));
     let (mut d, mut rx) = daemon_on_bus(dir.path(), &rt, &bus);
-    d.reconcile().await;
+    settle(&mut d, &mut rx).await;
     pump(&mut d, &mut rx, "healthy", |d| {
         d.instances["a"].status.health == "ok"
     })
