@@ -388,7 +388,16 @@ fn each_instrument_is_a_d_bus_object_whose_properties_signal_changes() {
     ] {
         assert!(root.contains(member), "{member} missing:\n{root}");
     }
-    assert_eq!(prop("State"), "s \"running\"");
+    // Properties follow the daemon's snapshot within 250 ms.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while prop("State") != "s \"running\"" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "State is {}",
+            prop("State")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(prop("Pid"), format!("u {pid}"));
     assert_eq!(prop("DesiredConfigVersion"), "x 1");
 
