@@ -303,7 +303,7 @@ impl<R: Runtime> Daemon<R> {
                     "restarted after {failures} failed health checks ({state}: {message})"
                 ),
             };
-            self.begin_stop(name, super::lifecycle::AfterStop::Policy { exit, ran_for })
+            self.begin_stop(name, super::stopping::AfterStop::Policy { exit, ran_for })
                 .await;
         } else if let Some(t) = self
             .instances

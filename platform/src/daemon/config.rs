@@ -1,10 +1,16 @@
-//! How the daemon runs: its options and the id-range constants.
+//! How the daemon runs: its options, the parts it is made with, and the
+//! id-range constants.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::messaging::bus::EventsLimits;
+use crate::messaging::server::NatsServer;
+use crate::messaging::shared::SharedBus;
 use crate::paths::StateDir;
+use crate::shutdown::Shutdown;
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -47,3 +53,28 @@ pub const ID_RANGE_SIZE: u32 = 65536;
 /// users, of shadow's subordinate ranges (from 100000) and of LXD's
 /// (1000000 to 1001000000), and below 2^31.
 pub const DEFAULT_ID_RANGE_START: u32 = 1_500_000_000;
+
+/// What a daemon is made with; `Parts::default()` is what `Daemon::new`
+/// uses: the real binder, a bus client and nats-server of its own making,
+/// a shutdown token no one else holds.
+pub struct Parts {
+    pub binder: Arc<dyn crate::network::Binder>,
+    /// Instead of the platform's client once the bus is up (tests).
+    pub control: Option<Arc<dyn crate::messaging::control::BusControl>>,
+    /// nats-server to start or adopt (else made from the config).
+    pub nats: Option<NatsServer>,
+    pub shared_bus: SharedBus,
+    pub shutdown: Shutdown,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Parts {
+            binder: Arc::new(crate::network::Netlink),
+            control: None,
+            nats: None,
+            shared_bus: SharedBus::default(),
+            shutdown: Shutdown::default(),
+        }
+    }
+}

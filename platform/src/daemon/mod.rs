@@ -24,11 +24,13 @@ mod intake;
 mod lifecycle;
 mod nats;
 mod net;
+mod proof;
 pub mod purge;
 mod retention;
 mod spec;
+mod stopping;
 
-pub use config::{DEFAULT_ID_RANGE_START, DaemonConfig, ID_RANGE_SIZE};
+pub use config::{DEFAULT_ID_RANGE_START, DaemonConfig, ID_RANGE_SIZE, Parts};
 pub use handle::{Command, Handle, Snapshot, Stopped};
 pub use intake::{Applied, ApplyError, Change};
 pub use retention::{RetentionError, RetentionState};
@@ -107,7 +109,7 @@ struct Instance {
     /// A job owns its container (stopping it, collecting its exit).
     busy: Option<lifecycle::Busy>,
     /// What follows the stop under way.
-    after_stop: Option<lifecycle::AfterStop>,
+    after_stop: Option<stopping::AfterStop>,
     /// An operator's restart waiting for the start under way.
     after_start: Option<tokio::sync::oneshot::Sender<Result<(), ApplyError>>>,
 }
@@ -176,31 +178,6 @@ pub struct Daemon<R: Runtime> {
     /// Where the platform's bus client is shared with the rest of outpostd.
     shared_bus: SharedBus,
     shutdown: Shutdown,
-}
-
-/// What a daemon is made with; `Parts::default()` is what `Daemon::new`
-/// uses: the real binder, a bus client and nats-server of its own making,
-/// a shutdown token no one else holds.
-pub struct Parts {
-    pub binder: Arc<dyn crate::network::Binder>,
-    /// Instead of the platform's client once the bus is up (tests).
-    pub control: Option<Arc<dyn crate::messaging::control::BusControl>>,
-    /// nats-server to start or adopt (else made from the config).
-    pub nats: Option<NatsServer>,
-    pub shared_bus: SharedBus,
-    pub shutdown: Shutdown,
-}
-
-impl Default for Parts {
-    fn default() -> Self {
-        Parts {
-            binder: Arc::new(crate::network::Netlink),
-            control: None,
-            nats: None,
-            shared_bus: SharedBus::default(),
-            shutdown: Shutdown::default(),
-        }
-    }
 }
 
 impl<R: Runtime> Daemon<R> {
@@ -525,7 +502,7 @@ impl<R: Runtime> Daemon<R> {
 
         if !ins.enabled {
             if observed != Observed::Absent {
-                self.begin_stop(name, lifecycle::AfterStop::Reconcile).await;
+                self.begin_stop(name, stopping::AfterStop::Reconcile).await;
                 return;
             }
             self.set_state(name, state::STOPPED, "disabled in the desired state");
@@ -570,7 +547,7 @@ impl<R: Runtime> Daemon<R> {
                     image = %format!("{}:{}", ins.image, ins.version),
                     "its specification changed; recreating its container (persistent storage is kept)"
                 );
-                self.begin_stop(name, lifecycle::AfterStop::Reconcile).await;
+                self.begin_stop(name, stopping::AfterStop::Reconcile).await;
                 return;
             }
             Observed::Stopped => {
