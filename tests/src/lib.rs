@@ -575,12 +575,14 @@ impl Sensor {
         (out.status.success() && !out.stdout.is_empty()).then_some(out.stdout)
     }
 
-    /// The `boots.jsonl` records the example instrument kept.
+    /// The `boots.jsonl` records the example instrument kept (whole lines
+    /// only: one it is writing right now is not a record yet).
     pub fn boots(&self, name: &str) -> Vec<Value> {
         self.persist_file(name, "boots.jsonl")
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
-            .lines()
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str(l).expect("boot record is JSON"))
             .collect()
     }

@@ -62,7 +62,7 @@ impl Reader {
         let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| {
             SensorError::Failed(format!("stream {EVENTS_STREAM} is not there yet: {e}"))
         })?;
-        let consumer = stream
+        let mut consumer = stream
             .create_consumer(pull::Config {
                 filter_subject: filter.clone(),
                 deliver_policy: if since == 0 {
@@ -80,31 +80,55 @@ impl Reader {
             .map_err(|e| {
                 SensorError::Failed(format!("cannot read {EVENTS_STREAM} ({filter}): {e}"))
             })?;
-        let mut batch = consumer
-            .fetch()
-            .max_messages(max.clamp(1, 1000) as usize)
-            .expires(Duration::from_millis(300))
-            .messages()
-            .await
-            .map_err(|e| SensorError::Failed(format!("reading {EVENTS_STREAM}: {e}")))?;
+        // A batch that comes back short (or empty, on a loaded machine)
+        // is not the end of the stream: read on while the consumer says
+        // matching events are pending, up to `max` and a time limit.
+        let max = max.clamp(1, 1000) as usize;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let mut out = Vec::new();
         let mut next = since.max(1);
         let mut failed = None;
-        while let Some(m) = batch.next().await {
-            let m = match m {
-                Ok(m) => m,
+        'batches: loop {
+            let mut batch = match consumer
+                .fetch()
+                .max_messages(max - out.len())
+                .expires(Duration::from_millis(300))
+                .messages()
+                .await
+            {
+                Ok(b) => b,
                 Err(e) => {
                     failed = Some(SensorError::Failed(format!("reading {EVENTS_STREAM}: {e}")));
                     break;
                 }
             };
-            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(next);
-            next = seq + 1;
-            let Ok(envelope) = Envelope::decode(&m.payload) else {
-                continue;
-            };
-            if kind.is_empty() || envelope.kind == kind {
-                out.push(Event { seq, envelope });
+            while let Some(m) = batch.next().await {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        failed = Some(SensorError::Failed(format!("reading {EVENTS_STREAM}: {e}")));
+                        break 'batches;
+                    }
+                };
+                let seq = m.info().map(|i| i.stream_sequence).unwrap_or(next);
+                next = seq + 1;
+                let Ok(envelope) = Envelope::decode(&m.payload) else {
+                    continue;
+                };
+                if kind.is_empty() || envelope.kind == kind {
+                    out.push(Event { seq, envelope });
+                }
+            }
+            if out.len() >= max || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            match consumer.info().await {
+                Ok(i) if i.num_pending > 0 => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    failed = Some(SensorError::Failed(format!("reading {EVENTS_STREAM}: {e}")));
+                    break;
+                }
             }
         }
         // One consumer per call: gone at once, not after its inactivity
