@@ -3,12 +3,14 @@
 //! error paths, an operator's restart, removal, and shutdown (which drains
 //! the jobs under way).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{error, info, warn};
 
 use super::lifecycle::{Busy, read_exit_at};
 use super::{ApplyError, Command, Daemon};
+use crate::messaging::proxy::Proxy;
 use crate::runtime::{Observed, Runtime, rootfs};
 use crate::supervisor::{ExitRecord, state};
 
@@ -26,34 +28,41 @@ impl<R: Runtime> Daemon<R> {
     }
 
     pub(super) async fn stop_and_destroy(&mut self, name: &str) {
-        if let Some(inst) = self.instances.get_mut(name) {
-            inst.generation += 1; // the exit that follows is ours
-            if let Some(w) = inst.watcher.take() {
-                w.abort();
-            }
-        }
-        if self.instances.contains_key(name) {
-            self.set_state(name, state::STOPPING, "stopping");
-        }
-        // Its proxy stays up while it stops, so it can flush its events.
-        let proxy = self.instances.get_mut(name).and_then(|i| i.proxy.take());
-        self.detach_bus(name, false);
-        // Interfaces go home while the namespace still exists (a phy would
-        // otherwise come back under another name, a virtual one not at all).
-        let pid = self.instances.get(name).and_then(|i| i.status.init_pid);
-        self.release_bindings(name, pid).await;
-        let rt = self.rt.clone();
-        let n = name.to_string();
-        let grace = self.cfg.stop_grace;
-        match tokio::task::spawn_blocking(move || rt.stop(&n, grace)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(instrument = name, "{e}"),
-            Err(e) => error!(instrument = name, "stop task failed: {e}"),
-        }
+        let proxy = self.release_for_stop(name).await;
+        stop_container(self.rt.clone(), name, self.cfg.stop_grace).await;
         drop(proxy);
         if self.instances.contains_key(name) {
             let exit = self.read_exit(name).await;
-            let inst = self.instances.get_mut(name).expect("present");
+            self.record_stopped(name, exit).await;
+        } else {
+            self.destroy(name).await;
+        }
+    }
+
+    /// What every stop does first, while the container still runs: the
+    /// exit that follows is marked as ours, the bus side ends (the proxy is
+    /// handed back, to stay up while the instrument flushes its events),
+    /// and its interfaces go home while its namespace still exists (a phy
+    /// would otherwise come back under another name, a virtual one not at
+    /// all).
+    async fn release_for_stop(&mut self, name: &str) -> Option<Proxy> {
+        if let Some(inst) = self.instances.get_mut(name) {
+            inst.generation += 1;
+            if let Some(w) = inst.watcher.take() {
+                w.abort();
+            }
+            self.set_state(name, state::STOPPING, "stopping");
+        }
+        let proxy = self.instances.get_mut(name).and_then(|i| i.proxy.take());
+        self.detach_bus(name, false);
+        let pid = self.instances.get(name).and_then(|i| i.status.init_pid);
+        self.release_bindings(name, pid).await;
+        proxy
+    }
+
+    /// What every stop does last: its exit recorded, its container removed.
+    async fn record_stopped(&mut self, name: &str, exit: ExitRecord) {
+        if let Some(inst) = self.instances.get_mut(name) {
             inst.status.init_pid = None;
             inst.status.last_exit = Some(exit);
             inst.started = None;
@@ -84,29 +93,16 @@ impl<R: Runtime> Daemon<R> {
             }
             return;
         }
-        inst.generation += 1; // the exit that follows is ours
-        if let Some(w) = inst.watcher.take() {
-            w.abort();
-        }
         inst.busy = Some(Busy::Stopping);
         inst.after_stop = Some(then);
-        self.set_state(name, state::STOPPING, "stopping");
-        let proxy = self.instances.get_mut(name).and_then(|i| i.proxy.take());
-        self.detach_bus(name, false);
-        let pid = self.instances.get(name).and_then(|i| i.status.init_pid);
-        self.release_bindings(name, pid).await;
+        let proxy = self.release_for_stop(name).await;
         let rt = self.rt.clone();
         let n = name.to_string();
         let grace = self.cfg.stop_grace;
         let dir = self.cfg.state.status_dir(name);
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let r = n.clone();
-            match tokio::task::spawn_blocking(move || rt.stop(&r, grace)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => error!(instrument = %n, "{e}"),
-                Err(e) => error!(instrument = %n, "stop task failed: {e}"),
-            }
+            stop_container(rt, &n, grace).await;
             // Its proxy stayed up while it stopped, so it could flush its
             // events.
             drop(proxy);
@@ -123,11 +119,8 @@ impl<R: Runtime> Daemon<R> {
             return;
         };
         inst.busy = None;
-        inst.status.init_pid = None;
-        inst.status.last_exit = Some(exit);
-        inst.started = None;
         let then = inst.after_stop.take().unwrap_or(AfterStop::Reconcile);
-        self.destroy(name).await;
+        self.record_stopped(name, exit).await;
         match then {
             AfterStop::Reconcile => {}
             AfterStop::Restart(reply) => {
@@ -335,5 +328,16 @@ impl AfterStop {
         if let AfterStop::Restart(reply) = self {
             let _ = reply.send(r);
         }
+    }
+}
+
+/// Stops a container (its init gets the halt signal, then a kill after
+/// `grace`) on a blocking thread; a failure is logged with its name.
+async fn stop_container<R: Runtime>(rt: Arc<R>, name: &str, grace: Duration) {
+    let n = name.to_string();
+    match tokio::task::spawn_blocking(move || rt.stop(&n, grace)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => error!(instrument = name, "{e}"),
+        Err(e) => error!(instrument = name, "stop task failed: {e}"),
     }
 }
