@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use outpost_protocol::bindings::Binding;
 
 use super::nl::NlResult;
-use super::{Binder, NetError, Record, names};
+use super::{Binder, NetError, Record};
 
 /// The fake; clones share their state.
 #[derive(Clone, Default)]
@@ -57,20 +57,7 @@ impl Binder for FakeBinder {
                 .push(format!("preflight {instrument}"));
             Ok(bindings
                 .iter()
-                .map(|(role, b)| {
-                    let (host_end, peer, prio) = names(instrument, role);
-                    Record {
-                        instrument: instrument.into(),
-                        role: role.clone(),
-                        binding: b.clone(),
-                        host_end,
-                        peer,
-                        prio,
-                        phy: None,
-                        enslave_was_down: false,
-                        source_had_clsact: false,
-                    }
-                })
+                .map(|(role, b)| Record::new(instrument, role, b))
                 .collect())
         })
     }

@@ -89,6 +89,25 @@ pub struct Record {
     pub source_had_clsact: bool,
 }
 
+impl Record {
+    /// The record of binding `role` of `instrument` as `binding`, with its
+    /// fixed host-side names and nothing yet captured from the host.
+    pub fn new(instrument: &str, role: &str, binding: &Binding) -> Record {
+        let (host_end, peer, prio) = names(instrument, role);
+        Record {
+            instrument: instrument.to_string(),
+            role: role.to_string(),
+            binding: binding.clone(),
+            host_end,
+            peer,
+            prio,
+            phy: None,
+            enslave_was_down: false,
+            source_had_clsact: false,
+        }
+    }
+}
+
 /// The host-side names and tc priority of a binding, fixed by instrument
 /// and role: `op…` for the host end, `oi…` for the instrument's end.
 pub fn names(instrument: &str, role: &str) -> (String, String, u16) {
@@ -202,18 +221,7 @@ pub async fn preflight(
     let mut out = Vec::new();
     for (role, b) in bindings {
         let at = format!("instrument {instrument}, role {role}");
-        let (host_end, peer, prio) = names(instrument, role);
-        let mut rec = Record {
-            instrument: instrument.to_string(),
-            role: role.clone(),
-            binding: b.clone(),
-            host_end,
-            peer,
-            prio,
-            phy: None,
-            enslave_was_down: false,
-            source_had_clsact: false,
-        };
+        let mut rec = Record::new(instrument, role, b);
         let cx = PreflightCx {
             h: &h,
             at: &at,
