@@ -72,10 +72,11 @@ impl<R: Runtime> Daemon<R> {
         image: &str,
         version: &str,
     ) -> Result<Option<Manifest>, crate::images::ImageError> {
-        let Some(rec) = self.db.image(image, version)? else {
-            return Ok(None);
-        };
-        let key = (rec.name.clone(), rec.version.clone(), rec.sha256.clone());
+        // Asked for every instrument at every reconcile and status
+        // snapshot: answered from memory. An imported image never changes
+        // (another content under the same version is refused), and its
+        // removal goes through the actor, which forgets it here.
+        let key = (image.to_string(), version.to_string());
         if let Some(m) = self.manifests.get(&key) {
             return Ok(Some(m.clone()));
         }

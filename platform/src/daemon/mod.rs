@@ -159,8 +159,9 @@ pub struct Daemon<R: Runtime> {
     nats_job: bool,
     /// Its config changed meanwhile: restart again once it is back.
     nats_resync: bool,
-    /// Parsed manifests by (image, version, sha256): images never change.
-    manifests: BTreeMap<(String, String, String), Manifest>,
+    /// Parsed manifests by (image, version): images never change, and
+    /// their removal (through the actor) forgets them here.
+    manifests: BTreeMap<(String, String), Manifest>,
     /// Config checks by (image, version, config body).
     config_checks:
         BTreeMap<(String, String, String), Result<(), outpost_protocol::validate::Invalid>>,
