@@ -277,7 +277,14 @@ fn init_candidates() -> Vec<PathBuf> {
 /// init's pid.
 pub fn start_container(lxcpath: &Path, name: &str, argv: &[String]) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
-    let pid = crate::runtime::lxc::start_here(lxcpath, name, argv)?;
+    let pid = match crate::runtime::lxc::start_here(lxcpath, name, argv) {
+        Ok(pid) => pid,
+        Err(crate::runtime::RuntimeError::ExitedAtOnce { .. }) => {
+            println!("{}", crate::runtime::lxc::EXITED_AT_ONCE);
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     println!("init-pid {pid}");
     println!("liblxc-start-ms {:.1}", t0.elapsed().as_secs_f64() * 1e3);
     Ok(())

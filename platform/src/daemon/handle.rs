@@ -32,7 +32,7 @@ pub enum Command {
     Started {
         name: String,
         spec: Box<crate::runtime::ContainerSpec>,
-        started: Result<i32, String>,
+        started: Result<i32, crate::runtime::RuntimeError>,
         /// A restart after an exit (counted in `restarts`).
         restarting: bool,
         /// It was crash-looping.

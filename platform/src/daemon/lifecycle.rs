@@ -163,7 +163,7 @@ impl<R: Runtime> Daemon<R> {
                 .send(Command::Started {
                     name: n,
                     spec: Box::new(spec),
-                    started: started.map_err(|e| e.to_string()),
+                    started,
                     restarting,
                     looping,
                 })
@@ -178,7 +178,7 @@ impl<R: Runtime> Daemon<R> {
         &mut self,
         name: &str,
         spec: ContainerSpec,
-        started: Result<i32, String>,
+        started: Result<i32, RuntimeError>,
         restarting: bool,
         looping: bool,
     ) {
@@ -189,13 +189,34 @@ impl<R: Runtime> Daemon<R> {
         let waiter = inst.after_start.take();
         let ins = self.wanted(name);
         let outcome = match (started, ins) {
+            // It ran and ended before liblxc's start returned (a quick job,
+            // or a loaded host): an exit like any other, so its own record
+            // and the restart policy decide, not "could not start".
+            (Err(RuntimeError::ExitedAtOnce { .. }), Some(ins)) => {
+                let exit = self.read_exit(name).await;
+                info!(
+                    instrument = name,
+                    "exited before its start returned: {}", exit.detail
+                );
+                if restarting {
+                    self.instances
+                        .get_mut(name)
+                        .expect("present")
+                        .status
+                        .restarts += 1;
+                }
+                self.destroy(name).await;
+                self.after_exit(name, &ins, exit, Duration::ZERO);
+                Ok(())
+            }
             (Err(e), Some(ins)) => {
+                let e = e.to_string();
                 self.fail_start(name, &ins, e.clone()).await;
                 Err(e)
             }
             (Err(e), None) => {
                 self.destroy(name).await;
-                Err(e)
+                Err(e.to_string())
             }
             (Ok(pid), ins) => match self.apply_bindings(name, pid).await {
                 Err(why) => {

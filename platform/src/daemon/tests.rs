@@ -257,6 +257,46 @@ async fn a_crash_restarts_on_failure_and_stays_down_under_never() {
 }
 
 #[tokio::test]
+async fn an_exit_before_the_start_returns_is_an_exit_for_the_policy_not_a_failed_start() {
+    // On a loaded host a quick job can end before liblxc's start returns.
+    let dir = tempfile::tempdir().unwrap();
+    let rt = FakeRuntime::default();
+    let fast = "backoff = { initial = \"100ms\", max = \"1s\" }";
+    write_sensor(
+        dir.path(),
+        &format!(
+            "{}{}",
+            instrument("clean", &format!("restart = \"on-failure\"\n{fast}")),
+            instrument("bad", &format!("restart = \"on-failure\"\n{fast}")),
+        ),
+    );
+    rt.exit_at_once("clean", 0);
+    rt.exit_at_once("bad", 3);
+    let (mut d, mut rx) = daemon(dir.path(), &rt);
+    settle(&mut d, &mut rx).await;
+    pump(&mut d, &mut rx, "clean exited, bad running again", |d| {
+        d.instances["clean"].status.state == State::Exited
+            && d.instances["bad"].status.state == State::Running
+    })
+    .await;
+    let clean = &d.instances["clean"].status;
+    assert_eq!(clean.last_exit.as_ref().unwrap().code, Some(0));
+    assert_eq!(clean.restarts, 0, "a clean exit is not restarted");
+    assert_eq!(rt.count("start", "clean"), 1);
+    assert!(
+        clean
+            .detail
+            .contains("restart policy on-failure leaves it down"),
+        "{}",
+        clean.detail
+    );
+    let bad = &d.instances["bad"].status;
+    assert_eq!(bad.last_exit.as_ref().unwrap().code, Some(3));
+    assert_eq!(bad.restarts, 1);
+    assert_eq!(rt.count("start", "bad"), 2);
+}
+
+#[tokio::test]
 async fn a_disabled_instrument_is_stopped_and_not_started_again() {
     let dir = tempfile::tempdir().unwrap();
     let rt = FakeRuntime::default();

@@ -21,6 +21,8 @@ struct State {
     calls: Vec<String>,
     /// Each container's instance directory.
     instances: BTreeMap<String, std::path::PathBuf>,
+    /// Containers whose next start ends at once, with this exit code.
+    at_once: BTreeMap<String, i32>,
 }
 
 struct Container {
@@ -54,6 +56,16 @@ impl FakeRuntime {
         let _ = child.wait();
     }
 
+    /// Makes the next start of `name` end before it returns, with init's
+    /// exit record saying `code`, as a loaded host shows a quick exit.
+    pub fn exit_at_once(&self, name: &str, code: i32) {
+        self.inner
+            .lock()
+            .unwrap()
+            .at_once
+            .insert(name.to_string(), code);
+    }
+
     fn record(&self, verb: &str, name: &str) {
         self.inner
             .lock()
@@ -85,6 +97,22 @@ impl Runtime for FakeRuntime {
             detail: e.to_string(),
         };
         std::fs::create_dir_all(spec.instance.join("status")).map_err(err)?;
+        let at_once = self.inner.lock().unwrap().at_once.remove(&spec.name);
+        if let Some(code) = at_once {
+            std::fs::write(
+                spec.instance.join("status/exit.json"),
+                format!("{{\"code\":{code}}}"),
+            )
+            .map_err(err)?;
+            self.inner
+                .lock()
+                .unwrap()
+                .instances
+                .insert(spec.name.clone(), spec.instance.clone());
+            return Err(RuntimeError::ExitedAtOnce {
+                name: spec.name.clone(),
+            });
+        }
         let child =
             Command::new("sleep")
                 .arg("3600")

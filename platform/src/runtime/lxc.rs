@@ -73,6 +73,10 @@ impl LxcRuntime {
     }
 }
 
+/// What `start-container` prints when the container's init had exited
+/// before liblxc's start returned.
+pub const EXITED_AT_ONCE: &str = "exited-at-once";
+
 /// Starts container `name` from this process and returns its init's PID.
 /// This is the body of the `outpostd start-container` helper; the daemon
 /// itself never calls it (see [`LxcRuntime`]).
@@ -86,8 +90,8 @@ pub fn start_here(lxcpath: &Path, name: &str, argv: &[String]) -> Result<i32, Ru
         return Err(fail("it is already running".into()));
     }
     c.start(argv).map_err(|e| fail(e.0))?;
-    c.init_pid().ok_or_else(|| {
-        fail("started but has no init process (it exited at once; see its console log)".into())
+    c.init_pid().ok_or_else(|| RuntimeError::ExitedAtOnce {
+        name: name.to_string(),
     })
 }
 
@@ -252,6 +256,11 @@ impl Runtime for LxcRuntime {
             .and_then(|p| p.parse::<i32>().ok());
         match pid {
             Some(pid) if status.success() && pid > 0 => Ok(pid),
+            None if status.success() && said.lines().any(|l| l.trim() == EXITED_AT_ONCE) => {
+                Err(RuntimeError::ExitedAtOnce {
+                    name: spec.name.clone(),
+                })
+            }
             _ => {
                 let mut why = said.trim().replace("outpostd: error: ", "");
                 let log = lxc_log_errors(&spec.lxc_log);

@@ -151,6 +151,10 @@ pub enum RuntimeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// liblxc started it, but its init had already exited when the start
+    /// returned: an exit (its record says how), not a failure to start.
+    #[error("container {name}: its init exited before the start returned")]
+    ExitedAtOnce { name: String },
     #[error("container {name}: {source}")]
     Rootfs {
         name: String,
@@ -164,7 +168,8 @@ pub trait Runtime: Send + Sync + 'static {
     /// Writes the container's definition (replacing an old one).
     fn define(&self, spec: &ContainerSpec) -> Result<(), RuntimeError>;
     /// Builds the container's root tree and starts it; returns its init's
-    /// host PID.
+    /// host PID, or [`RuntimeError::ExitedAtOnce`] when init already ended
+    /// (its exit record is then in the status directory).
     fn start(&self, spec: &ContainerSpec) -> Result<i32, RuntimeError>;
     /// What the container is doing now.
     fn observe(&self, name: &str) -> Result<Observed, RuntimeError>;
