@@ -1,3 +1,14 @@
-//! The fleet manager: hub link, REST API and web UI.
-//!
-//! Empty until its issue lands.
+//! The fleet manager: the hub (NATS with JetStream, where the fleet's
+//! state lives), enrollment and the sensor registry, heartbeat intake and
+//! the REST API. See `docs/design.md` (Fleet) for what is stored where.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod hub;
+pub mod presence;
+pub mod registry;
+pub mod shutdown;
+pub mod tls;

@@ -131,26 +131,7 @@ impl Plan {
     }
 }
 
-/// `s` as a sha256 pin: 64 hex digits, after an optional "sha256:" and
-/// with ':' between bytes allowed (as openssl prints fingerprints).
-pub fn parse_pin(s: &str) -> Option<[u8; 32]> {
-    let t = s.trim();
-    let t = t
-        .strip_prefix("sha256:")
-        .or_else(|| t.strip_prefix("SHA256:"))
-        .or_else(|| t.strip_prefix("sha256 Fingerprint="))
-        .or_else(|| t.strip_prefix("SHA256 Fingerprint="))
-        .unwrap_or(t);
-    let hex: String = t.chars().filter(|c| *c != ':').collect();
-    let mut pin = [0u8; 32];
-    hex::decode_to_slice(hex.to_ascii_lowercase(), &mut pin).ok()?;
-    Some(pin)
-}
-
-/// How a pin is shown: "sha256:<hex>".
-pub fn show_pin(pin: &[u8; 32]) -> String {
-    format!("sha256:{}", hex::encode(pin))
-}
+pub use outpost_protocol::pin::{parse_pin, show_pin};
 
 /// The IP address `url` names as its host; an error (naming `field`) for a
 /// name, since resolving it would itself be a DNS escape.

@@ -14,13 +14,10 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use sha2::{Digest, Sha256};
+use outpost_protocol::pin::PinVerifier;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -175,7 +172,7 @@ pub(crate) async fn https(
         None => connect_tcp(dev, h.addr).await?,
     };
     let pin = Arc::new(PinVerifier::new(h.pin));
-    let config = rustls::ClientConfig::builder_with_provider(pin.provider.clone())
+    let config = rustls::ClientConfig::builder_with_provider(pin.provider())
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
         .dangerous()
@@ -271,75 +268,4 @@ fn complete(buf: &[u8]) -> bool {
                 .ok()
         })
         .is_some_and(|len| buf.len() - at >= len)
-}
-
-/// Accepts exactly the certificate whose sha256 is the pin, and remembers
-/// the one it saw otherwise. Handshake signatures are still verified, so a
-/// middlebox that replays home's certificate without its key fails.
-#[derive(Debug)]
-struct PinVerifier {
-    pin: [u8; 32],
-    seen: Mutex<Option<String>>,
-    provider: Arc<CryptoProvider>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl PinVerifier {
-    fn new(pin: [u8; 32]) -> PinVerifier {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        PinVerifier {
-            pin,
-            seen: Mutex::new(None),
-            algorithms: provider.signature_verification_algorithms,
-            provider,
-        }
-    }
-
-    /// The fingerprint of a certificate that did not match, if one came.
-    fn mismatch(&self) -> Option<String> {
-        self.seen.lock().expect("lock").clone()
-    }
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if got == self.pin {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            *self.seen.lock().expect("lock") = Some(show_pin(&got));
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }

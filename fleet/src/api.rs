@@ -1,0 +1,324 @@
+//! The REST API (`/api/v1`), with its OpenAPI document generated from
+//! these handlers (`/api/v1/openapi.json`).
+
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use outpost_protocol::fleet::{EnrollRequest, EnrollResponse, Heartbeat};
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+
+use crate::auth::{Principal, Role, Tokens};
+use crate::error::{ApiError, ErrorBody};
+use crate::hub::{Hub, now_ms};
+use crate::presence::{self, Online, Presence};
+use crate::registry::{self, Enrollment, SensorRecord};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Hub,
+    pub tokens: Tokens,
+    /// The HTTPS certificate's pin, handed out with enrollment tokens.
+    pub fingerprint: String,
+    /// Where sensors reach the hub.
+    pub hub_urls: Vec<String>,
+    pub hub_ca_pem: String,
+    pub heartbeat_every: Duration,
+    pub enroll_ttl: Duration,
+}
+
+/// A JSON body whose rejection is a JSON error naming the problem.
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(r) => Err(ApiError::BadRequest(format!(
+                "the request body: {} (fix: send JSON as the API document describes)",
+                r.body_text()
+            ))),
+        }
+    }
+}
+
+impl AppState {
+    async fn who(&self, headers: &HeaderMap, role: Role) -> Result<Principal, ApiError> {
+        let h = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let p = self.tokens.verify(h).await?;
+        p.needs(role)?;
+        Ok(p)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/enroll", post(enroll))
+        .route("/api/v1/sensors", get(list_sensors).post(add_sensor))
+        .route("/api/v1/sensors/{name}", get(get_sensor))
+        .route("/api/v1/sensors/{name}/token", post(new_token))
+        .route("/api/v1/sensors/{name}/revoke", post(revoke_sensor))
+        .route("/api/v1/tokens", post(add_api_token))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Outpost fleet API", version = "1"),
+    paths(
+        health,
+        enroll,
+        list_sensors,
+        add_sensor,
+        get_sensor,
+        new_token,
+        revoke_sensor,
+        add_api_token
+    ),
+    components(schemas(ErrorBody, SensorView, Presence, Heartbeat)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub ok: bool,
+    /// Whether this instance's connection to the hub is up.
+    pub hub: bool,
+}
+
+/// Whether this fleet instance serves and reaches its hub.
+#[utoipa::path(get, path = "/api/v1/health", responses((status = 200, body = Health)))]
+async fn health(State(s): State<AppState>) -> Json<Health> {
+    let hub = s.hub.client.connection_state() == async_nats::connection::State::Connected;
+    Json(Health { ok: hub, hub })
+}
+
+/// A sensor trades its one-time token and its public key for hub
+/// credentials.
+#[utoipa::path(post, path = "/api/v1/enroll", request_body = EnrollRequest,
+    responses((status = 200, body = EnrollResponse), (status = 401, body = ErrorBody),
+              (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn enroll(
+    State(s): State<AppState>,
+    Body(req): Body<EnrollRequest>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let r = registry::enroll(
+        &s.hub,
+        &req,
+        s.hub_urls.clone(),
+        s.hub_ca_pem.clone(),
+        s.heartbeat_every,
+    )
+    .await?;
+    tracing::info!(sensor = %r.sensor, "sensor enrolled");
+    Ok(Json(r))
+}
+
+/// A sensor with what the fleet last heard from it.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SensorView {
+    #[serde(flatten)]
+    pub record: SensorRecord,
+    pub online: Online,
+    /// What `online` is based on, in words.
+    pub online_detail: String,
+    pub last_seen_ms: Option<i64>,
+    /// The last heartbeat (with instruments, versions and backlog).
+    pub last_heartbeat: Option<Heartbeat>,
+}
+
+async fn view(s: &AppState, record: SensorRecord) -> SensorView {
+    let p = presence::get(&s.hub, &record.name).await;
+    let (online, online_detail) = if record.revoked_at_ms.is_some() {
+        (Online::Offline, "revoked".to_string())
+    } else {
+        presence::judge(p.as_ref(), s.heartbeat_every, now_ms())
+    };
+    SensorView {
+        record,
+        online,
+        online_detail,
+        last_seen_ms: p.as_ref().map(|p| p.received_at_ms),
+        last_heartbeat: p.map(|p| p.heartbeat),
+    }
+}
+
+/// Every sensor, with last-seen, link state and backlog.
+#[utoipa::path(get, path = "/api/v1/sensors", security(("bearer" = [])),
+    responses((status = 200, body = [SensorView]), (status = 401, body = ErrorBody)))]
+async fn list_sensors(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<SensorView>>, ApiError> {
+    s.who(&headers, Role::Viewer).await?;
+    let mut out = Vec::new();
+    for r in registry::all_sensors(&s.hub).await? {
+        out.push(view(&s, r).await);
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddSensor {
+    /// The sensor's name at the fleet (its subjects use it).
+    pub name: String,
+    /// How long the enrollment token works (default 1h).
+    #[serde(default)]
+    pub token_ttl: Option<String>,
+}
+
+fn ttl(s: &AppState, given: Option<&str>) -> Result<Duration, ApiError> {
+    match given {
+        None => Ok(s.enroll_ttl),
+        Some(t) => humantime::parse_duration(t).map_err(|e| {
+            ApiError::field(
+                "token_ttl",
+                format!("{t:?}: {e}"),
+                "write a duration such as \"1h\" or \"30m\"",
+            )
+        }),
+    }
+}
+
+/// Adds a sensor and returns its one-time enrollment token.
+#[utoipa::path(post, path = "/api/v1/sensors", request_body = AddSensor, security(("bearer" = [])),
+    responses((status = 200, body = Enrollment), (status = 400, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+async fn add_sensor(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Body(req): Body<AddSensor>,
+) -> Result<Json<Enrollment>, ApiError> {
+    let who = s.who(&headers, Role::Operator).await?;
+    let ttl = ttl(&s, req.token_ttl.as_deref())?;
+    let e = registry::add_sensor(&s.hub, &req.name, &who.name, ttl, &s.fingerprint).await?;
+    tracing::info!(sensor = %req.name, by = %who.name, "sensor added");
+    Ok(Json(e))
+}
+
+/// One sensor.
+#[utoipa::path(get, path = "/api/v1/sensors/{name}", security(("bearer" = [])),
+    params(("name" = String, Path, description = "sensor name")),
+    responses((status = 200, body = SensorView), (status = 404, body = ErrorBody)))]
+async fn get_sensor(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<SensorView>, ApiError> {
+    s.who(&headers, Role::Viewer).await?;
+    let (r, _) = registry::sensor(&s.hub, &name).await?;
+    Ok(Json(view(&s, r).await))
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    #[serde(default)]
+    pub token_ttl: Option<String>,
+}
+
+/// A new enrollment token for a sensor that has not enrolled yet.
+#[utoipa::path(post, path = "/api/v1/sensors/{name}/token", request_body = NewToken,
+    security(("bearer" = [])), params(("name" = String, Path, description = "sensor name")),
+    responses((status = 200, body = Enrollment), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+async fn new_token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Body(req): Body<NewToken>,
+) -> Result<Json<Enrollment>, ApiError> {
+    s.who(&headers, Role::Operator).await?;
+    let ttl = ttl(&s, req.token_ttl.as_deref())?;
+    Ok(Json(
+        registry::reissue_token(&s.hub, &name, ttl, &s.fingerprint).await?,
+    ))
+}
+
+/// Revokes a sensor: its hub credentials stop working within seconds.
+#[utoipa::path(post, path = "/api/v1/sensors/{name}/revoke", security(("bearer" = [])),
+    params(("name" = String, Path, description = "sensor name")),
+    responses((status = 200, body = SensorRecord), (status = 404, body = ErrorBody)))]
+async fn revoke_sensor(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<SensorRecord>, ApiError> {
+    let who = s.who(&headers, Role::Admin).await?;
+    let r = registry::revoke(&s.hub, &name, &who.name).await?;
+    tracing::warn!(sensor = %name, by = %who.name, "sensor revoked");
+    Ok(Json(r))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddApiToken {
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NewApiToken {
+    pub name: String,
+    pub role: Role,
+    /// Shown once; only its hash is kept.
+    pub token: String,
+}
+
+/// Makes an API token with a role.
+#[utoipa::path(post, path = "/api/v1/tokens", request_body = AddApiToken, security(("bearer" = [])),
+    responses((status = 200, body = NewApiToken), (status = 403, body = ErrorBody)))]
+async fn add_api_token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Body(req): Body<AddApiToken>,
+) -> Result<Json<NewApiToken>, ApiError> {
+    let who = s.who(&headers, Role::Admin).await?;
+    if req.name.trim().is_empty() || req.name.len() > 64 {
+        return Err(ApiError::field(
+            "name",
+            "is empty or longer than 64 bytes",
+            "name the token after who uses it",
+        ));
+    }
+    let token = s.tokens.create(&req.name, req.role, &who.name).await?;
+    Ok(Json(NewApiToken {
+        name: req.name,
+        role: req.role,
+        token,
+    }))
+}

@@ -1,0 +1,296 @@
+//! `outpost-fleet`: run a fleet, and manage its sensors and tokens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use outpost_fleet::api::{NewApiToken, SensorView};
+use outpost_fleet::app::{self, RunConfig, files};
+use outpost_fleet::auth::Role;
+use outpost_fleet::client::ApiClient;
+use outpost_fleet::registry::{Enrollment, SensorRecord};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "outpost-fleet", version, about = "Outpost's fleet manager")]
+struct Cli {
+    /// The fleet's state directory (keys, certificates, the embedded hub).
+    #[arg(
+        long,
+        global = true,
+        env = "OUTPOST_FLEET_STATE",
+        default_value = "/var/lib/outpost-fleet"
+    )]
+    state: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs the fleet: its hub, heartbeat intake and the HTTPS API.
+    Run(RunArgs),
+    /// Sensors: add (prints a one-time enrollment token), list, show, revoke.
+    #[command(subcommand)]
+    Sensor(SensorCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Where the HTTPS API listens.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Where the embedded hub listens for sensors.
+    #[arg(long, default_value = "0.0.0.0:7422")]
+    hub_listen: SocketAddr,
+    /// Use this NATS cluster as the hub instead of starting one (repeat
+    /// for each node).
+    #[arg(long = "nats-url")]
+    nats_urls: Vec<String>,
+    /// The hub URL sensors are told to use (repeatable; default: derived).
+    #[arg(long = "advertise")]
+    advertise: Vec<String>,
+    /// A DNS name or address for the generated certificate (repeatable;
+    /// the first is also advertised to sensors).
+    #[arg(long = "name")]
+    names: Vec<String>,
+    /// JetStream replicas for the fleet's state (3 on a 3-node cluster).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat_every: Duration,
+    /// How long a new enrollment token works.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    enroll_ttl: Duration,
+    /// The nats-server binary for the embedded hub.
+    #[arg(long)]
+    nats_server: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct Conn {
+    /// The fleet's API (default: the one this state directory runs).
+    #[arg(long, env = "OUTPOST_FLEET_URL")]
+    url: Option<String>,
+    /// An API token (default: the first admin token in the state directory).
+    #[arg(long, env = "OUTPOST_FLEET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The fleet's CA certificate (default: the state directory's).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum SensorCmd {
+    Add {
+        name: String,
+        /// How long the token works (default: the fleet's, 1h).
+        #[arg(long)]
+        ttl: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A new token for a sensor that has not enrolled yet.
+    Token {
+        name: String,
+        #[arg(long)]
+        ttl: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Show {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Cuts a sensor off: its credentials stop working within seconds.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    Add {
+        name: String,
+        #[arg(long, value_parser = |s: &str| s.parse::<Role>())]
+        role: Role,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn client(state: &std::path::Path, c: &Conn) -> anyhow::Result<ApiClient> {
+    let url = match &c.url {
+        Some(u) => u.clone(),
+        None => std::fs::read_to_string(files::api_url(state))
+            .with_context(|| {
+                format!(
+                    "no --url and no running fleet in {} (fix: give --url, or --state of the fleet)",
+                    state.display()
+                )
+            })?
+            .trim()
+            .to_string(),
+    };
+    let token = match &c.token {
+        Some(t) => t.clone(),
+        None => std::fs::read_to_string(files::admin_token(state)).with_context(|| {
+            format!(
+                "no --token and no {} (fix: give --token or set OUTPOST_FLEET_TOKEN)",
+                files::admin_token(state).display()
+            )
+        })?,
+    };
+    let ca =
+        c.ca.clone()
+            .unwrap_or_else(|| files::tls_dir(state).join("ca.pem"));
+    ApiClient::new(&url, &ca, &token)
+}
+
+fn print_enrollment(e: &Enrollment) {
+    let expires = std::time::UNIX_EPOCH + Duration::from_millis(e.expires_at_ms as u64);
+    println!("sensor:      {}", e.sensor);
+    println!("token:       {}", e.token);
+    println!(
+        "expires:     {}",
+        humantime::format_rfc3339_seconds(expires)
+    );
+    println!("fingerprint: {}", e.fingerprint);
+    println!();
+    println!("on the sensor:");
+    println!(
+        "  outpostctl fleet enroll URL --token {} --fingerprint {}",
+        e.token, e.fingerprint
+    );
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match real_main().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("outpost-fleet: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("OUTPOST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let state = cli.state;
+    match cli.cmd {
+        Cmd::Run(a) => {
+            let shutdown = outpost_fleet::shutdown::Shutdown::new();
+            let sd = shutdown.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut term = signal(SignalKind::terminate()).expect("signal handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                sd.cancel();
+            });
+            app::run(
+                RunConfig {
+                    state,
+                    listen: a.listen,
+                    hub_listen: a.hub_listen,
+                    nats_urls: a.nats_urls,
+                    advertise: a.advertise,
+                    names: a.names,
+                    replicas: a.replicas,
+                    heartbeat_every: a.heartbeat_every,
+                    enroll_ttl: a.enroll_ttl,
+                    nats_server: a.nats_server,
+                },
+                shutdown,
+            )
+            .await
+        }
+        Cmd::Sensor(SensorCmd::Add { name, ttl, conn }) => {
+            let e: Enrollment = client(&state, &conn)?
+                .post(
+                    "/api/v1/sensors",
+                    &serde_json::json!({ "name": name, "token_ttl": ttl }),
+                )
+                .await?;
+            print_enrollment(&e);
+            Ok(())
+        }
+        Cmd::Sensor(SensorCmd::Token { name, ttl, conn }) => {
+            let e: Enrollment = client(&state, &conn)?
+                .post(
+                    &format!("/api/v1/sensors/{name}/token"),
+                    &serde_json::json!({ "token_ttl": ttl }),
+                )
+                .await?;
+            print_enrollment(&e);
+            Ok(())
+        }
+        Cmd::Sensor(SensorCmd::List { json, conn }) => {
+            let list: Vec<SensorView> = client(&state, &conn)?.get("/api/v1/sensors").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!("{:<24} {:<10} DETAIL", "SENSOR", "ONLINE");
+            for s in list {
+                println!(
+                    "{:<24} {:<10} {}",
+                    s.record.name,
+                    serde_json::to_value(&s.online)?.as_str().unwrap_or("?"),
+                    s.online_detail
+                );
+            }
+            Ok(())
+        }
+        Cmd::Sensor(SensorCmd::Show { name, conn }) => {
+            let s: serde_json::Value = client(&state, &conn)?
+                .get(&format!("/api/v1/sensors/{name}"))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(())
+        }
+        Cmd::Sensor(SensorCmd::Revoke { name, conn }) => {
+            let r: SensorRecord = client(&state, &conn)?
+                .post(
+                    &format!("/api/v1/sensors/{name}/revoke"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            println!("sensor {} revoked", r.name);
+            Ok(())
+        }
+        Cmd::Token(TokenCmd::Add { name, role, conn }) => {
+            let t: NewApiToken = client(&state, &conn)?
+                .post(
+                    "/api/v1/tokens",
+                    &serde_json::json!({ "name": name, "role": role }),
+                )
+                .await?;
+            println!("{}", t.token);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The contract between a sensor and its fleet: the subjects on the hub,
+//! enrollment over HTTPS, and what the link sends.
+//!
+//! A sensor's hub credentials allow exactly: publish [`sensor_in`]`.>`,
+//! subscribe [`sensor_out`]`.>` and its own inbox ([`inbox_prefix`]).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest sensor name at the fleet.
+pub const MAX_SENSOR_NAME_LEN: usize = 48;
+
+/// Why a sensor name is refused, or `None`. Sensor names are NATS
+/// subject tokens and file names: the instrument naming rule.
+pub fn sensor_name_problem(name: &str) -> Option<String> {
+    crate::names::name_problem(name)
+}
+
+/// What a sensor may publish under (`fleet.in.<sensor>`).
+pub fn sensor_in(sensor: &str) -> String {
+    format!("fleet.in.{sensor}")
+}
+
+/// What a sensor may subscribe under (`fleet.sensor.<sensor>`).
+pub fn sensor_out(sensor: &str) -> String {
+    format!("fleet.sensor.{sensor}")
+}
+
+/// The sensor's own reply inboxes (`_INBOX.<sensor>`).
+pub fn inbox_prefix(sensor: &str) -> String {
+    format!("_INBOX.{sensor}")
+}
+
+/// Heartbeats: `fleet.in.<sensor>.heartbeat`.
+pub fn heartbeat(sensor: &str) -> String {
+    format!("{}.heartbeat", sensor_in(sensor))
+}
+
+/// Every sensor's heartbeats, for the fleet.
+pub const ALL_HEARTBEATS: &str = "fleet.in.*.heartbeat";
+
+/// The sensor a `fleet.in.<sensor>.…` subject came from.
+pub fn sensor_of(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix("fleet.in.")?;
+    let name = rest.split('.').next()?;
+    (sensor_name_problem(name).is_none()).then_some(name)
+}
+
+/// `POST /api/v1/enroll`: a sensor trades a one-time token and its own
+/// public key for hub credentials.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub token: String,
+    /// The sensor's NATS user public key (`U…`); its seed never leaves
+    /// the sensor.
+    pub public_key: String,
+    /// The sensor's own name for itself (informational).
+    #[serde(default)]
+    pub hostname: String,
+}
+
+/// The answer to a good enrollment.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The name the fleet knows this sensor by (its subjects use it).
+    pub sensor: String,
+    /// Where the hub listens (`tls://host:port`), first preferred.
+    pub hub_urls: Vec<String>,
+    /// The sensor's user JWT, for its own key.
+    pub user_jwt: String,
+    /// The certificate authority the hub's TLS certificate is signed by.
+    pub hub_ca_pem: String,
+    /// How often the fleet expects a heartbeat.
+    #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10s"))]
+    pub heartbeat_every: std::time::Duration,
+}
+
+/// The state of a sensor's link to its fleet, as the sensor sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkState {
+    /// Not enrolled in a fleet.
+    #[default]
+    None,
+    /// Trying to reach the hub.
+    Connecting,
+    Up,
+    Down,
+    /// The hub refused the sensor's credentials (revoked?).
+    Refused,
+}
+
+impl std::fmt::Display for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkState::None => "none",
+            LinkState::Connecting => "connecting",
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+            LinkState::Refused => "refused",
+        })
+    }
+}
+
+/// What the link has not delivered yet.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backlog {
+    pub events: u64,
+    pub bytes: u64,
+    /// Age of the oldest event waiting, in seconds.
+    pub oldest_age_s: Option<u64>,
+    /// Events dropped before they were forwarded (local buffer full).
+    pub dropped: u64,
+}
+
+/// One instrument in a heartbeat.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstrumentSummary {
+    pub name: String,
+    pub image: String,
+    pub version: String,
+    pub state: String,
+    pub health: String,
+    #[serde(default)]
+    pub health_message: String,
+    pub restarts: u32,
+    /// The config version wanted, and the one the instrument applied.
+    pub config_desired: Option<i64>,
+    pub config_applied: Option<i64>,
+    /// Its interfaces by role: `up`, `down` or why not bound.
+    #[serde(default)]
+    pub interfaces: BTreeMap<String, String>,
+}
+
+/// A heartbeat: the sensor's summary, every `heartbeat_every`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub sensor: String,
+    /// Sensor clock, ms since the epoch.
+    pub at_ms: i64,
+    /// Counts up from 1 each time outpostd starts the link.
+    pub seq: u64,
+    pub desired_version: Option<i64>,
+    pub fleet_managed: bool,
+    pub instruments: Vec<InstrumentSummary>,
+    pub backlog: Backlog,
+    /// The platform's own software version.
+    pub platform_version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sensor_is_read_from_its_subjects_only() {
+        assert_eq!(sensor_of("fleet.in.edge-1.heartbeat"), Some("edge-1"));
+        assert_eq!(sensor_of("fleet.in.*.heartbeat"), None);
+        assert_eq!(sensor_of("fleet.sensor.edge-1.x"), None);
+        assert_eq!(heartbeat("a"), "fleet.in.a.heartbeat");
+        assert_eq!(inbox_prefix("a"), "_INBOX.a");
+    }
+}
