@@ -36,6 +36,7 @@ pub mod daemon;
 pub mod db;
 pub mod dbus;
 pub mod failpoint;
+pub mod fleet;
 pub mod health;
 pub mod images;
 pub mod messaging;

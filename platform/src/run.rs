@@ -165,7 +165,13 @@ pub fn run(state_dir: &Path, opts: RunArgs) -> anyhow::Result<()> {
         let daemon = Daemon::compose(cfg, rt, parts)?;
         let handle = daemon.handle();
         // Kept until the daemon ends; dropping it leaves the bus.
-        let _api = crate::dbus::serve(&bus, handle.clone(), &api_state, shared_bus).await;
+        let link = crate::fleet::link::spawn(
+            crate::fleet::LinkFiles::new(api_state.root()),
+            handle.clone(),
+            shared_bus.clone(),
+            shutdown.clone(),
+        );
+        let _api = crate::dbus::serve(&bus, handle.clone(), &api_state, shared_bus, link).await;
         if let Some((addr, remote)) = metrics {
             crate::metrics::serve(addr, remote, handle.clone(), shutdown.clone()).await?;
         }

@@ -15,6 +15,7 @@
 pub mod archive;
 pub mod beacon;
 pub mod dbus;
+pub mod fleet;
 pub mod hostnet;
 
 use std::fs;

@@ -10,6 +10,7 @@
 
 mod check;
 mod config;
+mod fleet;
 mod image;
 mod retention;
 mod status;
@@ -22,6 +23,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::dbus::StatusReport;
 use crate::dbus::client::{self, CallError, SensorProxy};
 use config::ConfigCmd;
+use fleet::FleetCmd;
 use image::ImageCmd;
 use retention::RetentionCmd;
 
@@ -80,6 +82,9 @@ pub enum Cmd {
     /// says the verdict), `history [NAME]`.
     #[command(subcommand)]
     Retention(RetentionCmd),
+    /// The sensor's fleet: `enroll URL --token T --fingerprint F`, `status`.
+    #[command(subcommand)]
+    Fleet(FleetCmd),
     /// The sensor's events (EVENTS stream), oldest first.
     Events {
         /// Keep printing new ones.
@@ -327,6 +332,7 @@ async fn call(bus: &str, format: Format, cmd: Cmd) -> Result<(), CallError> {
             }
         }
         Cmd::Retention(c) => s.retention(c, format).await?,
+        Cmd::Fleet(c) => s.fleet(c, format).await?,
         Cmd::Image(c) => s.image(c, format).await?,
         Cmd::Logs {
             name,

@@ -15,6 +15,9 @@ pub(super) fn print_table(report: &StatusReport) {
     if snap.fleet_managed {
         println!("managed by a fleet: local changes need --override and count as drift");
     }
+    if report.fleet.state != outpost_protocol::fleet::LinkState::None {
+        println!("{}", super::fleet::describe(&report.fleet));
+    }
     if let Some(r) = &snap.refused {
         let ago = (now_ms() - r.at_ms).max(0) / 1000;
         println!(

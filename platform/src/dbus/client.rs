@@ -140,6 +140,16 @@ impl CallError {
     }
 }
 
+#[zbus::proxy(
+    interface = "org.outpost.Fleet1",
+    default_service = "org.outpost.Sensor1",
+    default_path = "/org/outpost/Sensor1"
+)]
+pub trait Fleet {
+    fn enroll(&self, url: &str, token: &str, fingerprint: &str) -> zbus::Result<String>;
+    fn status(&self) -> zbus::Result<String>;
+}
+
 /// A connection to `bus` ("system" or an address) and a proxy on it.
 pub async fn connect(bus: &str) -> Result<SensorProxy<'static>, CallError> {
     let unreachable = |e: zbus::Error| CallError::from_zbus(e, bus);

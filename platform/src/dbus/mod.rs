@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod client;
 pub mod events;
+mod fleet;
 pub mod instrument;
 mod ops;
 mod sensor;
@@ -78,6 +79,9 @@ pub struct StatusReport {
     /// state and counters read at the call.
     #[serde(default)]
     pub interfaces: std::collections::BTreeMap<String, Vec<crate::network::InterfaceStatus>>,
+    /// The link to the fleet, when enrolled.
+    #[serde(default)]
+    pub fleet: crate::fleet::LinkStatus,
 }
 
 impl From<RetentionError> for SensorError {
@@ -129,6 +133,7 @@ pub async fn serve(
     handle: Handle,
     state: &StateDir,
     shared_bus: crate::messaging::shared::SharedBus,
+    link: crate::fleet::Link,
 ) -> Option<zbus::Connection> {
     let builder = match bus {
         BusChoice::None => return None,
@@ -143,8 +148,27 @@ pub async fn serve(
         }
     };
     let db = std::sync::Arc::new(std::sync::Mutex::new(db));
-    let sensor = Sensor::new(handle.clone(), db.clone(), state.clone(), shared_bus);
-    let built = async { builder?.name(NAME)?.serve_at(PATH, sensor)?.build().await }.await;
+    let sensor = Sensor::new(
+        handle.clone(),
+        db.clone(),
+        state.clone(),
+        shared_bus,
+        link.clone(),
+    );
+    let fleet = fleet::Fleet {
+        link,
+        db: db.clone(),
+        state: state.clone(),
+    };
+    let built = async {
+        builder?
+            .name(NAME)?
+            .serve_at(PATH, sensor)?
+            .serve_at(PATH, fleet)?
+            .build()
+            .await
+    }
+    .await;
     let conn = match built {
         Ok(c) => c,
         Err(e) => {

@@ -25,6 +25,7 @@ pub struct Sensor {
     db: Arc<Mutex<Db>>,
     state: StateDir,
     events: super::events::Reader,
+    link: crate::fleet::Link,
 }
 
 impl Sensor {
@@ -33,12 +34,14 @@ impl Sensor {
         db: Arc<Mutex<Db>>,
         state: StateDir,
         bus: crate::messaging::shared::SharedBus,
+        link: crate::fleet::Link,
     ) -> Sensor {
         Sensor {
             handle,
             db,
             state,
             events: super::events::Reader::new(bus),
+            link,
         }
     }
 
@@ -86,6 +89,7 @@ impl Sensor {
             daemon_pid: std::process::id(),
             snapshot,
             interfaces,
+            fleet: self.link.status(),
         };
         serde_json::to_string(&report).map_err(|e| SensorError::Failed(e.to_string()))
     }

@@ -1,0 +1,302 @@
+//! The link to the fleet's hub: outbound only, TLS with the hub CA from
+//! enrollment, the sensor's own credentials, reconnecting forever with
+//! back-off; a heartbeat with the sensor's summary every
+//! `heartbeat_every`. Its state is watched by the local status, so the
+//! sensor never looks fine while its fleet cannot hear it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_protocol::fleet::{self as proto, Backlog, Heartbeat, InstrumentSummary, LinkState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+
+use super::{LinkConfig, LinkFiles};
+use crate::daemon::{Handle, Snapshot};
+use crate::db::now_ms;
+use crate::messaging::shared::SharedBus;
+use crate::shutdown::Shutdown;
+
+/// The link as the local status shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    pub state: LinkState,
+    /// The sensor's name at the fleet.
+    pub sensor: Option<String>,
+    pub fleet_url: Option<String>,
+    /// The hub server it is (or was last) connected to.
+    pub hub: Option<String>,
+    /// Since when it is in this state (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Why, in words.
+    pub detail: String,
+    pub heartbeats_sent: u64,
+    pub last_heartbeat_ms: Option<i64>,
+    /// What the fleet has not received yet.
+    pub backlog: Backlog,
+}
+
+/// The running link: its status, and a way to start it after enrolling.
+#[derive(Clone)]
+pub struct Link {
+    status: watch::Receiver<LinkStatus>,
+    wake: Arc<Notify>,
+}
+
+impl Link {
+    pub fn status(&self) -> LinkStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<LinkStatus> {
+        self.status.clone()
+    }
+
+    /// Re-reads the link's files (after an enrollment) and reconnects.
+    pub fn restart(&self) {
+        self.wake.notify_one();
+    }
+
+    /// A link that never runs (no daemon, or in tests).
+    pub fn idle() -> Link {
+        let (_tx, rx) = watch::channel(LinkStatus::default());
+        Link {
+            status: rx,
+            wake: Arc::default(),
+        }
+    }
+}
+
+/// Starts the link task for the state in `files`.
+pub fn spawn(files: LinkFiles, handle: Handle, bus: SharedBus, shutdown: Shutdown) -> Link {
+    let (tx, rx) = watch::channel(LinkStatus::default());
+    let wake = Arc::new(Notify::new());
+    let w = wake.clone();
+    tokio::spawn(async move {
+        loop {
+            let cfg = match files.load() {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    tx.send_replace(LinkStatus::default());
+                    tokio::select! {
+                        _ = w.notified() => continue,
+                        _ = shutdown.triggered() => return,
+                    }
+                }
+                Err(e) => {
+                    warn!("fleet link: {e}");
+                    tx.send_replace(LinkStatus {
+                        state: LinkState::Down,
+                        since_ms: Some(now_ms()),
+                        detail: e.to_string(),
+                        ..LinkStatus::default()
+                    });
+                    tokio::select! {
+                        _ = w.notified() => continue,
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => continue,
+                        _ = shutdown.triggered() => return,
+                    }
+                }
+            };
+            tokio::select! {
+                _ = run(&files, &cfg, &tx, &handle, &bus) => {}
+                _ = w.notified() => { info!("fleet link: enrollment changed; reconnecting"); }
+                _ = shutdown.triggered() => return,
+            }
+        }
+    });
+    Link { status: rx, wake }
+}
+
+fn set(tx: &watch::Sender<LinkStatus>, state: LinkState, detail: String) {
+    tx.send_modify(|s| {
+        if s.state != state {
+            s.since_ms = Some(now_ms());
+        }
+        s.state = state;
+        s.detail = detail;
+    });
+}
+
+fn refused(tx: &watch::Sender<LinkStatus>, why: &str) {
+    let already = tx.borrow().state == LinkState::Refused;
+    if !already {
+        warn!("fleet link: the hub refused this sensor ({why})");
+    }
+    set(
+        tx,
+        LinkState::Refused,
+        format!(
+            "the hub refused this sensor's credentials ({why}): revoked at the fleet? retrying              (fix: ask the fleet's operator; a revoked sensor enrolls again under a new name)"
+        ),
+    );
+}
+
+/// One connection's life: connect (retrying forever), then heartbeats.
+async fn run(
+    files: &LinkFiles,
+    cfg: &LinkConfig,
+    tx: &watch::Sender<LinkStatus>,
+    handle: &Handle,
+    bus: &SharedBus,
+) {
+    tx.send_replace(LinkStatus {
+        state: LinkState::Connecting,
+        sensor: Some(cfg.sensor.clone()),
+        fleet_url: Some(cfg.fleet_url.clone()),
+        since_ms: Some(now_ms()),
+        detail: format!("connecting to {}", cfg.hub_urls.join(", ")),
+        ..LinkStatus::default()
+    });
+    let events = tx.clone();
+    let opts = match async_nats::ConnectOptions::with_credentials_file(files.creds()).await {
+        Ok(o) => o,
+        Err(e) => {
+            set(
+                tx,
+                LinkState::Down,
+                format!("cannot read {}: {e}", files.creds().display()),
+            );
+            return std::future::pending().await;
+        }
+    };
+    let opts = opts
+        .add_root_certificates(files.ca())
+        .require_tls(true)
+        .custom_inbox_prefix(proto::inbox_prefix(&cfg.sensor))
+        .name(format!("outpostd {}", cfg.sensor))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(10))
+        .reconnect_delay_callback(|attempts| {
+            // 0.5 s doubling to 30 s.
+            let d = Duration::from_millis(500) * 2u32.saturating_pow(attempts.min(6) as u32);
+            d.min(Duration::from_secs(30))
+        })
+        .event_callback(move |ev| {
+            let tx = events.clone();
+            async move {
+                use async_nats::Event;
+                match ev {
+                    Event::Connected => set(&tx, LinkState::Up, "connected".into()),
+                    Event::Disconnected => {
+                        set(&tx, LinkState::Down, "disconnected; reconnecting".into())
+                    }
+                    Event::ServerError(async_nats::ServerError::AuthorizationViolation) => {
+                        refused(&tx, "authorization violation")
+                    }
+                    Event::ServerError(async_nats::ServerError::Other(e))
+                        if e.to_ascii_lowercase().contains("revoked") =>
+                    {
+                        refused(&tx, &e)
+                    }
+                    Event::ClientError(async_nats::ClientError::Other(e))
+                        if e.contains("authorization violation") =>
+                    {
+                        refused(&tx, &e)
+                    }
+                    Event::ServerError(e) => debug!("fleet link: hub says {e}"),
+                    other => debug!("fleet link: {other}"),
+                }
+            }
+        });
+    let urls: Vec<async_nats::ServerAddr> =
+        cfg.hub_urls.iter().filter_map(|u| u.parse().ok()).collect();
+    let client = match opts.connect(urls).await {
+        Ok(c) => c,
+        Err(e) => {
+            set(tx, LinkState::Down, format!("cannot connect: {e}"));
+            return std::future::pending().await;
+        }
+    };
+    let mut seq = 0u64;
+    let mut tick = tokio::time::interval(cfg.heartbeat_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let backlog = backlog(bus).await;
+        tx.send_modify(|s| s.backlog = backlog.clone());
+        if client.connection_state() != async_nats::connection::State::Connected {
+            continue;
+        }
+        seq += 1;
+        let hb = heartbeat(&cfg.sensor, seq, &handle.status(), backlog);
+        let body = serde_json::to_vec(&hb).expect("serializes");
+        let sent = async {
+            client
+                .publish(proto::heartbeat(&cfg.sensor), body.into())
+                .await?;
+            client.flush().await?;
+            Ok::<_, async_nats::Error>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), sent).await {
+            Ok(Ok(())) => tx.send_modify(|s| {
+                s.heartbeats_sent += 1;
+                s.last_heartbeat_ms = Some(now_ms());
+                let info = client.server_info();
+                s.hub = Some(format!("{}:{}", info.host, info.port));
+            }),
+            Ok(Err(e)) => debug!("fleet link: heartbeat not sent: {e}"),
+            Err(_) => debug!("fleet link: heartbeat not flushed within 5 s"),
+        }
+    }
+}
+
+/// The local events the fleet has not received yet. Until events are
+/// forwarded, that is every event in the local `EVENTS` stream.
+async fn backlog(bus: &SharedBus) -> Backlog {
+    let Some(b) = bus.get() else {
+        return Backlog::default();
+    };
+    let Ok(mut stream) = b
+        .jetstream()
+        .get_stream(outpost_protocol::subjects::EVENTS_STREAM)
+        .await
+    else {
+        return Backlog::default();
+    };
+    let Ok(info) = stream.info().await else {
+        return Backlog::default();
+    };
+    let st = &info.state;
+    let oldest_age_s = (st.messages > 0).then(|| {
+        let first = st.first_timestamp.unix_timestamp();
+        (now_ms() / 1000 - first).max(0) as u64
+    });
+    Backlog {
+        events: st.messages,
+        bytes: st.bytes,
+        oldest_age_s,
+        dropped: 0,
+    }
+}
+
+/// The sensor's summary for a heartbeat.
+pub fn heartbeat(sensor: &str, seq: u64, snap: &Snapshot, backlog: Backlog) -> Heartbeat {
+    Heartbeat {
+        sensor: sensor.to_string(),
+        at_ms: now_ms(),
+        seq,
+        desired_version: snap.desired_version,
+        fleet_managed: snap.fleet_managed,
+        instruments: snap
+            .instruments
+            .iter()
+            .map(|i| InstrumentSummary {
+                name: i.name.clone(),
+                image: i.image.clone(),
+                version: i.version.clone(),
+                state: i.state.to_string(),
+                health: i.health.clone(),
+                health_message: i.health_message.clone(),
+                restarts: i.restarts,
+                config_desired: i.config_version,
+                config_applied: i.config_applied,
+                interfaces: Default::default(),
+            })
+            .collect(),
+        backlog,
+        platform_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}

@@ -1,0 +1,226 @@
+//! The fleet end to end: a real `outpost-fleet` with its embedded hub,
+//! real `outpostd` sensors enrolling with `outpostctl fleet enroll`,
+//! heartbeats, per-sensor permissions tried with a raw NATS client, and
+//! revocation.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use outpost_tests::fleet::{Fleet, hub_client};
+use outpost_tests::{Sensor, unique};
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn enroll(s: &Sensor, url: &str, token: &str, fingerprint: &str) -> std::process::Output {
+    s.ctl(&[
+        "fleet",
+        "enroll",
+        url,
+        "--token",
+        token,
+        "--fingerprint",
+        fingerprint,
+    ])
+}
+
+fn link(s: &Sensor) -> serde_json::Value {
+    let o = s.ctl(&["--format", "json", "fleet", "status"]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn wait_link(s: &Sensor, state: &str, timeout: Duration) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let l = link(s);
+        if l["state"] == state {
+            return l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "link never {state}: {l:#}\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn started_sensor() -> Sensor {
+    let mut s = Sensor::new();
+    s.write_sensor("");
+    s.start(&[]);
+    s
+}
+
+#[test]
+fn sensors_enroll_once_each_heartbeat_and_cannot_touch_each_others_subjects() {
+    let fleet = Fleet::start("1s");
+    let (na, nb, nc) = (unique("edge"), unique("edge"), unique("edge"));
+    let ea = fleet.add_sensor(&na, &[]);
+    let eb = fleet.add_sensor(&nb, &[]);
+    let ec = fleet.add_sensor(&nc, &["--ttl", "1s"]);
+    // A name is taken once.
+    let again = fleet.cli(&["sensor", "add", &na]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("exists already"), "{}", text(&again));
+
+    let a = started_sensor();
+    // A forged token, a wrong pin: refused, nothing stored.
+    let forged = enroll(&a, &fleet.url, "oet_0000", &ea.fingerprint);
+    assert!(!forged.status.success());
+    assert!(
+        text(&forged).contains("unknown to this fleet"),
+        "{}",
+        text(&forged)
+    );
+    let wrong_pin = format!("sha256:{}", "ab".repeat(32));
+    let pinned = enroll(&a, &fleet.url, &ea.token, &wrong_pin);
+    assert!(!pinned.status.success());
+    assert!(
+        text(&pinned).contains("presented certificate") && text(&pinned).contains(&ea.fingerprint),
+        "{}",
+        text(&pinned)
+    );
+    assert_eq!(link(&a)["state"], "none", "nothing stored after a refusal");
+    // The right one works (the pin was not used up by the refusal).
+    let ok = enroll(&a, &fleet.url, &ea.token, &ea.fingerprint);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        text(&ok).contains(&format!("enrolled as {na}")),
+        "{}",
+        text(&ok)
+    );
+
+    let b = started_sensor();
+    let reused = enroll(&b, &fleet.url, &ea.token, &ea.fingerprint);
+    assert!(!reused.status.success());
+    assert!(text(&reused).contains("used already"), "{}", text(&reused));
+    std::thread::sleep(Duration::from_millis(1500));
+    let expired = enroll(&b, &fleet.url, &ec.token, &ec.fingerprint);
+    assert!(!expired.status.success());
+    assert!(text(&expired).contains("expired"), "{}", text(&expired));
+    let ok = enroll(&b, &fleet.url, &eb.token, &eb.fingerprint);
+    assert!(ok.status.success(), "{}", text(&ok));
+    // Enrolled once: a second enrollment is refused on the sensor.
+    let twice = enroll(&b, &fleet.url, &eb.token, &eb.fingerprint);
+    assert!(
+        text(&twice).contains("enrolled already"),
+        "{}",
+        text(&twice)
+    );
+
+    // Both links come up and the fleet hears both.
+    wait_link(&a, "up", Duration::from_secs(20));
+    wait_link(&b, "up", Duration::from_secs(20));
+    for (s, n) in [(&a, &na), (&b, &nb)] {
+        let v = fleet.wait_sensor(n, "online", Duration::from_secs(20), |v| {
+            v["online"] == "online"
+        });
+        assert_eq!(v["last_heartbeat"]["sensor"], n.as_str());
+        assert_eq!(v["last_heartbeat"]["fleet_managed"], true);
+        assert!(v["public_key"].as_str().unwrap().starts_with('U'));
+        let st = s.status();
+        assert_eq!(st["fleet_managed"], true);
+        assert_eq!(st["fleet"]["state"], "up");
+        let table = text(&s.ctl(&["status"]));
+        assert!(table.contains("fleet link: up"), "{table}");
+    }
+    let c = fleet.sensor(&nc);
+    assert_eq!(c["online"], "never");
+
+    // Sensor A's own credentials, in a raw NATS client: its own subjects
+    // work, B's do not, in either direction.
+    let creds_a = std::fs::read_to_string(a.state.join("fleet/sensor.creds")).unwrap();
+    let ca = a.state.join("fleet/hub-ca.pem");
+    let url = fleet.hub_url();
+    let service = fleet.service_creds();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = hub_client(&url, &fleet.ca(), &service).await.unwrap();
+        let mut seen = admin.subscribe("fleet.in.>").await.unwrap();
+        admin.flush().await.unwrap();
+        let raw = hub_client(&url, &ca, &creds_a).await.unwrap();
+        raw.publish(format!("fleet.in.{nb}.heartbeat"), "forged".into())
+            .await
+            .unwrap();
+        raw.publish(format!("fleet.in.{na}.probe"), "mine".into())
+            .await
+            .unwrap();
+        raw.flush().await.unwrap();
+        // Only A's own publication arrives (heartbeats aside).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut got = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, seen.next()).await {
+            if m.payload.as_ref() == b"forged" || m.payload.as_ref() == b"mine" {
+                got.push(m.subject.to_string());
+            }
+        }
+        assert_eq!(got, vec![format!("fleet.in.{na}.probe")]);
+
+        let raw = hub_client(&url, &ca, &creds_a).await.unwrap();
+        let mut other = raw.subscribe(format!("fleet.sensor.{nb}.>")).await.unwrap();
+        let mut own = raw.subscribe(format!("fleet.sensor.{na}.>")).await.unwrap();
+        raw.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        admin
+            .publish(format!("fleet.sensor.{nb}.desired"), "for b".into())
+            .await
+            .unwrap();
+        admin
+            .publish(format!("fleet.sensor.{na}.desired"), "for a".into())
+            .await
+            .unwrap();
+        admin.flush().await.unwrap();
+        let mine = tokio::time::timeout(Duration::from_secs(3), own.next())
+            .await
+            .expect("its own subject reaches A")
+            .unwrap();
+        assert_eq!(mine.payload.as_ref(), b"for a");
+        let leaked = tokio::time::timeout(Duration::from_secs(1), other.next()).await;
+        assert!(
+            !matches!(leaked, Ok(Some(_))),
+            "A read B's subject: {leaked:?}"
+        );
+    });
+}
+
+#[test]
+fn a_revoked_sensor_is_cut_off_within_seconds_and_cannot_come_back() {
+    let fleet = Fleet::start("1s");
+    let name = unique("edge");
+    let e = fleet.add_sensor(&name, &[]);
+    let s = started_sensor();
+    let ok = enroll(&s, &fleet.url, &e.token, &e.fingerprint);
+    assert!(ok.status.success(), "{}", text(&ok));
+    wait_link(&s, "up", Duration::from_secs(20));
+    fleet.wait_sensor(&name, "online", Duration::from_secs(20), |v| {
+        v["online"] == "online"
+    });
+
+    let t0 = std::time::Instant::now();
+    let out = fleet.cli(&["sensor", "revoke", &name]);
+    assert!(out.status.success(), "{}", text(&out));
+    let l = wait_link(&s, "refused", Duration::from_secs(10));
+    println!("link refused {:?} after the revocation", t0.elapsed());
+    assert!(l["detail"].as_str().unwrap().contains("revoked"), "{l:#}");
+    let v = fleet.sensor(&name);
+    assert!(v["revoked_at_ms"].is_i64(), "{v:#}");
+    assert_eq!(v["online"], "offline");
+    assert_eq!(v["online_detail"], "revoked");
+
+    // Its credentials no longer open a connection.
+    let creds = std::fs::read_to_string(s.state.join("fleet/sensor.creds")).unwrap();
+    let ca = s.state.join("fleet/hub-ca.pem");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(hub_client(&fleet.hub_url(), &ca, &creds));
+    assert!(r.is_err(), "a revoked sensor connected");
+    // And the fleet restarting does not bring it back.
+    let status = text(&s.ctl(&["status"]));
+    assert!(status.contains("fleet link: refused"), "{status}");
+}
