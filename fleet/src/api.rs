@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,6 +14,7 @@ use utoipa::OpenApi;
 
 use crate::auth::{Principal, Role, Tokens};
 use crate::error::{ApiError, ErrorBody};
+use crate::events::{EventPage, EventQuery, StoredEvent};
 use crate::hub::{Hub, now_ms};
 use crate::presence::{self, Online, Presence};
 use crate::registry::{self, Enrollment, SensorRecord};
@@ -30,6 +31,8 @@ pub struct AppState {
     pub hub_ca_pem: String,
     pub heartbeat_every: Duration,
     pub enroll_ttl: Duration,
+    /// The hub's `FLEET_EVENTS` stream.
+    pub events: async_nats::jetstream::stream::Stream,
 }
 
 /// A JSON body whose rejection is a JSON error naming the problem.
@@ -47,6 +50,30 @@ where
             Ok(Json(v)) => Ok(Body(v)),
             Err(r) => Err(ApiError::BadRequest(format!(
                 "the request body: {} (fix: send JSON as the API document describes)",
+                r.body_text()
+            ))),
+        }
+    }
+}
+
+/// Query parameters whose rejection is a JSON error naming the problem.
+pub struct Params<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Params<T>
+where
+    Query<T>: FromRequestParts<S, Rejection = QueryRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Params(v)),
+            Err(r) => Err(ApiError::BadRequest(format!(
+                "the query string: {} (fix: use the parameters the API document lists)",
                 r.body_text()
             ))),
         }
@@ -74,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sensors/{name}/token", post(new_token))
         .route("/api/v1/sensors/{name}/revoke", post(revoke_sensor))
         .route("/api/v1/tokens", post(add_api_token))
+        .route("/api/v1/events", get(list_events))
         .with_state(state)
 }
 
@@ -88,9 +116,10 @@ pub fn router(state: AppState) -> Router {
         get_sensor,
         new_token,
         revoke_sensor,
-        add_api_token
+        add_api_token,
+        list_events
     ),
-    components(schemas(ErrorBody, SensorView, Presence, Heartbeat)),
+    components(schemas(ErrorBody, SensorView, Presence, Heartbeat, StoredEvent)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -321,4 +350,17 @@ async fn add_api_token(
         role: req.role,
         token,
     }))
+}
+
+/// Stored events, oldest first: filter by sensor, instrument, kind and
+/// time; page with `after` = the previous page's `next`.
+#[utoipa::path(get, path = "/api/v1/events", security(("bearer" = [])), params(EventQuery),
+    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody)))]
+async fn list_events(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Params(q): Params<EventQuery>,
+) -> Result<Json<EventPage>, ApiError> {
+    s.who(&headers, Role::Viewer).await?;
+    Ok(Json(crate::events::query(&s.events, &q).await?))
 }

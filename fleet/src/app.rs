@@ -37,6 +37,8 @@ pub struct RunConfig {
     pub heartbeat_every: Duration,
     pub enroll_ttl: Duration,
     pub nats_server: Option<PathBuf>,
+    /// How long events are kept, and JetStream's duplicate window.
+    pub events: crate::ingest::EventsPolicy,
 }
 
 /// Files in the state directory the CLI reads.
@@ -135,6 +137,12 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         hub.clone(),
         shutdown.clone(),
     )));
+    let events = crate::ingest::ensure_stream(&hub, cfg.events, cfg.replicas).await?;
+    tasks.push(tokio::spawn(crate::ingest::run(
+        hub.clone(),
+        events.clone(),
+        shutdown.clone(),
+    )));
 
     let state = AppState {
         hub: hub.clone(),
@@ -145,6 +153,7 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read {}", tls.ca.display()))?,
         heartbeat_every: cfg.heartbeat_every,
         enroll_ttl: cfg.enroll_ttl,
+        events,
     };
     let app = api::router(state);
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.server_config()?);

@@ -38,6 +38,24 @@ enum Cmd {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Stored events, oldest first (JSON lines, then the cursor to go on
+    /// from on stderr).
+    Events {
+        #[arg(long)]
+        sensor: Option<String>,
+        #[arg(long)]
+        instrument: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        /// Start after this cursor.
+        #[arg(long)]
+        after: Option<u64>,
+        /// At most this many (the API's pages are read until then).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(clap::Args)]
@@ -70,6 +88,14 @@ struct RunArgs {
     /// The nats-server binary for the embedded hub.
     #[arg(long)]
     nats_server: Option<PathBuf>,
+    /// How long the fleet keeps events (the hub enforces it; a change
+    /// applies to what is stored already).
+    #[arg(long, default_value = "90days", value_parser = humantime::parse_duration)]
+    events_retention: Duration,
+    /// JetStream's duplicate window for forwarded events (duplicates
+    /// older than it are still dropped, by the sensor's sequence).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    duplicate_window: Duration,
 }
 
 #[derive(clap::Args)]
@@ -223,6 +249,10 @@ async fn real_main() -> anyhow::Result<()> {
                     heartbeat_every: a.heartbeat_every,
                     enroll_ttl: a.enroll_ttl,
                     nats_server: a.nats_server,
+                    events: outpost_fleet::ingest::EventsPolicy {
+                        retention: a.events_retention,
+                        duplicate_window: a.duplicate_window,
+                    },
                 },
                 shutdown,
             )
@@ -280,6 +310,47 @@ async fn real_main() -> anyhow::Result<()> {
                 )
                 .await?;
             println!("sensor {} revoked", r.name);
+            Ok(())
+        }
+        Cmd::Events {
+            sensor,
+            instrument,
+            kind,
+            after,
+            limit,
+            conn,
+        } => {
+            let c = client(&state, &conn)?;
+            let mut after = after;
+            let mut left = limit;
+            loop {
+                let mut q = vec![format!("limit={}", left.min(1000))];
+                for (k, v) in [
+                    ("sensor", &sensor),
+                    ("instrument", &instrument),
+                    ("kind", &kind),
+                ] {
+                    if let Some(v) = v {
+                        q.push(format!("{k}={v}"));
+                    }
+                }
+                if let Some(a) = after {
+                    q.push(format!("after={a}"));
+                }
+                let page: outpost_fleet::events::EventPage =
+                    c.get(&format!("/api/v1/events?{}", q.join("&"))).await?;
+                for e in &page.events {
+                    println!("{}", serde_json::to_string(e)?);
+                }
+                left = left.saturating_sub(page.events.len());
+                after = page.next.or(after);
+                if !page.more || left == 0 {
+                    break;
+                }
+            }
+            if let Some(a) = after {
+                eprintln!("next: {a}");
+            }
             Ok(())
         }
         Cmd::Token(TokenCmd::Add { name, role, conn }) => {

@@ -40,6 +40,63 @@ pub fn heartbeat(sensor: &str) -> String {
 /// Every sensor's heartbeats, for the fleet.
 pub const ALL_HEARTBEATS: &str = "fleet.in.*.heartbeat";
 
+/// Forwarded events, a batch per request: `fleet.in.<sensor>.events`.
+pub fn events_in(sensor: &str) -> String {
+    format!("{}.events", sensor_in(sensor))
+}
+
+/// Every sensor's forwarded events, for the fleet.
+pub const ALL_EVENTS_IN: &str = "fleet.in.*.events";
+
+/// Where the fleet stores a sensor's events (stream `FLEET_EVENTS`).
+pub fn stored_events(sensor: &str) -> String {
+    format!("fleet.events.{sensor}")
+}
+
+/// The hub stream of every sensor's events.
+pub const FLEET_EVENTS_STREAM: &str = "FLEET_EVENTS";
+
+/// Headers of a stored event: the sensor's local stream sequence and
+/// subject.
+pub const HDR_LOCAL_SEQ: &str = "Outpost-Local-Seq";
+pub const HDR_LOCAL_SUBJECT: &str = "Outpost-Local-Subject";
+
+/// A batch of events from the sensor's local `EVENTS` stream, in its
+/// order.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub events: Vec<ForwardedEvent>,
+}
+
+/// One event as the sensor forwards it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwardedEvent {
+    /// Its sequence in the sensor's local `EVENTS` stream: with the
+    /// sensor's name, the key that makes delivery idempotent.
+    pub seq: u64,
+    /// Its local subject (`outpost.events.<instrument>.<kind>`).
+    pub subject: String,
+    /// The event's bytes (an envelope, unless an instrument sent
+    /// something else), base64.
+    pub data: String,
+}
+
+/// The fleet's answer to a batch: everything up to `upto` is stored.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchAck {
+    pub upto: u64,
+    /// Stored now.
+    pub stored: u32,
+    /// Had been stored before (a re-send).
+    pub duplicates: u32,
+    /// Set when the batch was not stored (then `upto` is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// The sensor a `fleet.in.<sensor>.…` subject came from.
 pub fn sensor_of(subject: &str) -> Option<&str> {
     let rest = subject.strip_prefix("fleet.in.")?;

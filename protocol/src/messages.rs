@@ -19,6 +19,10 @@ pub mod schema {
     pub const STORAGE_FULL: &str = "outpost.storage-full/1";
     pub const RETENTION_FAILED: &str = "outpost.retention-failed/1";
     pub const RETENTION_VIOLATED: &str = "outpost.retention-violated/1";
+    /// The fleet link's local buffer is nearly full.
+    pub const BACKLOG_HIGH: &str = "outpost.backlog-high/1";
+    /// Events the local buffer dropped before the fleet had them.
+    pub const EVENTS_DROPPED: &str = "outpost.events-dropped/1";
 }
 
 /// What an instrument says of itself.

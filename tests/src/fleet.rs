@@ -32,6 +32,9 @@ pub struct Fleet {
     pub state: PathBuf,
     pub url: String,
     pub hub_port: u16,
+    api_port: u16,
+    heartbeat: String,
+    extra: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -46,6 +49,11 @@ pub struct Enrollment {
 impl Fleet {
     /// Starts a fleet whose sensors heartbeat every `heartbeat`.
     pub fn start(heartbeat: &str) -> Fleet {
+        Fleet::start_with(heartbeat, &[])
+    }
+
+    /// … with more `outpost-fleet run` options.
+    pub fn start_with(heartbeat: &str, extra: &[&str]) -> Fleet {
         let dir = tempfile::Builder::new()
             .prefix("outpost-fleet-")
             .tempdir()
@@ -56,15 +64,42 @@ impl Fleet {
             state,
             url: String::new(),
             hub_port: free_port(),
+            api_port: free_port(),
+            heartbeat: heartbeat.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             log,
             child: None,
             dir,
         };
-        f.spawn(free_port(), heartbeat);
+        f.spawn();
         f
     }
 
-    fn spawn(&mut self, api_port: u16, heartbeat: &str) {
+    /// Stops the whole fleet, its hub included (SIGTERM to its group).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pg = Pid::from_raw(c.id() as i32);
+            let _ = killpg(pg, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = killpg(pg, Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same state and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let (api_port, heartbeat) = (self.api_port, self.heartbeat.clone());
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -77,7 +112,8 @@ impl Fleet {
             .arg("run")
             .args(["--listen", &format!("127.0.0.1:{api_port}")])
             .args(["--hub-listen", &format!("127.0.0.1:{}", self.hub_port)])
-            .args(["--heartbeat-every", heartbeat])
+            .args(["--heartbeat-every", heartbeat.as_str()])
+            .args(&self.extra)
             .env("OUTPOST_LOG", "info,outpost_fleet=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -189,6 +225,23 @@ impl Fleet {
             .service_creds()
     }
 
+    /// Every stored event matching `filter` (`--sensor X`, …), read
+    /// through the API page by page.
+    pub fn events(&self, filter: &[&str]) -> Vec<Value> {
+        let mut args = vec!["events", "--limit", "1000000"];
+        args.extend_from_slice(filter);
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "events: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an event line"))
+            .collect()
+    }
+
     pub fn hub_url(&self) -> String {
         format!("tls://127.0.0.1:{}", self.hub_port)
     }
@@ -209,18 +262,6 @@ pub async fn hub_client(url: &str, ca: &Path, creds: &str) -> Result<async_nats:
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let pg = Pid::from_raw(c.id() as i32);
-            let _ = killpg(pg, Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = killpg(pg, Signal::SIGKILL);
-            let _ = c.wait();
-        }
+        self.stop();
     }
 }

@@ -5,9 +5,13 @@
 
 use std::time::Duration;
 
+use std::time::Instant;
+
 use futures::StreamExt;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use outpost_tests::fleet::{Fleet, hub_client};
-use outpost_tests::{Sensor, unique};
+use outpost_tests::{Sensor, entrypoint_pid, example_image, unique};
 
 fn text(o: &std::process::Output) -> String {
     format!(
@@ -223,4 +227,130 @@ fn a_revoked_sensor_is_cut_off_within_seconds_and_cannot_come_back() {
     // And the fleet restarting does not bring it back.
     let status = text(&s.ctl(&["status"]));
     assert!(status.contains("fleet link: refused"), "{status}");
+}
+
+/// Waits until the link has forwarded everything (its backlog, as the
+/// heartbeat loop last counted it, is empty).
+fn wait_backlog_empty(s: &Sensor, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let l = link(s);
+        if l["state"] == "up" && l["backlog"]["events"] == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "backlog never empty: {l:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn events_outlive_a_minute_without_the_hub_once_each_in_order_and_a_late_resend_adds_none() {
+    let mut fleet = Fleet::start_with("1s", &["--duplicate-window", "1s"]);
+    let sensor = unique("edge");
+    let e = fleet.add_sensor(&sensor, &[]);
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let inst = unique("burst");
+    s.write_sensor(&format!(
+        "[[instrument]]\nname = \"{inst}\"\nimage = \"example\"\nversion = \"0.1.0\"\n"
+    ));
+    s.start(&[]);
+    let st = s.wait_for(&inst, "healthy", Duration::from_secs(30), |v| {
+        v["health"] == "ok"
+    });
+    let ok = enroll(&s, &fleet.url, &e.token, &e.fingerprint);
+    assert!(ok.status.success(), "{}", text(&ok));
+    wait_link(&s, "up", Duration::from_secs(20));
+
+    // The hub goes away; the instrument publishes 10,000 events.
+    fleet.stop();
+    let down = Instant::now();
+    let entry = entrypoint_pid(st["init_pid"].as_i64().unwrap() as i32);
+    kill(Pid::from_raw(entry), Signal::SIGUSR1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s.events(Some(&inst)).iter().any(|e| e.kind == "burst-done") {
+        assert!(Instant::now() < deadline, "the burst never finished");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The sensor says so: the link is down and the events wait.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let l = loop {
+        let l = link(&s);
+        if l["state"] != "up" && l["backlog"]["events"].as_u64().unwrap_or(0) >= 10_001 {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "the backlog never showed: {l:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(l["backlog"]["bytes"].as_u64().unwrap() > 0, "{l:#}");
+    let table = text(&s.ctl(&["status"]));
+    assert!(
+        table.contains("fleet link: down") || table.contains("fleet link: connecting"),
+        "{table}"
+    );
+    if let Some(rest) = Duration::from_secs(60).checked_sub(down.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    fleet.restart();
+
+    let tick_filter = [
+        "--sensor",
+        sensor.as_str(),
+        "--instrument",
+        inst.as_str(),
+        "--kind",
+        "tick",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = fleet.events(&["--sensor", &sensor, "--kind", "burst-done"]);
+        if !done.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fleet never got the burst");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let check = |ticks: &[serde_json::Value]| {
+        assert_eq!(ticks.len(), 10_000, "every event arrives, once");
+        let mut last_n = 0;
+        let mut last_local = 0;
+        for t in ticks {
+            let n = t["envelope"]["payload"]["n"].as_u64().unwrap();
+            let local = t["local_seq"].as_u64().unwrap();
+            assert!(n > last_n, "tick {n} after {last_n}: out of order or twice");
+            assert!(local > last_local);
+            last_n = n;
+            last_local = local;
+        }
+    };
+    check(&fleet.events(&tick_filter));
+    wait_backlog_empty(&s, Duration::from_secs(30));
+
+    // Long after the duplicate window, everything is sent again.
+    std::thread::sleep(Duration::from_secs(2));
+    let resend = s.ctl(&["fleet", "resend", "--from", "1"]);
+    assert!(resend.status.success(), "{}", text(&resend));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The re-send went through: the fleet answered that it had them.
+        let l = link(&s);
+        if l["events_already_stored"].as_u64().unwrap_or(0) >= 10_001 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the re-send never went through: {l:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_backlog_empty(&s, Duration::from_secs(60));
+    check(&fleet.events(&tick_filter));
+    let all = fleet.events(&["--sensor", &sensor]);
+    let mut locals: Vec<u64> = all
+        .iter()
+        .map(|e| e["local_seq"].as_u64().unwrap())
+        .collect();
+    let n = locals.len();
+    locals.dedup();
+    assert_eq!(locals.len(), n, "a local event stored twice");
 }

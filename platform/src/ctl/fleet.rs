@@ -24,6 +24,12 @@ pub enum FleetCmd {
     },
     /// The link to the fleet: state, heartbeats, backlog.
     Status,
+    /// Forwards the local events to the fleet again, from a local
+    /// sequence on (the fleet keeps each event once).
+    Resend {
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
 }
 
 impl Session {
@@ -59,6 +65,10 @@ impl Session {
                     c.fleet_url,
                     c.hub_urls.join(", ")
                 );
+            }
+            FleetCmd::Resend { from } => {
+                p.resend(from).await.map_err(|e| self.err(e))?;
+                println!("events from local sequence {from} on are being forwarded again");
             }
             FleetCmd::Status => {
                 let json = p.status().await.map_err(|e| self.err(e))?;

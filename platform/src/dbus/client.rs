@@ -148,6 +148,7 @@ impl CallError {
 pub trait Fleet {
     fn enroll(&self, url: &str, token: &str, fingerprint: &str) -> zbus::Result<String>;
     fn status(&self) -> zbus::Result<String>;
+    fn resend(&self, from: u64) -> zbus::Result<()>;
 }
 
 /// A connection to `bus` ("system" or an address) and a proxy on it.

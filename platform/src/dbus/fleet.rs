@@ -50,6 +50,20 @@ impl Fleet {
         serde_json::to_string(&cfg).map_err(|e| SensorError::Failed(e.to_string()))
     }
 
+    /// Forwards the local events from sequence `from` on to the fleet
+    /// again (the fleet keeps each once).
+    async fn resend(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        from: u64,
+    ) -> Result<(), SensorError> {
+        let who = caller(conn, &hdr, Access::Change).await?;
+        self.link.resend(from).await.map_err(SensorError::Failed)?;
+        tracing::info!(from, by = %who, "events re-sent to the fleet");
+        Ok(())
+    }
+
     /// The link to the fleet: state, since when, why, heartbeats and
     /// backlog (JSON).
     async fn status(

@@ -33,6 +33,12 @@ pub struct LinkStatus {
     pub detail: String,
     pub heartbeats_sent: u64,
     pub last_heartbeat_ms: Option<i64>,
+    /// Events the fleet stored since the link started, and re-sent ones
+    /// it had already.
+    #[serde(default)]
+    pub events_forwarded: u64,
+    #[serde(default)]
+    pub events_already_stored: u64,
     /// What the fleet has not received yet.
     pub backlog: Backlog,
 }
@@ -42,6 +48,13 @@ pub struct LinkStatus {
 pub struct Link {
     status: watch::Receiver<LinkStatus>,
     wake: Arc<Notify>,
+    resend: Arc<std::sync::Mutex<Option<Resend>>>,
+}
+
+/// A request to forward again from a local sequence, and its answer.
+struct Resend {
+    from: u64,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 impl Link {
@@ -58,13 +71,18 @@ impl Link {
         self.wake.notify_one();
     }
 
-    /// A link that never runs (no daemon, or in tests).
-    pub fn idle() -> Link {
-        let (_tx, rx) = watch::channel(LinkStatus::default());
-        Link {
-            status: rx,
-            wake: Arc::default(),
+    /// Forwards every local event from sequence `from` on again (the
+    /// fleet drops what it has).
+    pub async fn resend(&self, from: u64) -> Result<(), String> {
+        if self.status().state == LinkState::None {
+            return Err("this sensor is not enrolled in a fleet".into());
         }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        *self.resend.lock().expect("lock") = Some(Resend { from, done });
+        self.wake.notify_one();
+        answer
+            .await
+            .unwrap_or_else(|_| Err("outpostd is stopping".into()))
     }
 }
 
@@ -73,8 +91,21 @@ pub fn spawn(files: LinkFiles, handle: Handle, bus: SharedBus, shutdown: Shutdow
     let (tx, rx) = watch::channel(LinkStatus::default());
     let wake = Arc::new(Notify::new());
     let w = wake.clone();
+    let resend: Arc<std::sync::Mutex<Option<Resend>>> = Arc::default();
+    let r = resend.clone();
     tokio::spawn(async move {
         loop {
+            // The forwarder is stopped here: a re-send can start.
+            let asked = r.lock().expect("lock").take();
+            if let Some(Resend { from, done }) = asked {
+                let res = super::forward::reset(&bus, from).await;
+                info!(
+                    from,
+                    ok = res.is_ok(),
+                    "fleet link: events to be forwarded again"
+                );
+                let _ = done.send(res);
+            }
             let cfg = match files.load() {
                 Ok(Some(c)) => c,
                 Ok(None) => {
@@ -106,7 +137,11 @@ pub fn spawn(files: LinkFiles, handle: Handle, bus: SharedBus, shutdown: Shutdow
             }
         }
     });
-    Link { status: rx, wake }
+    Link {
+        status: rx,
+        wake,
+        resend,
+    }
 }
 
 fn set(tx: &watch::Sender<LinkStatus>, state: LinkState, detail: String) {
@@ -210,13 +245,30 @@ async fn run(
             return std::future::pending().await;
         }
     };
+    let counters = Arc::new(super::forward::Counters::default());
+    let forwarder = tokio::spawn(super::forward::run(
+        bus.clone(),
+        client.clone(),
+        cfg.sensor.clone(),
+        counters.clone(),
+    ));
+    // Stops forwarding when this connection's life ends.
+    let _forwarder = AbortOnDrop(forwarder);
     let mut seq = 0u64;
     let mut tick = tokio::time::interval(cfg.heartbeat_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let backlog = backlog(bus).await;
-        tx.send_modify(|s| s.backlog = backlog.clone());
+        let backlog = super::forward::backlog(bus, &counters).await;
+        tx.send_modify(|s| {
+            s.backlog = backlog.clone();
+            s.events_forwarded = counters
+                .forwarded
+                .load(std::sync::atomic::Ordering::Relaxed);
+            s.events_already_stored = counters
+                .already_stored
+                .load(std::sync::atomic::Ordering::Relaxed);
+        });
         if client.connection_state() != async_nats::connection::State::Connected {
             continue;
         }
@@ -243,32 +295,11 @@ async fn run(
     }
 }
 
-/// The local events the fleet has not received yet. Until events are
-/// forwarded, that is every event in the local `EVENTS` stream.
-async fn backlog(bus: &SharedBus) -> Backlog {
-    let Some(b) = bus.get() else {
-        return Backlog::default();
-    };
-    let Ok(mut stream) = b
-        .jetstream()
-        .get_stream(outpost_protocol::subjects::EVENTS_STREAM)
-        .await
-    else {
-        return Backlog::default();
-    };
-    let Ok(info) = stream.info().await else {
-        return Backlog::default();
-    };
-    let st = &info.state;
-    let oldest_age_s = (st.messages > 0).then(|| {
-        let first = st.first_timestamp.unix_timestamp();
-        (now_ms() / 1000 - first).max(0) as u64
-    });
-    Backlog {
-        events: st.messages,
-        bytes: st.bytes,
-        oldest_age_s,
-        dropped: 0,
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -8,6 +8,7 @@
 //! `link.json` (written last: the enrollment's commit point).
 
 pub mod enroll;
+pub mod forward;
 pub mod link;
 
 use std::path::{Path, PathBuf};

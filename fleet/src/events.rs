@@ -1,0 +1,184 @@
+//! Reading the fleet's events: filter by sensor, instrument, kind and time,
+//! paged by the hub stream's sequence (the cursor).
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, DeliverPolicy, pull};
+use async_nats::jetstream::stream;
+use futures::StreamExt;
+use outpost_protocol::fleet::{self as proto, HDR_LOCAL_SEQ, HDR_LOCAL_SUBJECT};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::hub::HubError;
+
+/// `GET /api/v1/events` parameters.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    pub sensor: Option<String>,
+    pub instrument: Option<String>,
+    pub kind: Option<String>,
+    /// Events stored after this cursor (the `next` of a previous page).
+    pub after: Option<u64>,
+    /// Events the fleet received at or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// … and before this time.
+    pub until_ms: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// One stored event.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StoredEvent {
+    /// Its place in the fleet's event stream (a cursor).
+    pub seq: u64,
+    pub sensor: String,
+    /// Its sequence in the sensor's own stream.
+    pub local_seq: u64,
+    pub instrument: String,
+    pub kind: String,
+    /// When the hub stored it (ms since the epoch).
+    pub stored_at_ms: i64,
+    /// The event's envelope; `null` when it was not JSON.
+    pub envelope: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventPage {
+    pub events: Vec<StoredEvent>,
+    /// The cursor to go on from (`after`): the last event looked at.
+    pub next: Option<u64>,
+    /// Whether more events were there when this page was read.
+    pub more: bool,
+}
+
+fn op(why: impl std::fmt::Display) -> ApiError {
+    ApiError::Hub(HubError::Op {
+        what: "reading events".into(),
+        why: why.to_string(),
+    })
+}
+
+/// One stored message as an event.
+pub fn from_message(
+    seq: u64,
+    subject: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &[u8],
+    stored_at_ms: i64,
+) -> StoredEvent {
+    let sensor = subject
+        .strip_prefix("fleet.events.")
+        .unwrap_or_default()
+        .to_string();
+    let h = |k: &str| {
+        headers
+            .and_then(|h| h.get(k))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default()
+    };
+    let local_subject = h(HDR_LOCAL_SUBJECT);
+    let (instrument, kind) = outpost_protocol::subjects::parse_event(&local_subject)
+        .map(|(i, k)| (i.to_string(), k.to_string()))
+        .unwrap_or_default();
+    StoredEvent {
+        seq,
+        sensor,
+        local_seq: h(HDR_LOCAL_SEQ).parse().unwrap_or(0),
+        instrument,
+        kind,
+        stored_at_ms,
+        envelope: serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// A page of events matching `q`.
+pub async fn query(events: &stream::Stream, q: &EventQuery) -> Result<EventPage, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let filter = match &q.sensor {
+        Some(s) => {
+            if proto::sensor_name_problem(s).is_some() {
+                return Err(ApiError::field(
+                    "sensor",
+                    format!("{s:?} is not a sensor name"),
+                    "give a sensor's name as the fleet lists it",
+                ));
+            }
+            proto::stored_events(s)
+        }
+        None => "fleet.events.*".to_string(),
+    };
+    let deliver_policy = match (q.after, q.since_ms) {
+        (Some(a), _) => DeliverPolicy::ByStartSequence {
+            start_sequence: a + 1,
+        },
+        (None, Some(t)) => DeliverPolicy::ByStartTime {
+            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000)
+                .map_err(|e| {
+                    ApiError::field("since_ms", e.to_string(), "give ms since the epoch")
+                })?,
+        },
+        (None, None) => DeliverPolicy::All,
+    };
+    let c = events
+        .create_consumer(pull::Config {
+            filter_subject: filter,
+            deliver_policy,
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(op)?;
+    let mut out = Vec::new();
+    let mut last_seen = q.after;
+    let mut more = true;
+    'pages: while out.len() < limit {
+        let mut batch = c
+            .fetch()
+            .max_messages(limit.min(500))
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .map_err(op)?;
+        let mut got = 0;
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(op)?;
+            got += 1;
+            let info = m.info().map_err(op)?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            let at = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
+            last_seen = Some(seq);
+            if q.until_ms.is_some_and(|u| at >= u) {
+                more = false;
+                break 'pages;
+            }
+            let e = from_message(seq, &m.subject, m.headers.as_ref(), &m.payload, at);
+            let keep = q.instrument.as_ref().is_none_or(|i| *i == e.instrument)
+                && q.kind.as_ref().is_none_or(|k| *k == e.kind);
+            if keep {
+                out.push(e);
+            }
+            if pending == 0 {
+                more = false;
+                break 'pages;
+            }
+            if out.len() >= limit {
+                break 'pages;
+            }
+        }
+        if got == 0 {
+            more = false;
+            break;
+        }
+    }
+    let _ = events.delete_consumer(c.cached_info().name.as_str()).await;
+    Ok(EventPage {
+        next: last_seen,
+        more,
+        events: out,
+    })
+}
