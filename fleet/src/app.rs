@@ -137,6 +137,11 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         hub.clone(),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(presence::watch_offline(
+        hub.clone(),
+        cfg.heartbeat_every,
+        shutdown.clone(),
+    )));
     let events = crate::ingest::ensure_stream(&hub, cfg.events, cfg.replicas).await?;
     tasks.push(tokio::spawn(crate::ingest::run(
         hub.clone(),

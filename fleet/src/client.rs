@@ -39,6 +39,11 @@ impl ApiClient {
         })
     }
 
+    /// The fleet's API URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     async fn answer<T: DeserializeOwned>(r: reqwest::Response) -> anyhow::Result<T> {
         let status = r.status();
         let body = r.bytes().await?;

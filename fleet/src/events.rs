@@ -71,6 +71,7 @@ pub fn from_message(
 ) -> StoredEvent {
     let sensor = subject
         .strip_prefix("fleet.events.")
+        .and_then(|r| r.split('.').next())
         .unwrap_or_default()
         .to_string();
     let h = |k: &str| {
@@ -80,9 +81,20 @@ pub fn from_message(
             .unwrap_or_default()
     };
     let local_subject = h(HDR_LOCAL_SUBJECT);
-    let (instrument, kind) = outpost_protocol::subjects::parse_event(&local_subject)
-        .map(|(i, k)| (i.to_string(), k.to_string()))
-        .unwrap_or_default();
+    let envelope: serde_json::Value =
+        serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null);
+    // A sensor's event says who by its local subject; one the fleet raised
+    // by its envelope.
+    let (instrument, kind) = match outpost_protocol::subjects::parse_event(&local_subject) {
+        Some((i, k)) => (i.to_string(), k.to_string()),
+        None => (
+            envelope["instrument"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            envelope["kind"].as_str().unwrap_or_default().to_string(),
+        ),
+    };
     StoredEvent {
         seq,
         sensor,
@@ -90,7 +102,7 @@ pub fn from_message(
         instrument,
         kind,
         stored_at_ms,
-        envelope: serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null),
+        envelope,
     }
 }
 
@@ -106,9 +118,9 @@ pub async fn query(events: &stream::Stream, q: &EventQuery) -> Result<EventPage,
                     "give a sensor's name as the fleet lists it",
                 ));
             }
-            proto::stored_events(s)
+            proto::all_stored_events_of(s)
         }
-        None => "fleet.events.*".to_string(),
+        None => proto::ALL_STORED_EVENTS.to_string(),
     };
     let deliver_policy = match (q.after, q.since_ms) {
         (Some(a), _) => DeliverPolicy::ByStartSequence {

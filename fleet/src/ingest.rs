@@ -1,7 +1,7 @@
 //! Events in: sensors forward batches of their local `EVENTS` stream
 //! (`fleet.in.<sensor>.events`, request/reply) and get an answer only once
 //! the hub has stored them in `FLEET_EVENTS`, one subject per sensor
-//! (`fleet.events.<sensor>`).
+//! (`fleet.events.<sensor>.sensor`).
 //!
 //! Each stored event carries the sensor's local sequence. Before a batch
 //! is stored, the last stored event of that sensor says how far it got
@@ -49,7 +49,7 @@ pub async fn ensure_stream(
 ) -> Result<stream::Stream, HubError> {
     let cfg = stream::Config {
         name: FLEET_EVENTS_STREAM.into(),
-        subjects: vec!["fleet.events.*".into()],
+        subjects: vec![proto::ALL_STORED_EVENTS.into()],
         max_age: policy.retention,
         duplicate_window: policy.duplicate_window,
         storage: stream::StorageType::File,

@@ -187,7 +187,7 @@ fn client(state: &std::path::Path, c: &Conn) -> anyhow::Result<ApiClient> {
     ApiClient::new(&url, &ca, &token)
 }
 
-fn print_enrollment(e: &Enrollment) {
+fn print_enrollment(e: &Enrollment, url: &str) {
     let expires = std::time::UNIX_EPOCH + Duration::from_millis(e.expires_at_ms as u64);
     println!("sensor:      {}", e.sensor);
     println!("token:       {}", e.token);
@@ -199,7 +199,7 @@ fn print_enrollment(e: &Enrollment) {
     println!();
     println!("on the sensor:");
     println!(
-        "  outpostctl fleet enroll URL --token {} --fingerprint {}",
+        "  outpostctl fleet enroll {url} --token {} --fingerprint {}",
         e.token, e.fingerprint
     );
 }
@@ -259,23 +259,25 @@ async fn real_main() -> anyhow::Result<()> {
             .await
         }
         Cmd::Sensor(SensorCmd::Add { name, ttl, conn }) => {
-            let e: Enrollment = client(&state, &conn)?
+            let c = client(&state, &conn)?;
+            let e: Enrollment = c
                 .post(
                     "/api/v1/sensors",
                     &serde_json::json!({ "name": name, "token_ttl": ttl }),
                 )
                 .await?;
-            print_enrollment(&e);
+            print_enrollment(&e, c.base());
             Ok(())
         }
         Cmd::Sensor(SensorCmd::Token { name, ttl, conn }) => {
-            let e: Enrollment = client(&state, &conn)?
+            let c = client(&state, &conn)?;
+            let e: Enrollment = c
                 .post(
                     &format!("/api/v1/sensors/{name}/token"),
                     &serde_json::json!({ "token_ttl": ttl }),
                 )
                 .await?;
-            print_enrollment(&e);
+            print_enrollment(&e, c.base());
             Ok(())
         }
         Cmd::Sensor(SensorCmd::List { json, conn }) => {

@@ -20,6 +20,9 @@ pub struct Presence {
     /// Fleet clock, ms since the epoch.
     pub received_at_ms: i64,
     pub heartbeat: Heartbeat,
+    /// Set once the fleet raised `sensor-offline` for this silence.
+    #[serde(default)]
+    pub offline_since_ms: Option<i64>,
 }
 
 /// Whether a sensor is reachable, and what that is based on.
@@ -110,10 +113,26 @@ pub async fn ingest(hub: Hub, shutdown: Shutdown) {
         }
         let mut hb = hb;
         hb.sensor = sensor.to_string();
+        let before = get(&hub, sensor).await;
         let p = Presence {
             received_at_ms: now_ms(),
             heartbeat: hb,
+            offline_since_ms: None,
         };
+        if let Some(b) = before.filter(|b| b.offline_since_ms.is_some()) {
+            let silent = Duration::from_millis((p.received_at_ms - b.received_at_ms).max(0) as u64);
+            raise(
+                &hub,
+                sensor,
+                "sensor-online",
+                format!("online:{sensor}:{}", p.received_at_ms),
+                serde_json::json!({
+                    "detail": format!("online again: a heartbeat after {} s of silence", silent.as_secs()),
+                    "silent_s": silent.as_secs(),
+                }),
+            )
+            .await;
+        }
         debug!(sensor, seq = p.heartbeat.seq, "heartbeat");
         if let Err(e) = hub
             .presence
@@ -125,6 +144,94 @@ pub async fn ingest(hub: Hub, shutdown: Shutdown) {
             && complain.allow(std::time::Instant::now()).is_some()
         {
             warn!(sensor, "cannot record a heartbeat: {e}");
+        }
+    }
+}
+
+/// Raises an event about `sensor` in the fleet's event stream, once per
+/// `id` (two instances that see the same change store it once).
+pub async fn raise(hub: &Hub, sensor: &str, kind: &str, id: String, payload: serde_json::Value) {
+    let env = outpost_protocol::Envelope::new(
+        ulid::Ulid::new().to_string(),
+        std::time::SystemTime::now(),
+        sensor,
+        proto::FLEET_SOURCE,
+        kind,
+        &format!("outpost.fleet.{kind}/1"),
+        payload,
+    );
+    let msg = async_nats::jetstream::message::PublishMessage::build()
+        .payload(Bytes::from(env.encode()))
+        .message_id(id);
+    match hub
+        .js
+        .send_publish(proto::fleet_raised_events(sensor), msg)
+        .await
+    {
+        Ok(ack) => {
+            if let Err(e) = ack.await {
+                warn!(sensor, kind, "cannot store a fleet event: {e}");
+            }
+        }
+        Err(e) => warn!(sensor, kind, "cannot store a fleet event: {e}"),
+    }
+}
+
+/// Marks sensors offline after three missed heartbeats, once per
+/// silence (a compare-and-set on the presence entry decides which fleet
+/// instance raises `sensor-offline`).
+pub async fn watch_offline(hub: Hub, every: Duration, shutdown: Shutdown) {
+    let threshold = every * 3;
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(every));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let Ok(mut keys) = hub.presence.keys().await else {
+            continue;
+        };
+        let mut names = Vec::new();
+        while let Some(Ok(k)) = keys.next().await {
+            names.push(k);
+        }
+        for name in names {
+            let Ok(Some(entry)) = hub.presence.entry(name.as_str()).await else {
+                continue;
+            };
+            let Ok(mut p) = serde_json::from_slice::<Presence>(&entry.value) else {
+                continue;
+            };
+            let now = now_ms();
+            let silent = Duration::from_millis((now - p.received_at_ms).max(0) as u64);
+            if p.offline_since_ms.is_some() || silent <= threshold {
+                continue;
+            }
+            p.offline_since_ms = Some(now);
+            let body = Bytes::from(serde_json::to_vec(&p).expect("serializes"));
+            if hub
+                .presence
+                .update(name.as_str(), body, entry.revision)
+                .await
+                .is_err()
+            {
+                // Another instance marked it, or a heartbeat came.
+                continue;
+            }
+            let (_, detail) = judge(Some(&p), every, now);
+            warn!(sensor = %name, "{detail}");
+            raise(
+                &hub,
+                &name,
+                "sensor-offline",
+                format!("offline:{name}:{}", p.received_at_ms),
+                serde_json::json!({
+                    "detail": detail,
+                    "last_heartbeat_ms": p.received_at_ms,
+                    "threshold_s": threshold.as_secs(),
+                }),
+            )
+            .await;
         }
     }
 }

@@ -48,10 +48,28 @@ pub fn events_in(sensor: &str) -> String {
 /// Every sensor's forwarded events, for the fleet.
 pub const ALL_EVENTS_IN: &str = "fleet.in.*.events";
 
-/// Where the fleet stores a sensor's events (stream `FLEET_EVENTS`).
+/// Where the fleet stores the events a sensor forwarded (stream
+/// `FLEET_EVENTS`).
 pub fn stored_events(sensor: &str) -> String {
-    format!("fleet.events.{sensor}")
+    format!("fleet.events.{sensor}.sensor")
 }
+
+/// Where the fleet stores the events it raises about a sensor (offline,
+/// online, …).
+pub fn fleet_raised_events(sensor: &str) -> String {
+    format!("fleet.events.{sensor}.fleet")
+}
+
+/// Both kinds of one sensor's stored events.
+pub fn all_stored_events_of(sensor: &str) -> String {
+    format!("fleet.events.{sensor}.*")
+}
+
+/// Every stored event.
+pub const ALL_STORED_EVENTS: &str = "fleet.events.*.*";
+
+/// The name fleet-raised events carry as their `instrument`.
+pub const FLEET_SOURCE: &str = "outpost-fleet";
 
 /// The hub stream of every sensor's events.
 pub const FLEET_EVENTS_STREAM: &str = "FLEET_EVENTS";

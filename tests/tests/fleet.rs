@@ -354,3 +354,62 @@ fn events_outlive_a_minute_without_the_hub_once_each_in_order_and_a_late_resend_
     locals.dedup();
     assert_eq!(locals.len(), n, "a local event stored twice");
 }
+
+#[test]
+fn a_silent_sensor_is_offline_after_three_missed_heartbeats_and_online_again_with_events() {
+    let fleet = Fleet::start("1s");
+    let name = unique("edge");
+    let e = fleet.add_sensor(&name, &[]);
+    let mut s = started_sensor();
+    let ok = enroll(&s, &fleet.url, &e.token, &e.fingerprint);
+    assert!(ok.status.success(), "{}", text(&ok));
+    fleet.wait_sensor(&name, "online", Duration::from_secs(20), |v| {
+        v["online"] == "online"
+    });
+    s.terminate();
+    let v = fleet.wait_sensor(&name, "offline", Duration::from_secs(20), |v| {
+        v["online"] == "offline"
+    });
+    let detail = v["online_detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("offline: last heartbeat") && detail.contains("threshold 3 s"),
+        "{detail}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let offline = loop {
+        let ev = fleet.events(&["--sensor", &name, "--kind", "sensor-offline"]);
+        if !ev.is_empty() {
+            break ev;
+        }
+        assert!(Instant::now() < deadline, "no sensor-offline event");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(offline.len(), 1, "raised once: {offline:#?}");
+    assert_eq!(offline[0]["instrument"], "outpost-fleet");
+    assert!(
+        offline[0]["envelope"]["payload"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("threshold 3 s")
+    );
+
+    s.start(&[]);
+    fleet.wait_sensor(&name, "online again", Duration::from_secs(30), |v| {
+        v["online"] == "online"
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fleet
+        .events(&["--sensor", &name, "--kind", "sensor-online"])
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no sensor-online event");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Still one offline event: a silence is raised once.
+    assert_eq!(
+        fleet
+            .events(&["--sensor", &name, "--kind", "sensor-offline"])
+            .len(),
+        1
+    );
+}
