@@ -67,16 +67,49 @@ fn create_private_dir(p: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", p.display()))
 }
 
-pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
-    create_private_dir(&cfg.state)?;
-    let keys = Arc::new(FleetKeys::load_or_make(&files::keys_dir(&cfg.state))?);
-    let mut names = cfg.names.clone();
+/// The fleet's keys and certificate in `state`, made if missing; the
+/// certificate names `names` and the loopback names.
+fn keys_and_tls(state: &Path, names: &[String]) -> anyhow::Result<(FleetKeys, TlsFiles)> {
+    create_private_dir(state)?;
+    let keys = FleetKeys::load_or_make(&files::keys_dir(state))?;
+    let mut names = names.to_vec();
     for n in ["127.0.0.1", "::1", "localhost"] {
         if !names.iter().any(|x| x == n) {
             names.push(n.to_string());
         }
     }
-    let tls = TlsFiles::ensure(&files::tls_dir(&cfg.state), &names)?;
+    let tls = TlsFiles::ensure(&files::tls_dir(state), &names)?;
+    Ok((keys, tls))
+}
+
+/// `outpost-fleet hub-config`: one cluster node's nats-server
+/// configuration, trusting this fleet.
+pub fn hub_node_config(
+    state: &Path,
+    node: &str,
+    listen: &str,
+    cluster_listen: &str,
+    routes: Vec<String>,
+    dir: &Path,
+    names: &[String],
+) -> anyhow::Result<String> {
+    let (keys, tls) = keys_and_tls(state, names)?;
+    create_private_dir(dir)?;
+    Ok(server::config_text(
+        &NodeConfig {
+            name: node,
+            listen,
+            tls: &tls,
+            dir,
+            cluster: Some((cluster_listen, routes)),
+        },
+        &keys,
+    ))
+}
+
+pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
+    let (keys, tls) = keys_and_tls(&cfg.state, &cfg.names)?;
+    let keys = Arc::new(keys);
     let fingerprint = tls.fingerprint()?;
 
     let mut tasks = Vec::new();
@@ -142,7 +175,8 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         cfg.heartbeat_every,
         shutdown.clone(),
     )));
-    let events = crate::ingest::ensure_stream(&hub, cfg.events, cfg.replicas).await?;
+    let events =
+        crate::hub::retry(|| crate::ingest::ensure_stream(&hub, cfg.events, cfg.replicas)).await?;
     tasks.push(tokio::spawn(crate::ingest::run(
         hub.clone(),
         events.clone(),
@@ -203,7 +237,8 @@ fn display_addr(a: SocketAddr) -> String {
 /// On a fleet's first run, an admin token is made and written to
 /// `<state>/admin.token` (mode 0600), so the CLI works at once.
 async fn bootstrap_admin(state: &Path, tokens: &Tokens) -> anyhow::Result<()> {
-    if tokens.any().await? {
+    // A bucket just made on a cluster may not answer for a moment.
+    if crate::hub::retry(|| tokens.any()).await? {
         return Ok(());
     }
     let token = tokens.create("admin", Role::Admin, "first run").await?;

@@ -54,11 +54,13 @@ pub struct EventPage {
     pub more: bool,
 }
 
-fn op(why: impl std::fmt::Display) -> ApiError {
-    ApiError::Hub(HubError::Op {
-        what: "reading events".into(),
-        why: why.to_string(),
-    })
+fn op(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> ApiError {
+    move |why| {
+        ApiError::Hub(HubError::Op {
+            what: format!("reading events ({what})"),
+            why: why.to_string(),
+        })
+    }
 }
 
 /// One stored message as an event.
@@ -144,7 +146,7 @@ pub async fn query(events: &stream::Stream, q: &EventQuery) -> Result<EventPage,
             ..Default::default()
         })
         .await
-        .map_err(op)?;
+        .map_err(|e| op("making a reader")(&e))?;
     let mut out = Vec::new();
     let mut last_seen = q.after;
     let mut more = true;
@@ -155,12 +157,12 @@ pub async fn query(events: &stream::Stream, q: &EventQuery) -> Result<EventPage,
             .expires(Duration::from_millis(500))
             .messages()
             .await
-            .map_err(op)?;
+            .map_err(|e| op("asking for a page")(&e))?;
         let mut got = 0;
         while let Some(m) = batch.next().await {
-            let m = m.map_err(op)?;
+            let m = m.map_err(|e| op("reading a page")(&e))?;
             got += 1;
-            let info = m.info().map_err(op)?;
+            let info = m.info().map_err(|e| op("an event's place")(&e))?;
             let (seq, pending) = (info.stream_sequence, info.pending);
             let at = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
             last_seen = Some(seq);

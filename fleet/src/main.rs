@@ -38,6 +38,29 @@ enum Cmd {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Prints a nats-server configuration for one node of a hub cluster
+    /// that trusts this fleet (its operator, accounts and certificate),
+    /// for `outpost-fleet run --nats-url`.
+    HubConfig {
+        /// This node's name (unique in the cluster).
+        #[arg(long)]
+        node: String,
+        /// Where the node listens for sensors and fleet instances.
+        #[arg(long)]
+        listen: String,
+        /// Where it listens for the other nodes' routes.
+        #[arg(long)]
+        cluster_listen: String,
+        /// Another node's route address (repeat), e.g. nats-route://10.0.0.2:6222.
+        #[arg(long = "route")]
+        routes: Vec<String>,
+        /// The node's own directory (JetStream store, resolver).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Names and addresses for the certificate, if it is made now.
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
     /// Stored events, oldest first (JSON lines, then the cursor to go on
     /// from on stderr).
     Events {
@@ -312,6 +335,28 @@ async fn real_main() -> anyhow::Result<()> {
                 )
                 .await?;
             println!("sensor {} revoked", r.name);
+            Ok(())
+        }
+        Cmd::HubConfig {
+            node,
+            listen,
+            cluster_listen,
+            routes,
+            dir,
+            names,
+        } => {
+            print!(
+                "{}",
+                app::hub_node_config(
+                    &state,
+                    &node,
+                    &listen,
+                    &cluster_listen,
+                    routes,
+                    &dir,
+                    &names
+                )?
+            );
             Ok(())
         }
         Cmd::Events {

@@ -28,6 +28,7 @@ pub fn free_port() -> u16 {
 }
 
 pub struct Fleet {
+    /// Its own directory (log; the state too unless given).
     pub dir: tempfile::TempDir,
     pub state: PathBuf,
     pub url: String,
@@ -54,11 +55,17 @@ impl Fleet {
 
     /// … with more `outpost-fleet run` options.
     pub fn start_with(heartbeat: &str, extra: &[&str]) -> Fleet {
+        Fleet::start_in(None, heartbeat, extra)
+    }
+
+    fn start_in(state: Option<&Path>, heartbeat: &str, extra: &[&str]) -> Fleet {
         let dir = tempfile::Builder::new()
             .prefix("outpost-fleet-")
             .tempdir()
             .expect("temp dir");
-        let state = dir.path().join("state");
+        let state = state
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.path().join("state"));
         let log = dir.path().join("fleet.log");
         let mut f = Fleet {
             state,
@@ -136,10 +143,7 @@ impl Fleet {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.url = fs::read_to_string(self.state.join("api.url"))
-            .expect("api.url")
-            .trim()
-            .to_string();
+        self.url = format!("https://127.0.0.1:{api_port}");
     }
 
     pub fn log_text(&self) -> String {
@@ -151,13 +155,15 @@ impl Fleet {
         self.state.join("tls/ca.pem")
     }
 
-    /// Runs the `outpost-fleet` CLI on this fleet's state directory.
+    /// Runs the `outpost-fleet` CLI on this fleet's state directory and
+    /// this instance's API.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(fleet_bin())
             .arg("--state")
             .arg(&self.state)
             .args(args)
             .env_remove("OUTPOST_FLEET_TOKEN")
+            .env("OUTPOST_FLEET_URL", &self.url)
             .output()
             .expect("run outpost-fleet")
     }
@@ -228,18 +234,23 @@ impl Fleet {
     /// Every stored event matching `filter` (`--sensor X`, …), read
     /// through the API page by page.
     pub fn events(&self, filter: &[&str]) -> Vec<Value> {
+        self.try_events(filter)
+            .unwrap_or_else(|e| panic!("events: {e}"))
+    }
+
+    /// [`Fleet::events`], or the fleet's answer when it could not (a hub
+    /// cluster electing a leader answers 503 for a moment).
+    pub fn try_events(&self, filter: &[&str]) -> Result<Vec<Value>, String> {
         let mut args = vec!["events", "--limit", "1000000"];
         args.extend_from_slice(filter);
         let out = self.cli(&args);
-        assert!(
-            out.status.success(),
-            "events: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).expect("an event line"))
-            .collect()
+            .collect())
     }
 
     pub fn hub_url(&self) -> String {

@@ -99,16 +99,16 @@ impl Hub {
         let sys = connect_as(addr, &keys.system_creds(), "outpost-fleet-sys").await?;
         let js = jetstream::new(client.clone());
         let hub = Hub {
-            sensors: bucket(&js, "sensors", 5, addr.replicas).await?,
-            tokens: bucket(&js, "enroll_tokens", 1, addr.replicas).await?,
-            presence: bucket(&js, "presence", 1, addr.replicas).await?,
-            api_tokens: bucket(&js, "api_tokens", 1, addr.replicas).await?,
+            sensors: retry(|| bucket(&js, "sensors", 5, addr.replicas)).await?,
+            tokens: retry(|| bucket(&js, "enroll_tokens", 1, addr.replicas)).await?,
+            presence: retry(|| bucket(&js, "presence", 1, addr.replicas)).await?,
+            api_tokens: retry(|| bucket(&js, "api_tokens", 1, addr.replicas)).await?,
             client,
             js,
             sys,
             keys,
         };
-        hub.push_account().await?;
+        retry(|| hub.push_account()).await?;
         Ok(hub)
     }
 
@@ -155,6 +155,28 @@ impl Hub {
                 false
             }
             Err(_) => false,
+        }
+    }
+}
+
+/// Retries `f` for up to a minute: a hub cluster that just started has
+/// no JetStream leader yet ("JetStream system temporarily unavailable").
+pub async fn retry<T, F, Fut>(mut f: F) -> Result<T, HubError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, HubError>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                warn!("hub not ready ({e}); trying again in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
         }
     }
 }
