@@ -33,6 +33,9 @@ pub struct AppState {
     pub enroll_ttl: Duration,
     /// The hub's `FLEET_EVENTS` stream.
     pub events: async_nats::jetstream::stream::Stream,
+    /// The hub's `FLEET_DESIRED` stream.
+    pub desired: async_nats::jetstream::stream::Stream,
+    pub rollout_timeout: Duration,
 }
 
 /// A JSON body whose rejection is a JSON error naming the problem.
@@ -102,6 +105,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sensors/{name}/revoke", post(revoke_sensor))
         .route("/api/v1/tokens", post(add_api_token))
         .route("/api/v1/events", get(list_events))
+        .route(
+            "/api/v1/sensors/{name}/desired",
+            get(get_desired).put(put_desired),
+        )
+        .route(
+            "/api/v1/sensors/{name}/desired/history",
+            get(desired_history),
+        )
+        .route("/api/v1/sensors/{name}/rollout", get(get_rollout))
         .with_state(state)
 }
 
@@ -117,7 +129,11 @@ pub fn router(state: AppState) -> Router {
         new_token,
         revoke_sensor,
         add_api_token,
-        list_events
+        list_events,
+        get_desired,
+        put_desired,
+        desired_history,
+        get_rollout
     ),
     components(schemas(ErrorBody, SensorView, Presence, Heartbeat, StoredEvent)),
     modifiers(&BearerAuth)
@@ -363,4 +379,110 @@ async fn list_events(
 ) -> Result<Json<EventPage>, ApiError> {
     s.who(&headers, Role::Viewer).await?;
     Ok(Json(crate::events::query(&s.events, &q).await?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutDesired {
+    /// The whole sensor file (TOML), as `outpostd --sensor-file` reads it.
+    pub toml: String,
+    /// Why; kept with the version.
+    #[serde(default)]
+    pub reason: String,
+    /// How long the rollout waits for the sensor (default: the fleet's).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DesiredAndRollout {
+    pub desired: crate::desired::DesiredVersion,
+    pub rollout: crate::desired::Rollout,
+}
+
+/// Stores a new version of the sensor's desired state (validated first,
+/// every problem named) and pushes it.
+#[utoipa::path(put, path = "/api/v1/sensors/{name}/desired", request_body = PutDesired,
+    security(("bearer" = [])), params(("name" = String, Path, description = "sensor name")),
+    responses((status = 200, body = DesiredAndRollout), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn put_desired(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Body(req): Body<PutDesired>,
+) -> Result<Json<DesiredAndRollout>, ApiError> {
+    let who = s.who(&headers, Role::Operator).await?;
+    let timeout = match req.timeout.as_deref() {
+        None => s.rollout_timeout,
+        Some(t) => humantime::parse_duration(t).map_err(|e| {
+            ApiError::field(
+                "timeout",
+                format!("{t:?}: {e}"),
+                "write a duration such as \"10m\"",
+            )
+        })?,
+    };
+    let (desired, rollout) = crate::desired::put(
+        &s.hub,
+        &s.desired,
+        &name,
+        crate::desired::Change {
+            toml: req.toml,
+            reason: req.reason,
+            author: who.name,
+            timeout,
+        },
+        s.heartbeat_every,
+    )
+    .await?;
+    Ok(Json(DesiredAndRollout { desired, rollout }))
+}
+
+/// The sensor's newest desired state.
+#[utoipa::path(get, path = "/api/v1/sensors/{name}/desired", security(("bearer" = [])),
+    params(("name" = String, Path, description = "sensor name")),
+    responses((status = 200, body = crate::desired::DesiredVersion), (status = 404, body = ErrorBody)))]
+async fn get_desired(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<crate::desired::DesiredVersion>, ApiError> {
+    s.who(&headers, Role::Viewer).await?;
+    registry::sensor(&s.hub, &name).await?;
+    crate::desired::latest(&s.desired, &name)
+        .await?
+        .map(|(v, _)| Json(v))
+        .ok_or_else(|| ApiError::NotFound(format!("desired state of sensor {name:?}")))
+}
+
+/// Every version of the sensor's desired state, oldest first.
+#[utoipa::path(get, path = "/api/v1/sensors/{name}/desired/history", security(("bearer" = [])),
+    params(("name" = String, Path, description = "sensor name")),
+    responses((status = 200, body = [crate::desired::DesiredVersion]), (status = 404, body = ErrorBody)))]
+async fn desired_history(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<crate::desired::DesiredVersion>>, ApiError> {
+    s.who(&headers, Role::Viewer).await?;
+    registry::sensor(&s.hub, &name).await?;
+    Ok(Json(crate::desired::history(&s.desired, &name).await?))
+}
+
+/// The rollout of the sensor's newest version.
+#[utoipa::path(get, path = "/api/v1/sensors/{name}/rollout", security(("bearer" = [])),
+    params(("name" = String, Path, description = "sensor name")),
+    responses((status = 200, body = crate::desired::Rollout), (status = 404, body = ErrorBody)))]
+async fn get_rollout(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<crate::desired::Rollout>, ApiError> {
+    s.who(&headers, Role::Viewer).await?;
+    registry::sensor(&s.hub, &name).await?;
+    crate::desired::rollout(&s.hub, &name)
+        .await?
+        .map(|(r, _)| Json(r))
+        .ok_or_else(|| ApiError::NotFound(format!("rollout of sensor {name:?}")))
 }

@@ -39,6 +39,8 @@ pub struct RunConfig {
     pub nats_server: Option<PathBuf>,
     /// How long events are kept, and JetStream's duplicate window.
     pub events: crate::ingest::EventsPolicy,
+    /// How long a rollout waits for the sensor's answer.
+    pub rollout_timeout: Duration,
 }
 
 /// Files in the state directory the CLI reads.
@@ -166,7 +168,13 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let tokens = Tokens::new(hub.clone());
     bootstrap_admin(&cfg.state, &tokens).await?;
 
+    let desired = crate::hub::retry(|| crate::desired::ensure_stream(&hub, cfg.replicas)).await?;
     tasks.push(tokio::spawn(presence::ingest(
+        hub.clone(),
+        desired.clone(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::desired::take_acks(
         hub.clone(),
         shutdown.clone(),
     )));
@@ -193,6 +201,8 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         heartbeat_every: cfg.heartbeat_every,
         enroll_ttl: cfg.enroll_ttl,
         events,
+        desired,
+        rollout_timeout: cfg.rollout_timeout,
     };
     let app = api::router(state);
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.server_config()?);

@@ -19,6 +19,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     BadRequest(String),
+    /// Every problem of a document, each naming its field and the fix.
+    #[error("invalid; nothing was changed:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -44,7 +47,9 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Field { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Field { .. } | ApiError::BadRequest(_) | ApiError::Invalid(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -63,6 +68,9 @@ pub struct ErrorBody {
     /// The request field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every problem, when a document was refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 impl IntoResponse for ApiError {
@@ -74,9 +82,14 @@ impl IntoResponse for ApiError {
             ApiError::Field { field, .. } => Some(field.clone()),
             _ => None,
         };
+        let problems = match &self {
+            ApiError::Invalid(p) => p.clone(),
+            _ => Vec::new(),
+        };
         let body = ErrorBody {
             error: self.to_string(),
             field,
+            problems,
         };
         (self.status(), Json(body)).into_response()
     }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod client;
+pub mod desired;
 pub mod error;
 pub mod events;
 pub mod hub;

@@ -38,6 +38,9 @@ enum Cmd {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// A sensor's desired state: put a sensor file, show, history, rollout.
+    #[command(subcommand)]
+    Desired(DesiredCmd),
     /// Prints a nats-server configuration for one node of a hub cluster
     /// that trusts this fleet (its operator, accounts and certificate),
     /// for `outpost-fleet run --nats-url`.
@@ -119,6 +122,10 @@ struct RunArgs {
     /// older than it are still dropped, by the sensor's sequence).
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     duplicate_window: Duration,
+    /// How long a rollout waits for the sensor's answer before it is
+    /// `timed-out` (the fleet keeps pushing).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    rollout_timeout: Duration,
 }
 
 #[derive(clap::Args)]
@@ -166,6 +173,36 @@ enum SensorCmd {
     /// Cuts a sensor off: its credentials stop working within seconds.
     Revoke {
         name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum DesiredCmd {
+    /// Stores FILE (a sensor file) as the sensor's new version and pushes it.
+    Put {
+        sensor: String,
+        file: PathBuf,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The newest version.
+    Show {
+        sensor: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    History {
+        sensor: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The rollout of the newest version.
+    Rollout {
+        sensor: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -272,6 +309,7 @@ async fn real_main() -> anyhow::Result<()> {
                     heartbeat_every: a.heartbeat_every,
                     enroll_ttl: a.enroll_ttl,
                     nats_server: a.nats_server,
+                    rollout_timeout: a.rollout_timeout,
                     events: outpost_fleet::ingest::EventsPolicy {
                         retention: a.events_retention,
                         duplicate_window: a.duplicate_window,
@@ -398,6 +436,43 @@ async fn real_main() -> anyhow::Result<()> {
             if let Some(a) = after {
                 eprintln!("next: {a}");
             }
+            Ok(())
+        }
+        Cmd::Desired(d) => {
+            let (path, conn, body) = match d {
+                DesiredCmd::Put {
+                    sensor,
+                    file,
+                    reason,
+                    conn,
+                } => {
+                    let toml = std::fs::read_to_string(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    let body = serde_json::json!({ "toml": toml, "reason": reason });
+                    (
+                        format!("/api/v1/sensors/{sensor}/desired"),
+                        conn,
+                        Some(body),
+                    )
+                }
+                DesiredCmd::Show { sensor, conn } => {
+                    (format!("/api/v1/sensors/{sensor}/desired"), conn, None)
+                }
+                DesiredCmd::History { sensor, conn } => (
+                    format!("/api/v1/sensors/{sensor}/desired/history"),
+                    conn,
+                    None,
+                ),
+                DesiredCmd::Rollout { sensor, conn } => {
+                    (format!("/api/v1/sensors/{sensor}/rollout"), conn, None)
+                }
+            };
+            let c = client(&state, &conn)?;
+            let v: serde_json::Value = match body {
+                Some(b) => c.put(&path, &b).await?,
+                None => c.get(&path).await?,
+            };
+            println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
         Cmd::Token(TokenCmd::Add { name, role, conn }) => {

@@ -69,8 +69,9 @@ pub async fn get(hub: &Hub, sensor: &str) -> Option<Presence> {
     serde_json::from_slice(&v).ok()
 }
 
-/// Takes heartbeats until `shutdown`.
-pub async fn ingest(hub: Hub, shutdown: Shutdown) {
+/// Takes heartbeats until `shutdown`; a sensor behind its newest desired
+/// version gets it again.
+pub async fn ingest(hub: Hub, desired: async_nats::jetstream::stream::Stream, shutdown: Shutdown) {
     let mut sub = match hub
         .client
         .queue_subscribe(proto::ALL_HEARTBEATS, "outpost-fleet".into())
@@ -134,6 +135,8 @@ pub async fn ingest(hub: Hub, shutdown: Shutdown) {
             .await;
         }
         debug!(sensor, seq = p.heartbeat.seq, "heartbeat");
+        crate::desired::on_heartbeat(&hub, &desired, sensor, p.heartbeat.fleet_version.as_ref())
+            .await;
         if let Err(e) = hub
             .presence
             .put(
@@ -188,6 +191,7 @@ pub async fn watch_offline(hub: Hub, every: Duration, shutdown: Shutdown) {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
+        crate::desired::check_deadlines(&hub).await;
         let Ok(mut keys) = hub.presence.keys().await else {
             continue;
         };

@@ -37,6 +37,51 @@ pub fn heartbeat(sensor: &str) -> String {
     format!("{}.heartbeat", sensor_in(sensor))
 }
 
+/// Desired state pushed to a sensor: `fleet.sensor.<sensor>.desired`.
+pub fn desired_push(sensor: &str) -> String {
+    format!("{}.desired", sensor_out(sensor))
+}
+
+/// A sensor's answer to a push: `fleet.in.<sensor>.ack`.
+pub fn desired_ack(sensor: &str) -> String {
+    format!("{}.ack", sensor_in(sensor))
+}
+
+/// Every sensor's acks, for the fleet.
+pub const ALL_ACKS: &str = "fleet.in.*.ack";
+
+/// One version of a sensor's desired state, as the fleet pushes it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredPush {
+    /// The fleet's version number for this sensor (1, 2, …).
+    pub version: u64,
+    /// The sensor file (TOML) of this version.
+    pub toml: String,
+    pub author: String,
+    pub reason: String,
+}
+
+/// What the sensor did with a pushed version.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum DesiredOutcome {
+    /// Stored through the sensor's intake as its local version.
+    Applied { local_version: i64 },
+    /// Refused by the sensor's intake; the previous version stays.
+    Rejected { problems: Vec<String> },
+}
+
+/// A sensor's acknowledgement of one pushed version.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredAck {
+    pub version: u64,
+    #[serde(flatten)]
+    pub outcome: DesiredOutcome,
+}
+
 /// Every sensor's heartbeats, for the fleet.
 pub const ALL_HEARTBEATS: &str = "fleet.in.*.heartbeat";
 
@@ -226,6 +271,9 @@ pub struct Heartbeat {
     pub seq: u64,
     pub desired_version: Option<i64>,
     pub fleet_managed: bool,
+    /// The last fleet version the sensor handled, and how.
+    #[serde(default)]
+    pub fleet_version: Option<DesiredAck>,
     pub instruments: Vec<InstrumentSummary>,
     pub backlog: Backlog,
     /// The platform's own software version.

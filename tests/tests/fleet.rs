@@ -413,3 +413,155 @@ fn a_silent_sensor_is_offline_after_three_missed_heartbeats_and_online_again_wit
         1
     );
 }
+
+fn put_desired(fleet: &Fleet, sensor: &str, toml: &str, reason: &str) -> std::process::Output {
+    let file = fleet.dir.path().join(format!("{}.toml", unique("desired")));
+    std::fs::write(&file, toml).unwrap();
+    fleet.cli(&[
+        "desired",
+        "put",
+        sensor,
+        file.to_str().unwrap(),
+        "--reason",
+        reason,
+    ])
+}
+
+fn rollout(fleet: &Fleet, sensor: &str) -> serde_json::Value {
+    let o = fleet.cli(&["desired", "rollout", sensor]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn wait_rollout(fleet: &Fleet, sensor: &str, version: u64, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let r = rollout(fleet, sensor);
+        if r["version"] == version && r["state"] == state {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rollout of version {version} never {state}: {r:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn sensor_file(sensor: &str, instruments: &[(&str, &str)]) -> String {
+    let mut t = format!("[sensor]\nname = \"{sensor}\"\n");
+    for (name, image) in instruments {
+        t.push_str(&format!(
+            "\n[[instrument]]\nname = \"{name}\"\nimage = \"{image}\"\nversion = \"0.1.0\"\n"
+        ));
+    }
+    t
+}
+
+#[test]
+fn desired_state_from_the_fleet_is_applied_refused_with_reasons_and_reaches_a_sensor_that_was_away()
+{
+    let fleet = Fleet::start("1s");
+    let name = unique("edge");
+    let e = fleet.add_sensor(&name, &[]);
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    s.write_sensor("");
+    s.start(&[]);
+    let ok = enroll(&s, &fleet.url, &e.token, &e.fingerprint);
+    assert!(ok.status.success(), "{}", text(&ok));
+    fleet.wait_sensor(&name, "online", Duration::from_secs(20), |v| {
+        v["online"] == "online"
+    });
+    let local_before = s.status()["desired_version"].clone();
+
+    // Refused at the fleet, every problem named: nothing stored or sent.
+    let bad = put_desired(
+        &fleet,
+        &name,
+        "[sensor]\nname = \"Bad Name\"\n\n[[instrument]]\nname = \"x\"\nimage = \"example\"\nversion = \"0.1.0\"\nrestart = \"sometimes\"\n",
+        "broken",
+    );
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("400"), "{}", text(&bad));
+    assert!(
+        !fleet.cli(&["desired", "show", &name]).status.success(),
+        "nothing stored"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        s.status()["desired_version"],
+        local_before,
+        "nothing reached the sensor"
+    );
+
+    // A good version: applied through the sensor's intake, source fleet.
+    let a = unique("fl");
+    let put = put_desired(
+        &fleet,
+        &name,
+        &sensor_file(&name, &[(&a, "example")]),
+        "add a",
+    );
+    assert!(put.status.success(), "{}", text(&put));
+    let r = wait_rollout(&fleet, &name, 1, "applied");
+    let local = r["local_version"].as_i64().unwrap();
+    s.wait_for(&a, "running", Duration::from_secs(30), |v| {
+        v["state"] == "running"
+    });
+    let hist: serde_json::Value =
+        serde_json::from_slice(&s.ctl(&["--format", "json", "history"]).stdout).unwrap();
+    let newest = &hist.as_array().unwrap()[0];
+    assert_eq!(newest["version"], local, "{hist:#}");
+    assert_eq!(newest["source"], "fleet", "{newest:#}");
+    assert_eq!(newest["author"], "admin");
+    assert_eq!(newest["reason"], "add a");
+
+    // One the sensor refuses (a config its image's schema does not
+    // allow; the fleet has no manifests until images go through it):
+    // rejected with the reasons, and the previous version stays.
+    let put = put_desired(
+        &fleet,
+        &name,
+        &format!(
+            "{}config = {{ greeting = 42 }}\n",
+            sensor_file(&name, &[(&a, "example")])
+        ),
+        "a wrong greeting",
+    );
+    assert!(put.status.success(), "{}", text(&put));
+    let r = wait_rollout(&fleet, &name, 2, "rejected");
+    let problems = r["problems"].to_string();
+    assert!(problems.contains("greeting"), "{r:#}");
+    assert_eq!(s.status()["desired_version"], local);
+    assert_eq!(s.instrument(&a).unwrap()["state"], "running");
+
+    // Away while the fleet changes it: it gets the newest when back.
+    s.terminate();
+    fleet.wait_sensor(&name, "offline", Duration::from_secs(20), |v| {
+        v["online"] == "offline"
+    });
+    let b = unique("fl");
+    let put = put_desired(
+        &fleet,
+        &name,
+        &sensor_file(&name, &[(&a, "example"), (&b, "example")]),
+        "add b",
+    );
+    assert!(put.status.success(), "{}", text(&put));
+    assert_eq!(rollout(&fleet, &name)["state"], "pending");
+    s.start(&[]);
+    wait_rollout(&fleet, &name, 3, "applied");
+    s.wait_for(&b, "running", Duration::from_secs(30), |v| {
+        v["state"] == "running"
+    });
+    let hist = fleet.cli(&["desired", "history", &name]);
+    let hist: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
+    let versions: Vec<u64> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [1, 2, 3]);
+}

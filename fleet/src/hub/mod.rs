@@ -52,6 +52,7 @@ pub struct Hub {
     pub tokens: kv::Store,
     pub presence: kv::Store,
     pub api_tokens: kv::Store,
+    pub rollouts: kv::Store,
 }
 
 async fn connect_as(
@@ -103,6 +104,7 @@ impl Hub {
             tokens: retry(|| bucket(&js, "enroll_tokens", 1, addr.replicas)).await?,
             presence: retry(|| bucket(&js, "presence", 1, addr.replicas)).await?,
             api_tokens: retry(|| bucket(&js, "api_tokens", 1, addr.replicas)).await?,
+            rollouts: retry(|| bucket(&js, "rollouts", 5, addr.replicas)).await?,
             client,
             js,
             sys,

@@ -254,6 +254,12 @@ async fn run(
     ));
     // Stops forwarding when this connection's life ends.
     let _forwarder = AbortOnDrop(forwarder);
+    let _desired = AbortOnDrop(tokio::spawn(take_desired(
+        client.clone(),
+        cfg.sensor.clone(),
+        handle.clone(),
+        files.clone(),
+    )));
     let mut seq = 0u64;
     let mut tick = tokio::time::interval(cfg.heartbeat_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -273,7 +279,8 @@ async fn run(
             continue;
         }
         seq += 1;
-        let hb = heartbeat(&cfg.sensor, seq, &handle.status(), backlog);
+        let mut hb = heartbeat(&cfg.sensor, seq, &handle.status(), backlog);
+        hb.fleet_version = super::desired::last(files);
         let body = serde_json::to_vec(&hb).expect("serializes");
         let sent = async {
             client
@@ -295,6 +302,41 @@ async fn run(
     }
 }
 
+/// Takes desired-state pushes and answers each with its outcome.
+async fn take_desired(
+    client: async_nats::Client,
+    sensor: String,
+    handle: Handle,
+    files: LinkFiles,
+) {
+    use futures::StreamExt;
+    let mut sub = match client.subscribe(proto::desired_push(&sensor)).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("fleet link: cannot take desired state: {e}");
+            return;
+        }
+    };
+    while let Some(msg) = sub.next().await {
+        let push: proto::DesiredPush = match serde_json::from_slice(&msg.payload) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("fleet link: a desired-state push that does not parse: {e}");
+                continue;
+            }
+        };
+        if let Some(ack) = super::desired::apply(push, &handle, &files).await {
+            let body = serde_json::to_vec(&ack).expect("serializes");
+            if let Err(e) = client
+                .publish(proto::desired_ack(&sensor), body.into())
+                .await
+            {
+                debug!("fleet link: ack not sent: {e}");
+            }
+        }
+    }
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -311,6 +353,7 @@ pub fn heartbeat(sensor: &str, seq: u64, snap: &Snapshot, backlog: Backlog) -> H
         seq,
         desired_version: snap.desired_version,
         fleet_managed: snap.fleet_managed,
+        fleet_version: None,
         instruments: snap
             .instruments
             .iter()

@@ -7,6 +7,7 @@
 //! and its own nkey seed, mode 0600; the seed never left the sensor) and
 //! `link.json` (written last: the enrollment's commit point).
 
+pub mod desired;
 pub mod enroll;
 pub mod forward;
 pub mod link;

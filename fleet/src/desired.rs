@@ -1,0 +1,429 @@
+//! Central desired state: versions per sensor in the hub stream
+//! `FLEET_DESIRED` (subject `fleet.desired.<sensor>`, one message per
+//! version with author, time and reason), the rollout of the newest one
+//! in KV `rollouts`, pushes over the link and the sensors' acks.
+//!
+//! A rollout is `pending` (the sensor is offline: it gets the version
+//! when it is back), `delivered` (pushed while the sensor was online),
+//! then `applied` or `rejected` with the sensor's reasons, or
+//! `timed-out` when no answer came before its deadline. The fleet pushes
+//! again while the sensor's heartbeats show an older version, so a
+//! sensor that was offline gets the newest version when it returns.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use outpost_protocol::SensorSpec;
+use outpost_protocol::fleet::{self as proto, DesiredAck, DesiredOutcome, DesiredPush};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use crate::error::ApiError;
+use crate::hub::{Hub, HubError, now_ms};
+use crate::shutdown::Shutdown;
+
+pub const STREAM: &str = "FLEET_DESIRED";
+
+/// One stored version of a sensor's desired state.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DesiredVersion {
+    pub sensor: String,
+    pub version: u64,
+    /// The sensor file (TOML).
+    pub toml: String,
+    pub author: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutState {
+    Pending,
+    Delivered,
+    Applied,
+    Rejected,
+    TimedOut,
+}
+
+/// The rollout of a sensor's newest version.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Rollout {
+    pub version: u64,
+    pub state: RolloutState,
+    /// What the state is based on, in words.
+    pub detail: String,
+    /// The sensor's reasons, when it rejected the version.
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// The sensor's own version number for it, once applied.
+    pub local_version: Option<i64>,
+    pub deadline_ms: i64,
+    pub pushes: u32,
+    pub updated_at_ms: i64,
+}
+
+fn op(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::Hub(HubError::Op {
+        what: what.to_string(),
+        why: e.to_string(),
+    })
+}
+
+pub async fn ensure_stream(hub: &Hub, replicas: usize) -> Result<stream::Stream, HubError> {
+    let err = |e: &dyn std::fmt::Display| HubError::Op {
+        what: format!("stream {STREAM}"),
+        why: e.to_string(),
+    };
+    hub.js
+        .create_or_update_stream(stream::Config {
+            name: STREAM.into(),
+            subjects: vec!["fleet.desired.*".into()],
+            storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(&e))?;
+    hub.js.get_stream(STREAM).await.map_err(|e| err(&e))
+}
+
+fn subject(sensor: &str) -> String {
+    format!("fleet.desired.{sensor}")
+}
+
+/// The newest version of `sensor` and its stream sequence.
+pub async fn latest(
+    s: &stream::Stream,
+    sensor: &str,
+) -> Result<Option<(DesiredVersion, u64)>, ApiError> {
+    match s.get_last_raw_message_by_subject(&subject(sensor)).await {
+        Ok(m) => {
+            let v = serde_json::from_slice(&m.payload).map_err(|e| op("a stored version", e))?;
+            Ok(Some((v, m.sequence)))
+        }
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(op("reading desired state", e)),
+    }
+}
+
+/// Every version of `sensor`, oldest first.
+pub async fn history(s: &stream::Stream, sensor: &str) -> Result<Vec<DesiredVersion>, ApiError> {
+    use async_nats::jetstream::consumer::{self, pull};
+    let c = s
+        .create_consumer(pull::Config {
+            filter_subject: subject(sensor),
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| op("reading desired history", e))?;
+    let mut out = Vec::new();
+    loop {
+        let mut batch = c
+            .fetch()
+            .max_messages(500)
+            .expires(Duration::from_millis(300))
+            .messages()
+            .await
+            .map_err(|e| op("reading desired history", e))?;
+        let mut got = 0;
+        let mut pending = 0;
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(|e| op("reading desired history", e))?;
+            got += 1;
+            pending = m.info().map(|i| i.pending).unwrap_or(0);
+            if let Ok(v) = serde_json::from_slice(&m.payload) {
+                out.push(v);
+            }
+        }
+        if got == 0 || pending == 0 {
+            break;
+        }
+    }
+    let _ = s.delete_consumer(c.cached_info().name.as_str()).await;
+    Ok(out)
+}
+
+/// The rollout of `sensor`'s newest version, and its KV revision.
+pub async fn rollout(hub: &Hub, sensor: &str) -> Result<Option<(Rollout, u64)>, ApiError> {
+    match hub.rollouts.entry(sensor).await {
+        Ok(Some(e)) if e.operation == jetstream::kv::Operation::Put => {
+            let r = serde_json::from_slice(&e.value).map_err(|e| op("a rollout", e))?;
+            Ok(Some((r, e.revision)))
+        }
+        Ok(_) => Ok(None),
+        Err(e) => Err(op("reading a rollout", e)),
+    }
+}
+
+async fn save_rollout(hub: &Hub, sensor: &str, r: &Rollout, rev: Option<u64>) -> bool {
+    let body = Bytes::from(serde_json::to_vec(r).expect("serializes"));
+    match rev {
+        Some(rev) => hub.rollouts.update(sensor, body, rev).await.is_ok(),
+        None => hub.rollouts.put(sensor, body).await.is_ok(),
+    }
+}
+
+/// A new version, as an operator asks for it.
+pub struct Change {
+    /// The sensor file (TOML).
+    pub toml: String,
+    pub reason: String,
+    pub author: String,
+    /// How long its rollout waits for the sensor.
+    pub timeout: Duration,
+}
+
+/// Validates and stores a new version for `sensor`, then pushes it.
+pub async fn put(
+    hub: &Hub,
+    s: &stream::Stream,
+    sensor: &str,
+    change: Change,
+    heartbeat_every: Duration,
+) -> Result<(DesiredVersion, Rollout), ApiError> {
+    let Change {
+        toml,
+        reason,
+        author,
+        timeout,
+    } = change;
+    let author = author.as_str();
+    let (rec, _) = crate::registry::sensor(hub, sensor).await?;
+    if rec.revoked_at_ms.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "sensor {sensor} is revoked; nothing is pushed to it"
+        )));
+    }
+    // Everything that does not need the images, all at once.
+    if let Err(e) = SensorSpec::parse_valid(&toml) {
+        let problems = match e {
+            outpost_protocol::desired::SpecError::Invalid(inv) => inv
+                .errors
+                .iter()
+                .map(|f| format!("{}: {} (fix: {})", f.field, f.problem, f.fix))
+                .collect(),
+            other => vec![other.to_string().replace('\n', " ")],
+        };
+        return Err(ApiError::Invalid(problems));
+    }
+    let (version, last_seq) = match latest(s, sensor).await? {
+        Some((v, seq)) => (v.version + 1, seq),
+        None => (1, 0),
+    };
+    let v = DesiredVersion {
+        sensor: sensor.to_string(),
+        version,
+        toml,
+        author: author.to_string(),
+        reason,
+        at_ms: now_ms(),
+    };
+    let msg = jetstream::message::PublishMessage::build()
+        .payload(Bytes::from(serde_json::to_vec(&v).expect("serializes")))
+        .expected_last_subject_sequence(last_seq);
+    let stored = hub
+        .js
+        .send_publish(subject(sensor), msg)
+        .await
+        .map_err(|e| op("storing desired state", e))?
+        .await;
+    if let Err(e) = stored {
+        if e.to_string().contains("wrong last sequence") {
+            return Err(ApiError::Conflict(format!(
+                "sensor {sensor}'s desired state changed meanwhile (fix: read it again and retry)"
+            )));
+        }
+        return Err(op("storing desired state", e));
+    }
+    let mut r = Rollout {
+        version,
+        state: RolloutState::Pending,
+        detail: "stored; not pushed yet".into(),
+        problems: Vec::new(),
+        local_version: None,
+        deadline_ms: now_ms() + timeout.as_millis() as i64,
+        pushes: 0,
+        updated_at_ms: now_ms(),
+    };
+    let p = crate::presence::get(hub, sensor).await;
+    let online = crate::presence::judge(p.as_ref(), heartbeat_every, now_ms()).0
+        == crate::presence::Online::Online;
+    push(hub, &v, &mut r, online).await;
+    save_rollout(hub, sensor, &r, None).await;
+    info!(
+        sensor,
+        version,
+        by = author,
+        "desired state stored and pushed"
+    );
+    Ok((v, r))
+}
+
+/// Pushes `v` to its sensor and says so in `r` (`online`: whether the
+/// sensor's heartbeats are current).
+async fn push(hub: &Hub, v: &DesiredVersion, r: &mut Rollout, online: bool) {
+    let p = DesiredPush {
+        version: v.version,
+        toml: v.toml.clone(),
+        author: v.author.clone(),
+        reason: v.reason.clone(),
+    };
+    let body = Bytes::from(serde_json::to_vec(&p).expect("serializes"));
+    let sent = hub
+        .client
+        .publish(proto::desired_push(&v.sensor), body)
+        .await;
+    r.pushes += 1;
+    r.updated_at_ms = now_ms();
+    match (sent, online) {
+        (Ok(()), true) => {
+            r.state = RolloutState::Delivered;
+            r.detail = format!(
+                "pushed to the sensor (push {}); waiting for its answer",
+                r.pushes
+            );
+        }
+        _ => {
+            r.state = RolloutState::Pending;
+            r.detail = "the sensor is not online; it gets this version when it is back".into();
+        }
+    }
+}
+
+fn settle(r: &mut Rollout, ack: &DesiredAck) {
+    r.updated_at_ms = now_ms();
+    match &ack.outcome {
+        DesiredOutcome::Applied { local_version } => {
+            r.state = RolloutState::Applied;
+            r.local_version = Some(*local_version);
+            r.problems.clear();
+            r.detail = format!("applied by the sensor as its version {local_version}");
+        }
+        DesiredOutcome::Rejected { problems } => {
+            r.state = RolloutState::Rejected;
+            r.problems = problems.clone();
+            r.detail = "rejected by the sensor; its previous version stays".into();
+        }
+    }
+}
+
+/// Takes the sensors' acks until `shutdown`.
+pub async fn take_acks(hub: Hub, shutdown: Shutdown) {
+    let mut sub = match hub
+        .client
+        .queue_subscribe(proto::ALL_ACKS, "outpost-fleet".into())
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot take desired-state acks: {e}");
+            return;
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            m = sub.next() => match m { Some(m) => m, None => return },
+            _ = shutdown.cancelled() => return,
+        };
+        let Some(sensor) = proto::sensor_of(&msg.subject) else {
+            continue;
+        };
+        let Ok(ack) = serde_json::from_slice::<DesiredAck>(&msg.payload) else {
+            debug!(sensor, "an ack that does not parse");
+            continue;
+        };
+        record_ack(&hub, sensor, &ack).await;
+    }
+}
+
+/// Settles the rollout of `sensor` with `ack` if it is for its version.
+pub async fn record_ack(hub: &Hub, sensor: &str, ack: &DesiredAck) {
+    for _ in 0..5 {
+        let Ok(Some((mut r, rev))) = rollout(hub, sensor).await else {
+            return;
+        };
+        let open = matches!(
+            r.state,
+            RolloutState::Pending | RolloutState::Delivered | RolloutState::TimedOut
+        );
+        if r.version != ack.version || !open {
+            return;
+        }
+        settle(&mut r, ack);
+        if save_rollout(hub, sensor, &r, Some(rev)).await {
+            info!(sensor, version = ack.version, state = ?r.state, "rollout settled");
+            return;
+        }
+    }
+}
+
+/// On a heartbeat: a sensor behind the newest version gets it again
+/// (at most every 5 s); an answer the heartbeat carries settles a
+/// rollout whose ack was lost.
+pub async fn on_heartbeat(
+    hub: &Hub,
+    s: &stream::Stream,
+    sensor: &str,
+    handled: Option<&DesiredAck>,
+) {
+    let Ok(Some((r, rev))) = rollout(hub, sensor).await else {
+        return;
+    };
+    if let Some(a) = handled
+        && a.version == r.version
+    {
+        record_ack(hub, sensor, a).await;
+        return;
+    }
+    let behind = handled.is_none_or(|a| a.version < r.version);
+    let open = matches!(
+        r.state,
+        RolloutState::Pending | RolloutState::Delivered | RolloutState::TimedOut
+    );
+    if !behind || !open || now_ms() - r.updated_at_ms < 5_000 {
+        return;
+    }
+    let Ok(Some((v, _))) = latest(s, sensor).await else {
+        return;
+    };
+    let mut r = r;
+    // A heartbeat just came: it is online.
+    push(hub, &v, &mut r, true).await;
+    save_rollout(hub, sensor, &r, Some(rev)).await;
+}
+
+/// Marks rollouts past their deadline `timed-out` (the fleet keeps
+/// pushing; a late answer still settles it).
+pub async fn check_deadlines(hub: &Hub) {
+    let Ok(mut keys) = hub.rollouts.keys().await else {
+        return;
+    };
+    let mut names = Vec::new();
+    while let Some(Ok(k)) = keys.next().await {
+        names.push(k);
+    }
+    for name in names {
+        let Ok(Some((mut r, rev))) = rollout(hub, &name).await else {
+            continue;
+        };
+        let open = matches!(r.state, RolloutState::Pending | RolloutState::Delivered);
+        if open && now_ms() > r.deadline_ms {
+            r.state = RolloutState::TimedOut;
+            r.detail = format!(
+                "no answer from the sensor by the deadline ({} pushes); still pushing",
+                r.pushes
+            );
+            r.updated_at_ms = now_ms();
+            if save_rollout(hub, &name, &r, Some(rev)).await {
+                warn!(sensor = %name, version = r.version, "rollout timed out");
+            }
+        }
+    }
+}
