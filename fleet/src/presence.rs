@@ -120,6 +120,29 @@ pub async fn ingest(hub: Hub, desired: async_nats::jetstream::stream::Stream, sh
             heartbeat: hb,
             offline_since_ms: None,
         };
+        if let Some(d) = &p.heartbeat.drift {
+            let known = before
+                .as_ref()
+                .and_then(|b| b.heartbeat.drift.as_ref())
+                .is_some_and(|b| b.local_version == d.local_version);
+            if !known {
+                warn!(sensor, version = d.local_version, author = %d.author, "the sensor was changed locally against the fleet");
+                raise(
+                    &hub,
+                    sensor,
+                    "config-drift",
+                    format!("drift:{sensor}:{}", d.local_version),
+                    serde_json::json!({
+                        "detail": format!(
+                            "changed on the sensor against the fleet: local version {} by {} ({}): {}",
+                            d.local_version, d.author, d.source, d.reason
+                        ),
+                        "drift": d,
+                    }),
+                )
+                .await;
+            }
+        }
         if let Some(b) = before.filter(|b| b.offline_since_ms.is_some()) {
             let silent = Duration::from_millis((p.received_at_ms - b.received_at_ms).max(0) as u64);
             raise(

@@ -260,6 +260,18 @@ pub struct InstrumentSummary {
     pub interfaces: BTreeMap<String, String>,
 }
 
+/// A local change against the fleet.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    pub local_version: i64,
+    /// `file` or `local`.
+    pub source: String,
+    pub author: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
 /// A heartbeat: the sensor's summary, every `heartbeat_every`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -274,6 +286,10 @@ pub struct Heartbeat {
     /// The last fleet version the sensor handled, and how.
     #[serde(default)]
     pub fleet_version: Option<DesiredAck>,
+    /// The sensor's desired state was changed locally against the fleet
+    /// (`--override`): the newest local version and who made it.
+    #[serde(default)]
+    pub drift: Option<Drift>,
     pub instruments: Vec<InstrumentSummary>,
     pub backlog: Backlog,
     /// The platform's own software version.

@@ -564,4 +564,33 @@ fn desired_state_from_the_fleet_is_applied_refused_with_reasons_and_reaches_a_se
         .map(|v| v["version"].as_u64().unwrap())
         .collect();
     assert_eq!(versions, [1, 2, 3]);
+
+    // A local override is drift, and the fleet shows it as such.
+    let local = s.dir.path().join("hotfix.toml");
+    std::fs::write(&local, sensor_file(&name, &[(&a, "example")])).unwrap();
+    let refused = s.ctl(&["apply", local.to_str().unwrap()]);
+    assert!(
+        !refused.status.success(),
+        "fleet-managed: refused without --override"
+    );
+    let o = s.ctl(&[
+        "apply",
+        local.to_str().unwrap(),
+        "--override",
+        "--reason",
+        "hotfix on site",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = fleet.wait_sensor(&name, "shows the drift", Duration::from_secs(20), |v| {
+        v["last_heartbeat"]["drift"]["reason"] == "hotfix on site"
+    });
+    assert_eq!(v["last_heartbeat"]["drift"]["source"], "local", "{v:#}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fleet
+        .events(&["--sensor", &name, "--kind", "config-drift"])
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no config-drift event");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

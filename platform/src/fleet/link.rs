@@ -281,6 +281,7 @@ async fn run(
         seq += 1;
         let mut hb = heartbeat(&cfg.sensor, seq, &handle.status(), backlog);
         hb.fleet_version = super::desired::last(files);
+        hb.drift = drift(files);
         let body = serde_json::to_vec(&hb).expect("serializes");
         let sent = async {
             client
@@ -300,6 +301,20 @@ async fn run(
             Err(_) => debug!("fleet link: heartbeat not flushed within 5 s"),
         }
     }
+}
+
+/// The newest local version, when it was made against the fleet.
+fn drift(files: &LinkFiles) -> Option<proto::Drift> {
+    let root = files.dir.parent()?;
+    let db = crate::db::Db::open(&crate::paths::StateDir::new(root).db()).ok()?;
+    let newest = db.desired_history(1).ok()?.into_iter().next()?;
+    newest.drift.then(|| proto::Drift {
+        local_version: newest.version,
+        source: newest.source,
+        author: newest.author,
+        reason: newest.reason,
+        at_ms: newest.created_at_ms,
+    })
 }
 
 /// Takes desired-state pushes and answers each with its outcome.
@@ -354,6 +369,7 @@ pub fn heartbeat(sensor: &str, seq: u64, snap: &Snapshot, backlog: Backlog) -> H
         desired_version: snap.desired_version,
         fleet_managed: snap.fleet_managed,
         fleet_version: None,
+        drift: None,
         instruments: snap
             .instruments
             .iter()
