@@ -308,7 +308,7 @@ fn drift(files: &LinkFiles) -> Option<proto::Drift> {
     let root = files.dir.parent()?;
     let db = crate::db::Db::open(&crate::paths::StateDir::new(root).db()).ok()?;
     let newest = db.desired_history(1).ok()?.into_iter().next()?;
-    newest.drift.then(|| proto::Drift {
+    newest.drift.then_some(proto::Drift {
         local_version: newest.version,
         source: newest.source,
         author: newest.author,
