@@ -56,6 +56,11 @@ pub struct SensorMeta {
         with = "humantime_serde"
     )]
     pub retention_every: Option<Duration>,
+    /// Whether a crash report to the fleet carries the last 50 lines of
+    /// the instrument's console log (default true; logs may hold
+    /// sensitive data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_report_logs: Option<bool>,
 }
 
 /// How often retention runs when the sensor file does not say.

@@ -19,6 +19,8 @@ pub mod schema {
     pub const STORAGE_FULL: &str = "outpost.storage-full/1";
     pub const RETENTION_FAILED: &str = "outpost.retention-failed/1";
     pub const RETENTION_VIOLATED: &str = "outpost.retention-violated/1";
+    /// An instrument crashed (sent to the fleet with the events).
+    pub const CRASH_REPORT: &str = "outpost.crash-report/1";
     /// The fleet link's local buffer is nearly full.
     pub const BACKLOG_HIGH: &str = "outpost.backlog-high/1";
     /// Events the local buffer dropped before the fleet had them.
@@ -256,3 +258,25 @@ mod tests {
         );
     }
 }
+
+/// What the platform reports when an instrument crashes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrashReport {
+    pub instrument: String,
+    pub image: String,
+    pub version: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub signal_name: Option<String>,
+    /// The exit in words.
+    pub detail: String,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// The last lines of its console log, unless the sensor file says
+    /// `crash-report-logs = false`.
+    pub log_tail: Option<Vec<String>>,
+}
+
+/// Lines of console log a crash report carries, and the longest line.
+pub const CRASH_LOG_LINES: usize = 50;
+pub const CRASH_LOG_LINE_MAX: usize = 1000;

@@ -594,3 +594,81 @@ fn desired_state_from_the_fleet_is_applied_refused_with_reasons_and_reaches_a_se
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+#[test]
+fn a_crash_reaches_the_fleet_as_a_report_with_the_log_tail_unless_the_sensor_says_no() {
+    use outpost_tests::archive::variant;
+    let fleet = Fleet::start("1s");
+    let name = unique("edge");
+    let e = fleet.add_sensor(&name, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let crashy = variant(&example_image(), dir.path(), |m| {
+        m.name = "crashy".into();
+        m.entrypoint = vec![
+            "/usr/bin/example-instrument".into(),
+            "--exit-after".into(),
+            "500ms".into(),
+            "--exit-code".into(),
+            "3".into(),
+        ];
+    });
+    let mut s = Sensor::new();
+    s.import(&crashy);
+    s.write_sensor("");
+    s.start(&[]);
+    let ok = enroll(&s, &fleet.url, &e.token, &e.fingerprint);
+    assert!(ok.status.success(), "{}", text(&ok));
+    wait_link(&s, "up", Duration::from_secs(20));
+    let (a, b) = (unique("crash"), unique("crash"));
+    let with = |extra: &str, names: &[&str]| {
+        let mut t = format!("[sensor]\nname = \"{name}\"\n{extra}\n");
+        for n in names {
+            t.push_str(&format!(
+                "\n[[instrument]]\nname = \"{n}\"\nimage = \"crashy\"\nversion = \"0.1.0\"\nrestart = \"never\"\n"
+            ));
+        }
+        t
+    };
+    let put = put_desired(&fleet, &name, &with("", &[&a]), "a crashy one");
+    assert!(put.status.success(), "{}", text(&put));
+    let report = |inst: &str| {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let ev = fleet.events(&[
+                "--sensor",
+                &name,
+                "--instrument",
+                "outpostd",
+                "--kind",
+                "crash-report",
+            ]);
+            if let Some(r) = ev
+                .into_iter()
+                .find(|e| e["envelope"]["payload"]["instrument"] == inst)
+            {
+                return r["envelope"]["payload"].clone();
+            }
+            assert!(Instant::now() < deadline, "no crash report for {inst}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let r = report(&a);
+    assert_eq!(r["exit_code"], 3, "{r:#}");
+    assert_eq!(r["image"], "crashy");
+    assert_eq!(r["version"], "0.1.0");
+    assert_eq!(r["restarts"], 0);
+    let lines = r["log_tail"].as_array().expect("the log tail is sent");
+    assert!(!lines.is_empty() && lines.len() <= 50, "{r:#}");
+
+    // The sensor says no: the next report has no log.
+    let put = put_desired(
+        &fleet,
+        &name,
+        &with("crash-report-logs = false", &[&a, &b]),
+        "no logs to the fleet",
+    );
+    assert!(put.status.success(), "{}", text(&put));
+    let r = report(&b);
+    assert_eq!(r["exit_code"], 3, "{r:#}");
+    assert!(r["log_tail"].is_null(), "{r:#}");
+}

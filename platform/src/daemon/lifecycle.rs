@@ -357,6 +357,9 @@ impl<R: Runtime> Daemon<R> {
         if let Err(e) = self.db.record_exit(name, &exit) {
             error!(instrument = name, "cannot record exit: {e}");
         }
+        if !exit.is_clean() {
+            self.report_crash(name, ins, &exit);
+        }
         let inst = self.instances.get_mut(name).expect("present");
         let decision = supervisor::after_exit(
             ins.restart,

@@ -17,6 +17,7 @@
 
 mod bus;
 mod config;
+mod crash;
 mod desired;
 mod dispatch;
 mod handle;
