@@ -36,6 +36,7 @@ pub struct AppState {
     /// The hub's `FLEET_DESIRED` stream.
     pub desired: async_nats::jetstream::stream::Stream,
     pub rollout_timeout: Duration,
+    pub counters: std::sync::Arc<crate::metrics::Counters>,
 }
 
 /// A JSON body whose rejection is a JSON error naming the problem.
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sensors/{name}/revoke", post(revoke_sensor))
         .route("/api/v1/tokens", post(add_api_token))
         .route("/api/v1/events", get(list_events))
+        .route("/metrics", get(metrics))
         .route(
             "/api/v1/sensors/{name}/desired",
             get(get_desired).put(put_desired),
@@ -485,4 +487,20 @@ async fn get_rollout(
         .await?
         .map(|(r, _)| Json(r))
         .ok_or_else(|| ApiError::NotFound(format!("rollout of sensor {name:?}")))
+}
+
+/// Prometheus text format; needs a viewer token.
+async fn metrics(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
+    s.who(&headers, Role::Viewer).await?;
+    let text = crate::metrics::render(&s.hub, s.heartbeat_every, &s.counters).await;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
 }

@@ -185,9 +185,11 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     )));
     let events =
         crate::hub::retry(|| crate::ingest::ensure_stream(&hub, cfg.events, cfg.replicas)).await?;
+    let counters = Arc::new(crate::metrics::Counters::default());
     tasks.push(tokio::spawn(crate::ingest::run(
         hub.clone(),
         events.clone(),
+        counters.clone(),
         shutdown.clone(),
     )));
 
@@ -203,6 +205,7 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         events,
         desired,
         rollout_timeout: cfg.rollout_timeout,
+        counters,
     };
     let app = api::router(state);
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.server_config()?);

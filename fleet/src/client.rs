@@ -57,6 +57,23 @@ impl ApiClient {
         serde_json::from_slice(&body).context("the fleet's answer does not parse")
     }
 
+    /// A text answer (`/metrics`).
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the fleet at {}", self.base))?;
+        let status = r.status();
+        let text = r.text().await?;
+        if !status.is_success() {
+            bail!("the fleet answered {status}: {text}");
+        }
+        Ok(text)
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let r = self
             .http

@@ -75,7 +75,12 @@ pub async fn ensure_stream(
 
 /// Takes event batches until `shutdown`; batches of one sensor are
 /// stored one after the other, different sensors' at once.
-pub async fn run(hub: Hub, events: stream::Stream, shutdown: Shutdown) {
+pub async fn run(
+    hub: Hub,
+    events: stream::Stream,
+    counters: Arc<crate::metrics::Counters>,
+    shutdown: Shutdown,
+) {
     let mut sub = match hub
         .client
         .queue_subscribe(ALL_EVENTS_IN, "outpost-fleet".into())
@@ -107,6 +112,7 @@ pub async fn run(hub: Hub, events: stream::Stream, shutdown: Shutdown) {
             .or_default()
             .clone();
         let (hub, events, complain) = (hub.clone(), events.clone(), complain.clone());
+        let counters = counters.clone();
         tokio::spawn(async move {
             let _one_at_a_time = lock.lock().await;
             let ack = match serde_json::from_slice::<EventBatch>(&msg.payload) {
@@ -122,6 +128,13 @@ pub async fn run(hub: Hub, events: stream::Stream, shutdown: Shutdown) {
             {
                 warn!(sensor, "event batch not stored: {e}");
             }
+            counters
+                .events_stored
+                .fetch_add(u64::from(ack.stored), std::sync::atomic::Ordering::Relaxed);
+            counters.events_duplicate.fetch_add(
+                u64::from(ack.duplicates),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let body = serde_json::to_vec(&ack).expect("serializes");
             if let Err(e) = hub.client.publish(reply, body.into()).await {
                 debug!(sensor, "cannot answer an event batch: {e}");

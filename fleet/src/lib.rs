@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod hub;
 pub mod ingest;
+pub mod metrics;
 pub mod presence;
 pub mod registry;
 pub mod shutdown;

@@ -38,6 +38,11 @@ enum Cmd {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// The fleet's Prometheus metrics, as `/metrics` serves them.
+    Metrics {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// A sensor's desired state: put a sensor file, show, history, rollout.
     #[command(subcommand)]
     Desired(DesiredCmd),
@@ -436,6 +441,10 @@ async fn real_main() -> anyhow::Result<()> {
             if let Some(a) = after {
                 eprintln!("next: {a}");
             }
+            Ok(())
+        }
+        Cmd::Metrics { conn } => {
+            print!("{}", client(&state, &conn)?.get_text("/metrics").await?);
             Ok(())
         }
         Cmd::Desired(d) => {

@@ -137,6 +137,21 @@ fn sensors_enroll_once_each_heartbeat_and_cannot_touch_each_others_subjects() {
     }
     let c = fleet.sensor(&nc);
     assert_eq!(c["online"], "never");
+    let m = text(&fleet.cli(&["metrics"]));
+    assert!(
+        m.contains("outpost_fleet_sensors{state=\"online\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("outpost_fleet_sensors{state=\"never\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "outpost_fleet_sensor_backlog_events{{sensor=\"{na}\"}}"
+        )),
+        "{m}"
+    );
 
     // Sensor A's own credentials, in a raw NATS client: its own subjects
     // work, B's do not, in either direction.
