@@ -116,6 +116,15 @@ mod verifier {
 #[cfg(feature = "tls")]
 pub use verifier::PinVerifier;
 
+/// Makes ring the process's rustls crypto provider unless one is set.
+/// reqwest, built with rustls and no provider of its own (as this
+/// workspace builds it, for the fleet), needs one for every client it
+/// builds, even one that only speaks plain HTTP.
+#[cfg(feature = "tls")]
+pub fn use_ring_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,7 @@ pub(crate) async fn http(
 ) -> io::Result<Verdict> {
     // A client per attempt, on purpose: a kept-alive connection from a
     // past round could outlive a firewall that now blocks new ones.
+    outpost_protocol::pin::use_ring_provider();
     let mut b = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(plan.timeout);
