@@ -58,6 +58,18 @@ impl Fleet {
         Fleet::start_in(None, heartbeat, extra)
     }
 
+    /// One more instance of the fleet whose state (keys, certificates) is
+    /// in `state`, on the hub `cluster`.
+    pub fn join(state: &Path, cluster: &HubCluster, heartbeat: &str) -> Fleet {
+        let mut extra = vec!["--replicas".to_string(), "3".to_string()];
+        for u in cluster.urls() {
+            extra.push("--nats-url".into());
+            extra.push(u);
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        Fleet::start_in(Some(state), heartbeat, &extra)
+    }
+
     fn start_in(state: Option<&Path>, heartbeat: &str, extra: &[&str]) -> Fleet {
         let dir = tempfile::Builder::new()
             .prefix("outpost-fleet-")
@@ -274,5 +286,135 @@ pub async fn hub_client(url: &str, ca: &Path, creds: &str) -> Result<async_nats:
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The nats-server for hub clusters: `OUTPOST_HUB_NATS_SERVER` (`./run`
+/// fetches a pinned one; Debian 12's 2.9.10 loses a fleet instance's
+/// JetStream requests after a node dies).
+pub fn hub_nats_server() -> PathBuf {
+    let p = std::env::var_os("OUTPOST_HUB_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace().join("target/tools/nats-server-2.15.1"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `./run deps` (or set OUTPOST_HUB_NATS_SERVER)",
+        p.display()
+    );
+    p
+}
+
+/// A hub cluster of real nats-servers on 127.0.0.1, configured by
+/// `outpost-fleet hub-config` to trust the fleet whose state is `state`.
+pub struct HubCluster {
+    pub ports: Vec<u16>,
+    nodes: Vec<Option<Child>>,
+    configs: Vec<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl HubCluster {
+    pub fn start(state: &Path, n: usize) -> HubCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("outpost-hub-")
+            .tempdir()
+            .expect("temp dir");
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut configs = Vec::new();
+        for i in 0..n {
+            let node_dir = dir.path().join(format!("n{i}"));
+            let mut args = vec![
+                "hub-config".to_string(),
+                "--node".into(),
+                format!("n{i}"),
+                "--listen".into(),
+                format!("127.0.0.1:{}", ports[i]),
+                "--cluster-listen".into(),
+                format!("127.0.0.1:{}", routes[i]),
+                "--dir".into(),
+                node_dir.display().to_string(),
+            ];
+            for (j, r) in routes.iter().enumerate() {
+                if j != i {
+                    args.push("--route".into());
+                    args.push(format!("nats-route://127.0.0.1:{r}"));
+                }
+            }
+            let out = Command::new(fleet_bin())
+                .arg("--state")
+                .arg(state)
+                .args(&args)
+                .output()
+                .expect("outpost-fleet hub-config");
+            assert!(
+                out.status.success(),
+                "hub-config: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let conf = dir.path().join(format!("n{i}.conf"));
+            fs::write(&conf, &out.stdout).unwrap();
+            configs.push(conf);
+        }
+        let mut c = HubCluster {
+            ports,
+            nodes: (0..n).map(|_| None).collect(),
+            configs,
+            _dir: dir,
+        };
+        for i in 0..n {
+            c.start_node(i);
+        }
+        c
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        let log = fs::File::create(self.configs[i].with_extension("log")).unwrap();
+        let child = Command::new(hub_nats_server())
+            .arg("-c")
+            .arg(&self.configs[i])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("nats-server");
+        self.nodes[i] = Some(child);
+    }
+
+    /// Kills node `i` (SIGKILL).
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The end of every node's log.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for c in &self.configs {
+            let t = fs::read_to_string(c.with_extension("log")).unwrap_or_default();
+            out.push_str(&format!(
+                "--- {}:\n{}\n",
+                c.display(),
+                &t[t.len().saturating_sub(3000)..]
+            ));
+        }
+        out
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("tls://127.0.0.1:{p}"))
+            .collect()
+    }
+}
+
+impl Drop for HubCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
+        }
     }
 }

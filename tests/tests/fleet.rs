@@ -10,7 +10,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use outpost_tests::fleet::{Fleet, hub_client};
+use outpost_tests::fleet::{Fleet, HubCluster, hub_client};
 use outpost_tests::{Sensor, entrypoint_pid, example_image, unique};
 
 fn text(o: &std::process::Output) -> String {
@@ -19,6 +19,10 @@ fn text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+fn tail(s: &str) -> &str {
+    &s[s.len().saturating_sub(4000)..]
 }
 
 fn enroll(s: &Sensor, url: &str, token: &str, fingerprint: &str) -> std::process::Output {
@@ -686,4 +690,99 @@ fn a_crash_reaches_the_fleet_as_a_report_with_the_log_tail_unless_the_sensor_say
     let r = report(&b);
     assert_eq!(r["exit_code"], 3, "{r:#}");
     assert!(r["log_tail"].is_null(), "{r:#}");
+}
+
+#[test]
+fn two_fleet_instances_on_a_three_node_hub_serve_one_fleet_and_a_dead_node_loses_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("fleet-state");
+    let mut hub = HubCluster::start(&state, 3);
+    let one = Fleet::join(&state, &hub, "1s");
+    let two = Fleet::join(&state, &hub, "1s");
+
+    // Added through one instance, enrolled through the other.
+    let name = unique("edge");
+    let e = one.add_sensor(&name, &[]);
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let inst = unique("burst");
+    s.write_sensor(&format!(
+        "[[instrument]]\nname = \"{inst}\"\nimage = \"example\"\nversion = \"0.1.0\"\n"
+    ));
+    s.start(&[]);
+    let st = s.wait_for(&inst, "healthy", Duration::from_secs(30), |v| {
+        v["health"] == "ok"
+    });
+    let ok = enroll(&s, &two.url, &e.token, &e.fingerprint);
+    assert!(ok.status.success(), "{}", text(&ok));
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.state.join("fleet/link.json")).unwrap()).unwrap();
+    assert_eq!(cfg["hub_urls"].as_array().unwrap().len(), 3, "{cfg:#}");
+    wait_link(&s, "up", Duration::from_secs(30));
+    // Either instance answers, from the same state.
+    for f in [&one, &two] {
+        f.wait_sensor(&name, "online", Duration::from_secs(30), |v| {
+            v["online"] == "online" && v["public_key"].is_string()
+        });
+    }
+
+    // Either instance reads the events.
+    for f in [&one, &two] {
+        f.events(&["--sensor", &name]);
+    }
+    // 10,000 events, and a hub node dies while they are forwarded.
+    let entry = entrypoint_pid(st["init_pid"].as_i64().unwrap() as i32);
+    kill(Pid::from_raw(entry), Signal::SIGUSR1).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    hub.kill_node(0);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while two
+        .try_events(&["--sensor", &name, "--kind", "burst-done"])
+        .map_or(true, |e| e.is_empty())
+    {
+        if Instant::now() > deadline {
+            let log = s.log_text();
+            panic!(
+                "the fleet never got the burst\n{}\n--- fleet one:\n{}\n--- fleet two:\n{}",
+                &log[log.len().saturating_sub(6000)..],
+                tail(&one.log_text()),
+                tail(&two.log_text())
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for f in [&one, &two] {
+        let filter = ["--sensor", &name, "--instrument", &inst, "--kind", "tick"];
+        // A 503 while the cluster fails over is an answer to retry.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ticks = loop {
+            match f.try_events(&filter) {
+                Ok(t) => break t,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("{e}");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => panic!(
+                    "{e}\n{}\n{}",
+                    f.log_text()
+                        .lines()
+                        .filter(|l| !l.contains("DEBUG"))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    hub.logs()
+                ),
+            }
+        };
+        assert_eq!(
+            ticks.len(),
+            10_000,
+            "every event, once, from either instance"
+        );
+        let mut last = 0;
+        for t in &ticks {
+            let n = t["envelope"]["payload"]["n"].as_u64().unwrap();
+            assert!(n > last, "tick {n} after {last}");
+            last = n;
+        }
+    }
 }
