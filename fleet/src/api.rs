@@ -116,6 +116,11 @@ pub fn router(state: AppState) -> Router {
             get(desired_history),
         )
         .route("/api/v1/sensors/{name}/rollout", get(get_rollout))
+        .route("/api/v1/sensors/{name}/desired/diff", get(desired_diff))
+        .route(
+            "/api/v1/sensors/{name}/desired/rollback",
+            post(desired_rollback),
+        )
         .with_state(state)
 }
 
@@ -135,6 +140,8 @@ pub fn router(state: AppState) -> Router {
         get_desired,
         put_desired,
         desired_history,
+        desired_diff,
+        desired_rollback,
         get_rollout
     ),
     components(schemas(ErrorBody, SensorView, Presence, Heartbeat, StoredEvent)),
@@ -503,4 +510,79 @@ async fn metrics(
         )],
         text,
     ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DiffQuery {
+    /// The older version.
+    pub a: u64,
+    /// The newer version.
+    pub b: u64,
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DiffText {
+    /// A unified diff of the two sensor files.
+    pub diff: String,
+}
+
+/// A unified diff of two versions of the sensor's desired state.
+#[utoipa::path(get, path = "/api/v1/sensors/{name}/desired/diff", security(("bearer" = [])),
+    params(("name" = String, Path, description = "sensor name"), DiffQuery),
+    responses((status = 200, body = DiffText), (status = 404, body = ErrorBody)))]
+async fn desired_diff(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Params(q): Params<DiffQuery>,
+) -> Result<Json<DiffText>, ApiError> {
+    s.who(&headers, Role::Viewer).await?;
+    registry::sensor(&s.hub, &name).await?;
+    Ok(Json(DiffText {
+        diff: crate::desired::diff(&s.desired, &name, q.a, q.b).await?,
+    }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// The version whose sensor file becomes the new version.
+    pub version: u64,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Rolls back: a new version with an old version's sensor file, pushed
+/// like any other.
+#[utoipa::path(post, path = "/api/v1/sensors/{name}/desired/rollback", request_body = Rollback,
+    security(("bearer" = [])), params(("name" = String, Path, description = "sensor name")),
+    responses((status = 200, body = DesiredAndRollout), (status = 404, body = ErrorBody)))]
+async fn desired_rollback(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Body(req): Body<Rollback>,
+) -> Result<Json<DesiredAndRollout>, ApiError> {
+    let who = s.who(&headers, Role::Operator).await?;
+    let old = crate::desired::version(&s.desired, &name, req.version).await?;
+    let reason = if req.reason.is_empty() {
+        format!("rollback to version {}", req.version)
+    } else {
+        req.reason
+    };
+    let (desired, rollout) = crate::desired::put(
+        &s.hub,
+        &s.desired,
+        &name,
+        crate::desired::Change {
+            toml: old.toml,
+            reason,
+            author: who.name,
+            timeout: s.rollout_timeout,
+        },
+        s.heartbeat_every,
+    )
+    .await?;
+    Ok(Json(DesiredAndRollout { desired, rollout }))
 }

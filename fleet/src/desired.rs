@@ -427,3 +427,29 @@ pub async fn check_deadlines(hub: &Hub) {
         }
     }
 }
+
+/// Version `version` of `sensor`.
+pub async fn version(
+    s: &stream::Stream,
+    sensor: &str,
+    version: u64,
+) -> Result<DesiredVersion, ApiError> {
+    history(s, sensor)
+        .await?
+        .into_iter()
+        .find(|v| v.version == version)
+        .ok_or_else(|| ApiError::NotFound(format!("version {version} of sensor {sensor:?}")))
+}
+
+/// A unified diff of two versions' sensor files.
+pub async fn diff(s: &stream::Stream, sensor: &str, a: u64, b: u64) -> Result<String, ApiError> {
+    let (va, vb) = (version(s, sensor, a).await?, version(s, sensor, b).await?);
+    let d = similar::TextDiff::from_lines(&va.toml, &vb.toml);
+    Ok(d.unified_diff()
+        .context_radius(3)
+        .header(
+            &format!("{sensor} version {a}"),
+            &format!("{sensor} version {b}"),
+        )
+        .to_string())
+}

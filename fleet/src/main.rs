@@ -205,6 +205,23 @@ enum DesiredCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// A unified diff of versions A and B.
+    Diff {
+        sensor: String,
+        a: u64,
+        b: u64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A new version with version N's sensor file, pushed.
+    Rollback {
+        sensor: String,
+        version: u64,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The rollout of the newest version.
     Rollout {
         sensor: String,
@@ -447,6 +464,30 @@ async fn real_main() -> anyhow::Result<()> {
             print!("{}", client(&state, &conn)?.get_text("/metrics").await?);
             Ok(())
         }
+        Cmd::Desired(DesiredCmd::Diff { sensor, a, b, conn }) => {
+            let d: serde_json::Value = client(&state, &conn)?
+                .get(&format!(
+                    "/api/v1/sensors/{sensor}/desired/diff?a={a}&b={b}"
+                ))
+                .await?;
+            print!("{}", d["diff"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        Cmd::Desired(DesiredCmd::Rollback {
+            sensor,
+            version,
+            reason,
+            conn,
+        }) => {
+            let v: serde_json::Value = client(&state, &conn)?
+                .post(
+                    &format!("/api/v1/sensors/{sensor}/desired/rollback"),
+                    &serde_json::json!({ "version": version, "reason": reason }),
+                )
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
         Cmd::Desired(d) => {
             let (path, conn, body) = match d {
                 DesiredCmd::Put {
@@ -474,6 +515,9 @@ async fn real_main() -> anyhow::Result<()> {
                 ),
                 DesiredCmd::Rollout { sensor, conn } => {
                     (format!("/api/v1/sensors/{sensor}/rollout"), conn, None)
+                }
+                DesiredCmd::Diff { .. } | DesiredCmd::Rollback { .. } => {
+                    unreachable!("handled above")
                 }
             };
             let c = client(&state, &conn)?;

@@ -583,10 +583,37 @@ fn desired_state_from_the_fleet_is_applied_refused_with_reasons_and_reaches_a_se
         .map(|v| v["version"].as_u64().unwrap())
         .collect();
     assert_eq!(versions, [1, 2, 3]);
+    let d = text(&fleet.cli(&["desired", "diff", &name, "1", "3"]));
+    assert!(d.contains(&format!("+name = \"{b}\"")), "{d}");
+    assert!(d.contains(&format!("{name} version 1")), "{d}");
+
+    // A rollback is a new version with an old body, pushed like any.
+    let rb = fleet.cli(&[
+        "desired",
+        "rollback",
+        &name,
+        "1",
+        "--reason",
+        "b misbehaves",
+    ]);
+    assert!(rb.status.success(), "{}", text(&rb));
+    wait_rollout(&fleet, &name, 4, "applied");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.instrument(&b).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "{b} was not removed by the rollback"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A local override is drift, and the fleet shows it as such.
     let local = s.dir.path().join("hotfix.toml");
-    std::fs::write(&local, sensor_file(&name, &[(&a, "example")])).unwrap();
+    std::fs::write(
+        &local,
+        sensor_file(&name, &[(&a, "example"), (&b, "example")]),
+    )
+    .unwrap();
     let refused = s.ctl(&["apply", local.to_str().unwrap()]);
     assert!(
         !refused.status.success(),
