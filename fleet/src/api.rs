@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tokens", post(add_api_token))
         .route("/api/v1/events", get(list_events))
         .route("/metrics", get(metrics))
+        .route("/api/v1/retention", get(get_retention).put(put_retention))
         .route(
             "/api/v1/sensors/{name}/desired",
             get(get_desired).put(put_desired),
@@ -142,7 +143,9 @@ pub fn router(state: AppState) -> Router {
         desired_history,
         desired_diff,
         desired_rollback,
-        get_rollout
+        get_rollout,
+        get_retention,
+        put_retention
     ),
     components(schemas(ErrorBody, SensorView, Presence, Heartbeat, StoredEvent)),
     modifiers(&BearerAuth)
@@ -585,4 +588,106 @@ async fn desired_rollback(
     )
     .await?;
     Ok(Json(DesiredAndRollout { desired, rollout }))
+}
+
+/// How long the fleet keeps what it stores, and what enforces it.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RetentionView {
+    /// Events (the sensors' and the fleet's own), e.g. "90days".
+    pub events: String,
+    pub events_seconds: u64,
+    /// What enforces it.
+    pub enforced_by: String,
+    /// Events stored now, and the oldest one's time (ms since the epoch).
+    pub events_stored: u64,
+    pub oldest_ms: Option<i64>,
+}
+
+async fn retention_view(s: &AppState) -> Result<RetentionView, ApiError> {
+    let mut stream = s.events.clone();
+    let info = stream.info().await.map_err(|e| {
+        ApiError::Hub(crate::hub::HubError::Op {
+            what: "reading the events stream".into(),
+            why: e.to_string(),
+        })
+    })?;
+    let age = info.config.max_age;
+    Ok(RetentionView {
+        events: humantime::format_duration(age).to_string(),
+        events_seconds: age.as_secs(),
+        enforced_by: format!(
+            "the hub: stream {} max_age",
+            outpost_protocol::fleet::FLEET_EVENTS_STREAM
+        ),
+        events_stored: info.state.messages,
+        oldest_ms: (info.state.messages > 0)
+            .then(|| (info.state.first_timestamp.unix_timestamp_nanos() / 1_000_000) as i64),
+    })
+}
+
+/// How long events are kept at the fleet.
+#[utoipa::path(get, path = "/api/v1/retention", security(("bearer" = [])),
+    responses((status = 200, body = RetentionView)))]
+async fn get_retention(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<RetentionView>, ApiError> {
+    s.who(&headers, Role::Viewer).await?;
+    Ok(Json(retention_view(&s).await?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRetention {
+    /// How long to keep events, e.g. "30days"; applies to what is stored
+    /// already.
+    pub events: String,
+}
+
+/// Changes how long events are kept; the hub applies it to what it holds
+/// at once.
+#[utoipa::path(put, path = "/api/v1/retention", request_body = SetRetention,
+    security(("bearer" = [])),
+    responses((status = 200, body = RetentionView), (status = 400, body = ErrorBody)))]
+async fn put_retention(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Body(req): Body<SetRetention>,
+) -> Result<Json<RetentionView>, ApiError> {
+    let who = s.who(&headers, Role::Admin).await?;
+    let age = humantime::parse_duration(&req.events).map_err(|e| {
+        ApiError::field(
+            "events",
+            format!("{:?}: {e}", req.events),
+            "write a duration such as \"90days\"",
+        )
+    })?;
+    if age < Duration::from_secs(60) {
+        return Err(ApiError::field(
+            "events",
+            format!("{} is shorter than a minute", req.events),
+            "keep events at least a minute",
+        ));
+    }
+    let mut stream = s.events.clone();
+    let mut cfg = stream
+        .info()
+        .await
+        .map_err(|e| {
+            ApiError::Hub(crate::hub::HubError::Op {
+                what: "reading the events stream".into(),
+                why: e.to_string(),
+            })
+        })?
+        .config
+        .clone();
+    cfg.max_age = age;
+    s.hub.js.update_stream(cfg).await.map_err(|e| {
+        ApiError::Hub(crate::hub::HubError::Op {
+            what: "changing the events' retention".into(),
+            why: e.to_string(),
+        })
+    })?;
+    tracing::warn!(events = %req.events, by = %who.name, "events retention changed");
+    Ok(Json(retention_view(&s).await?))
 }

@@ -36,9 +36,14 @@ use crate::shutdown::Shutdown;
 /// How long the fleet keeps events, and JetStream's own duplicate window.
 #[derive(Debug, Clone, Copy)]
 pub struct EventsPolicy {
-    pub retention: Duration,
+    /// Set at start (`--events-retention`); `None` keeps what the stream
+    /// has (set through the API), or the default for a new one.
+    pub retention: Option<Duration>,
     pub duplicate_window: Duration,
 }
+
+/// How long events are kept unless told.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Makes `FLEET_EVENTS`, or applies a changed retention to it (which
 /// then also holds for what is stored already).
@@ -47,10 +52,14 @@ pub async fn ensure_stream(
     policy: EventsPolicy,
     replicas: usize,
 ) -> Result<stream::Stream, HubError> {
+    let kept = match hub.js.get_stream(FLEET_EVENTS_STREAM).await {
+        Ok(mut s) => s.info().await.ok().map(|i| i.config.max_age),
+        Err(_) => None,
+    };
     let cfg = stream::Config {
         name: FLEET_EVENTS_STREAM.into(),
         subjects: vec![proto::ALL_STORED_EVENTS.into()],
-        max_age: policy.retention,
+        max_age: policy.retention.or(kept).unwrap_or(DEFAULT_RETENTION),
         duplicate_window: policy.duplicate_window,
         storage: stream::StorageType::File,
         num_replicas: replicas.max(1),

@@ -38,6 +38,13 @@ enum Cmd {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// How long the fleet keeps events; `--events 30days` changes it.
+    Retention {
+        #[arg(long)]
+        events: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The fleet's Prometheus metrics, as `/metrics` serves them.
     Metrics {
         #[command(flatten)]
@@ -120,9 +127,10 @@ struct RunArgs {
     #[arg(long)]
     nats_server: Option<PathBuf>,
     /// How long the fleet keeps events (the hub enforces it; a change
-    /// applies to what is stored already).
-    #[arg(long, default_value = "90days", value_parser = humantime::parse_duration)]
-    events_retention: Duration,
+    /// applies to what is stored already). Default: what was set last
+    /// (`outpost-fleet retention --events`), 90 days for a new fleet.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    events_retention: Option<Duration>,
     /// JetStream's duplicate window for forwarded events (duplicates
     /// older than it are still dropped, by the sensor's sequence).
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
@@ -458,6 +466,18 @@ async fn real_main() -> anyhow::Result<()> {
             if let Some(a) = after {
                 eprintln!("next: {a}");
             }
+            Ok(())
+        }
+        Cmd::Retention { events, conn } => {
+            let c = client(&state, &conn)?;
+            let v: serde_json::Value = match events {
+                Some(e) => {
+                    c.put("/api/v1/retention", &serde_json::json!({ "events": e }))
+                        .await?
+                }
+                None => c.get("/api/v1/retention").await?,
+            };
+            println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
         Cmd::Metrics { conn } => {

@@ -813,3 +813,28 @@ fn two_fleet_instances_on_a_three_node_hub_serve_one_fleet_and_a_dead_node_loses
         }
     }
 }
+
+#[test]
+fn the_fleets_retention_is_shown_enforced_by_the_hub_and_a_change_outlives_a_restart() {
+    let mut fleet = Fleet::start("1s");
+    let show = |f: &Fleet| -> serde_json::Value {
+        let o = f.cli(&["retention"]);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let v = show(&fleet);
+    assert_eq!(v["events_seconds"], 90 * 24 * 3600, "{v:#}");
+    assert!(v["enforced_by"].as_str().unwrap().contains("FLEET_EVENTS"));
+    let bad = fleet.cli(&["retention", "--events", "soon"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("events"), "{}", text(&bad));
+    let o = fleet.cli(&["retention", "--events", "30days"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(show(&fleet)["events_seconds"], 30 * 24 * 3600);
+    fleet.restart();
+    assert_eq!(
+        show(&fleet)["events_seconds"],
+        30 * 24 * 3600,
+        "kept across a restart"
+    );
+}
