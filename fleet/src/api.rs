@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tokens", post(add_api_token))
         .route("/api/v1/events", get(list_events))
         .route("/metrics", get(metrics))
+        .route("/api/v1/events/stream", get(stream_events))
         .route("/api/v1/retention", get(get_retention).put(put_retention))
         .route(
             "/api/v1/sensors/{name}/desired",
@@ -138,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         revoke_sensor,
         add_api_token,
         list_events,
+        stream_events,
         get_desired,
         put_desired,
         desired_history,
@@ -690,4 +692,38 @@ async fn put_retention(
     })?;
     tracing::warn!(events = %req.events, by = %who.name, "events retention changed");
     Ok(Json(retention_view(&s).await?))
+}
+
+/// A live feed of events (server-sent events: `id` is the cursor, `data`
+/// a stored event as JSON); resumes after `Last-Event-ID`, else starts
+/// now. Filters as `/api/v1/events`.
+#[utoipa::path(get, path = "/api/v1/events/stream", security(("bearer" = [])), params(EventQuery),
+    responses((status = 200, description = "text/event-stream of StoredEvent"),
+              (status = 400, body = ErrorBody)))]
+async fn stream_events(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Params(q): Params<EventQuery>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    s.who(&headers, Role::Viewer).await?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .or(q.after);
+    let feed = crate::events::live(&s.events, &q, after).await?;
+    let events = feed.map(|e| {
+        Ok(Event::default()
+            .id(e.seq.to_string())
+            .event("event")
+            .data(serde_json::to_string(&e).expect("an event serializes")))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

@@ -196,3 +196,61 @@ pub async fn query(events: &stream::Stream, q: &EventQuery) -> Result<EventPage,
         events: out,
     })
 }
+
+/// A live feed of stored events matching `q` (sensor, instrument, kind),
+/// from after `after` (an SSE `Last-Event-ID`) or from now on.
+pub async fn live(
+    events: &stream::Stream,
+    q: &EventQuery,
+    after: Option<u64>,
+) -> Result<impl futures::Stream<Item = StoredEvent> + use<>, ApiError> {
+    let filter = match &q.sensor {
+        Some(s) => {
+            if proto::sensor_name_problem(s).is_some() {
+                return Err(ApiError::field(
+                    "sensor",
+                    format!("{s:?} is not a sensor name"),
+                    "give a sensor's name as the fleet lists it",
+                ));
+            }
+            proto::all_stored_events_of(s)
+        }
+        None => proto::ALL_STORED_EVENTS.to_string(),
+    };
+    let deliver_policy = match after {
+        Some(a) => DeliverPolicy::ByStartSequence {
+            start_sequence: a + 1,
+        },
+        None => DeliverPolicy::New,
+    };
+    let c = events
+        .create_consumer(pull::Config {
+            filter_subject: filter,
+            deliver_policy,
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| op("making a reader")(&e))?;
+    let msgs = c.messages().await.map_err(|e| op("following")(&e))?;
+    let (instrument, kind) = (q.instrument.clone(), q.kind.clone());
+    Ok(msgs.filter_map(move |m| {
+        let keep = m.ok().and_then(|m| {
+            let info = m.info().ok()?;
+            let at = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
+            let e = from_message(
+                info.stream_sequence,
+                &m.subject,
+                m.headers.as_ref(),
+                &m.payload,
+                at,
+            );
+            let ok = instrument.as_ref().is_none_or(|i| *i == e.instrument)
+                && kind.as_ref().is_none_or(|k| *k == e.kind);
+            ok.then_some(e)
+        });
+        futures::future::ready(keep)
+    }))
+}

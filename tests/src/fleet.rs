@@ -265,6 +265,37 @@ impl Fleet {
             .collect())
     }
 
+    /// Follows `/api/v1/events/stream?<query>` with curl (a real HTTP
+    /// client reading server-sent events); each `data:` line's JSON goes
+    /// to the receiver. The reader ends with the returned child.
+    pub fn follow_events(&self, query: &str) -> (Child, std::sync::mpsc::Receiver<Value>) {
+        use std::io::BufRead;
+        let token = fs::read_to_string(self.state.join("admin.token")).expect("admin token");
+        let mut child = Command::new("curl")
+            .args(["-sSN", "--max-time", "120", "--cacert"])
+            .arg(self.ca())
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {}", token.trim()))
+            .arg(format!("{}/api/v1/events/stream?{query}", self.url))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("curl (Debian package curl)");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(d) = line.strip_prefix("data:")
+                    && let Ok(v) = serde_json::from_str(d.trim())
+                    && tx.send(v).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        (child, rx)
+    }
+
     pub fn hub_url(&self) -> String {
         format!("tls://127.0.0.1:{}", self.hub_port)
     }

@@ -675,6 +675,8 @@ fn a_crash_reaches_the_fleet_as_a_report_with_the_log_tail_unless_the_sensor_say
         }
         t
     };
+    // A live feed of this sensor's crash reports, opened before the crash.
+    let (mut feed, live) = fleet.follow_events(&format!("sensor={name}&kind=crash-report"));
     let put = put_desired(&fleet, &name, &with("", &[&a]), "a crashy one");
     assert!(put.status.success(), "{}", text(&put));
     let report = |inst: &str| {
@@ -705,6 +707,13 @@ fn a_crash_reaches_the_fleet_as_a_report_with_the_log_tail_unless_the_sensor_say
     assert_eq!(r["restarts"], 0);
     let lines = r["log_tail"].as_array().expect("the log tail is sent");
     assert!(!lines.is_empty() && lines.len() <= 50, "{r:#}");
+    let first = live
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the live feed shows the crash report");
+    let _ = feed.kill();
+    let _ = feed.wait();
+    assert_eq!(first["kind"], "crash-report", "{first:#}");
+    assert_eq!(first["envelope"]["payload"]["instrument"], a.as_str());
 
     // The sensor says no: the next report has no log.
     let put = put_desired(
