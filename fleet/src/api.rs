@@ -35,6 +35,8 @@ pub struct AppState {
     pub events: async_nats::jetstream::stream::Stream,
     /// The hub's `FLEET_DESIRED` stream.
     pub desired: async_nats::jetstream::stream::Stream,
+    /// The hub's `FLEET_HEALTH` stream.
+    pub health: async_nats::jetstream::stream::Stream,
     pub rollout_timeout: Duration,
     pub counters: std::sync::Arc<crate::metrics::Counters>,
 }
@@ -118,6 +120,11 @@ pub fn router(state: AppState) -> Router {
             get(desired_history),
         )
         .route("/api/v1/sensors/{name}/rollout", get(get_rollout))
+        .route("/api/v1/sensors/{name}/instruments", get(list_instruments))
+        .route(
+            "/api/v1/sensors/{name}/instruments/{instrument}/health",
+            get(health_history),
+        )
         .route("/api/v1/sensors/{name}/desired/diff", get(desired_diff))
         .route(
             "/api/v1/sensors/{name}/desired/rollback",
@@ -147,7 +154,9 @@ pub fn router(state: AppState) -> Router {
         desired_rollback,
         get_rollout,
         get_retention,
-        put_retention
+        put_retention,
+        list_instruments,
+        health_history
     ),
     components(schemas(ErrorBody, SensorView, Presence, Heartbeat, StoredEvent)),
     modifiers(&BearerAuth)
@@ -595,7 +604,8 @@ async fn desired_rollback(
 /// How long the fleet keeps what it stores, and what enforces it.
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RetentionView {
-    /// Events (the sensors' and the fleet's own), e.g. "90days".
+    /// Events (the sensors' and the fleet's own) and instruments' health
+    /// history, e.g. "90days".
     pub events: String,
     pub events_seconds: u64,
     /// What enforces it.
@@ -684,12 +694,18 @@ async fn put_retention(
         .config
         .clone();
     cfg.max_age = age;
-    s.hub.js.update_stream(cfg).await.map_err(|e| {
+    let failed = |e: &dyn std::fmt::Display| {
         ApiError::Hub(crate::hub::HubError::Op {
             what: "changing the events' retention".into(),
             why: e.to_string(),
         })
-    })?;
+    };
+    s.hub.js.update_stream(cfg).await.map_err(|e| failed(&e))?;
+    // Health history follows.
+    let mut health = s.health.clone();
+    let mut hcfg = health.info().await.map_err(|e| failed(&e))?.config.clone();
+    hcfg.max_age = age;
+    s.hub.js.update_stream(hcfg).await.map_err(|e| failed(&e))?;
     tracing::warn!(events = %req.events, by = %who.name, "events retention changed");
     Ok(Json(retention_view(&s).await?))
 }
@@ -726,4 +742,54 @@ async fn stream_events(
             .data(serde_json::to_string(&e).expect("an event serializes")))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// The sensor's instruments as its last heartbeat showed them (state,
+/// health and message, restarts, config versions).
+#[utoipa::path(get, path = "/api/v1/sensors/{name}/instruments", security(("bearer" = [])),
+    params(("name" = String, Path, description = "sensor name")),
+    responses((status = 200, body = [outpost_protocol::fleet::InstrumentSummary]),
+              (status = 404, body = ErrorBody)))]
+async fn list_instruments(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<outpost_protocol::fleet::InstrumentSummary>>, ApiError> {
+    s.who(&headers, Role::Viewer).await?;
+    registry::sensor(&s.hub, &name).await?;
+    Ok(Json(
+        presence::get(&s.hub, &name)
+            .await
+            .map(|p| p.heartbeat.instruments)
+            .unwrap_or_default(),
+    ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HealthQuery {
+    /// The newest this many changes (default 100, at most 10000).
+    pub limit: Option<usize>,
+}
+
+/// An instrument's health history: every change of its health or state,
+/// oldest first.
+#[utoipa::path(get, path = "/api/v1/sensors/{name}/instruments/{instrument}/health",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "sensor name"),
+           ("instrument" = String, Path, description = "instrument name"), HealthQuery),
+    responses((status = 200, body = [crate::health::HealthChange]),
+              (status = 404, body = ErrorBody)))]
+async fn health_history(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((name, instrument)): Path<(String, String)>,
+    Params(q): Params<HealthQuery>,
+) -> Result<Json<Vec<crate::health::HealthChange>>, ApiError> {
+    s.who(&headers, Role::Viewer).await?;
+    registry::sensor(&s.hub, &name).await?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(Json(
+        crate::health::history(&s.health, &name, &instrument, limit).await?,
+    ))
 }

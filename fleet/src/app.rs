@@ -185,6 +185,16 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     )));
     let events =
         crate::hub::retry(|| crate::ingest::ensure_stream(&hub, cfg.events, cfg.replicas)).await?;
+    // Health history is kept as long as events.
+    let kept = events.clone().info().await.map(|i| i.config.max_age).ok();
+    let health = crate::hub::retry(|| {
+        crate::health::ensure_stream(
+            &hub,
+            kept.unwrap_or(crate::ingest::DEFAULT_RETENTION),
+            cfg.replicas,
+        )
+    })
+    .await?;
     let counters = Arc::new(crate::metrics::Counters::default());
     tasks.push(tokio::spawn(crate::ingest::run(
         hub.clone(),
@@ -204,6 +214,7 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         enroll_ttl: cfg.enroll_ttl,
         events,
         desired,
+        health,
         rollout_timeout: cfg.rollout_timeout,
         counters,
     };

@@ -73,22 +73,18 @@ fn op(what: &str, e: impl std::fmt::Display) -> ApiError {
 }
 
 pub async fn ensure_stream(hub: &Hub, replicas: usize) -> Result<stream::Stream, HubError> {
-    let err = |e: &dyn std::fmt::Display| HubError::Op {
-        what: format!("stream {STREAM}"),
-        why: e.to_string(),
-    };
-    hub.js
-        .create_or_update_stream(stream::Config {
+    crate::hub::stream(
+        hub,
+        stream::Config {
             name: STREAM.into(),
             subjects: vec!["fleet.desired.*".into()],
             storage: stream::StorageType::File,
             num_replicas: replicas.max(1),
             allow_direct: true,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| err(&e))?;
-    hub.js.get_stream(STREAM).await.map_err(|e| err(&e))
+        },
+    )
+    .await
 }
 
 fn subject(sensor: &str) -> String {
@@ -112,42 +108,9 @@ pub async fn latest(
 
 /// Every version of `sensor`, oldest first.
 pub async fn history(s: &stream::Stream, sensor: &str) -> Result<Vec<DesiredVersion>, ApiError> {
-    use async_nats::jetstream::consumer::{self, pull};
-    let c = s
-        .create_consumer(pull::Config {
-            filter_subject: subject(sensor),
-            ack_policy: consumer::AckPolicy::None,
-            inactive_threshold: Duration::from_secs(30),
-            memory_storage: true,
-            ..Default::default()
-        })
+    crate::hub::read_all(s, subject(sensor))
         .await
-        .map_err(|e| op("reading desired history", e))?;
-    let mut out = Vec::new();
-    loop {
-        let mut batch = c
-            .fetch()
-            .max_messages(500)
-            .expires(Duration::from_millis(300))
-            .messages()
-            .await
-            .map_err(|e| op("reading desired history", e))?;
-        let mut got = 0;
-        let mut pending = 0;
-        while let Some(m) = batch.next().await {
-            let m = m.map_err(|e| op("reading desired history", e))?;
-            got += 1;
-            pending = m.info().map(|i| i.pending).unwrap_or(0);
-            if let Ok(v) = serde_json::from_slice(&m.payload) {
-                out.push(v);
-            }
-        }
-        if got == 0 || pending == 0 {
-            break;
-        }
-    }
-    let _ = s.delete_consumer(c.cached_info().name.as_str()).await;
-    Ok(out)
+        .map_err(|e| op("reading desired history", e))
 }
 
 /// The rollout of `sensor`'s newest version, and its KV revision.

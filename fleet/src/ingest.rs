@@ -66,20 +66,7 @@ pub async fn ensure_stream(
         allow_direct: true,
         ..Default::default()
     };
-    hub.js
-        .create_or_update_stream(cfg)
-        .await
-        .map_err(|e| HubError::Op {
-            what: format!("stream {FLEET_EVENTS_STREAM}"),
-            why: e.to_string(),
-        })?;
-    hub.js
-        .get_stream(FLEET_EVENTS_STREAM)
-        .await
-        .map_err(|e| HubError::Op {
-            what: format!("stream {FLEET_EVENTS_STREAM}"),
-            why: e.to_string(),
-        })
+    crate::hub::stream(hub, cfg).await
 }
 
 /// Takes event batches until `shutdown`; batches of one sensor are

@@ -9,6 +9,7 @@ pub mod client;
 pub mod desired;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod hub;
 pub mod ingest;
 pub mod metrics;

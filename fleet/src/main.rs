@@ -45,6 +45,15 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// An instrument's health history (every change of its health or state).
+    Health {
+        sensor: String,
+        instrument: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The fleet's Prometheus metrics, as `/metrics` serves them.
     Metrics {
         #[command(flatten)]
@@ -477,6 +486,20 @@ async fn real_main() -> anyhow::Result<()> {
                 }
                 None => c.get("/api/v1/retention").await?,
             };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        Cmd::Health {
+            sensor,
+            instrument,
+            limit,
+            conn,
+        } => {
+            let v: serde_json::Value = client(&state, &conn)?
+                .get(&format!(
+                    "/api/v1/sensors/{sensor}/instruments/{instrument}/health?limit={limit}"
+                ))
+                .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }

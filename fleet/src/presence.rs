@@ -120,6 +120,7 @@ pub async fn ingest(hub: Hub, desired: async_nats::jetstream::stream::Stream, sh
             heartbeat: hb,
             offline_since_ms: None,
         };
+        crate::health::record(&hub, sensor, before.as_ref(), &p).await;
         if let Some(d) = &p.heartbeat.drift {
             let known = before
                 .as_ref()

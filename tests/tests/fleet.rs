@@ -59,6 +59,21 @@ fn wait_link(s: &Sensor, state: &str, timeout: Duration) -> serde_json::Value {
     }
 }
 
+/// A running sensor with `img` imported, enrolled in `fleet` (its link
+/// up); its name at the fleet.
+fn enrolled(fleet: &Fleet, img: &outpost_tests::ImageFile) -> (String, Sensor) {
+    let name = unique("edge");
+    let e = fleet.add_sensor(&name, &[]);
+    let mut s = Sensor::new();
+    s.import(img);
+    s.write_sensor("");
+    s.start(&[]);
+    let ok = enroll(&s, &fleet.url, &e.token, &e.fingerprint);
+    assert!(ok.status.success(), "{}", text(&ok));
+    wait_link(&s, "up", Duration::from_secs(20));
+    (name, s)
+}
+
 fn started_sensor() -> Sensor {
     let mut s = Sensor::new();
     s.write_sensor("");
@@ -481,14 +496,7 @@ fn sensor_file(sensor: &str, instruments: &[(&str, &str)]) -> String {
 fn desired_state_from_the_fleet_is_applied_refused_with_reasons_and_reaches_a_sensor_that_was_away()
 {
     let fleet = Fleet::start("1s");
-    let name = unique("edge");
-    let e = fleet.add_sensor(&name, &[]);
-    let mut s = Sensor::new();
-    s.import(&example_image());
-    s.write_sensor("");
-    s.start(&[]);
-    let ok = enroll(&s, &fleet.url, &e.token, &e.fingerprint);
-    assert!(ok.status.success(), "{}", text(&ok));
+    let (name, mut s) = enrolled(&fleet, &example_image());
     fleet.wait_sensor(&name, "online", Duration::from_secs(20), |v| {
         v["online"] == "online"
     });
@@ -645,8 +653,6 @@ fn desired_state_from_the_fleet_is_applied_refused_with_reasons_and_reaches_a_se
 fn a_crash_reaches_the_fleet_as_a_report_with_the_log_tail_unless_the_sensor_says_no() {
     use outpost_tests::archive::variant;
     let fleet = Fleet::start("1s");
-    let name = unique("edge");
-    let e = fleet.add_sensor(&name, &[]);
     let dir = tempfile::tempdir().unwrap();
     let crashy = variant(&example_image(), dir.path(), |m| {
         m.name = "crashy".into();
@@ -658,13 +664,7 @@ fn a_crash_reaches_the_fleet_as_a_report_with_the_log_tail_unless_the_sensor_say
             "3".into(),
         ];
     });
-    let mut s = Sensor::new();
-    s.import(&crashy);
-    s.write_sensor("");
-    s.start(&[]);
-    let ok = enroll(&s, &fleet.url, &e.token, &e.fingerprint);
-    assert!(ok.status.success(), "{}", text(&ok));
-    wait_link(&s, "up", Duration::from_secs(20));
+    let (name, _s) = enrolled(&fleet, &crashy);
     let (a, b) = (unique("crash"), unique("crash"));
     let with = |extra: &str, names: &[&str]| {
         let mut t = format!("[sensor]\nname = \"{name}\"\n{extra}\n");
@@ -845,5 +845,74 @@ fn the_fleets_retention_is_shown_enforced_by_the_hub_and_a_change_outlives_a_res
         show(&fleet)["events_seconds"],
         30 * 24 * 3600,
         "kept across a restart"
+    );
+}
+
+#[test]
+fn an_instruments_health_changes_are_kept_at_the_fleet_in_order() {
+    let fleet = Fleet::start("1s");
+    let (name, s) = enrolled(&fleet, &example_image());
+    let inst = unique("hl");
+    let with = |health: &str| {
+        format!(
+            "{}config = {{ health = \"{health}\" }}\n",
+            sensor_file(&name, &[(&inst, "example")])
+        )
+    };
+    assert!(
+        put_desired(&fleet, &name, &with("degraded"), "degrade")
+            .status
+            .success()
+    );
+    s.wait_for(&inst, "degraded", Duration::from_secs(30), |v| {
+        v["health"] == "degraded"
+    });
+    assert!(
+        put_desired(&fleet, &name, &with("ok"), "heal")
+            .status
+            .success()
+    );
+    s.wait_for(&inst, "ok", Duration::from_secs(30), |v| {
+        v["health"] == "ok"
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let healths = loop {
+        let o = fleet.cli(&["health", &name, &inst]);
+        assert!(o.status.success(), "{}", text(&o));
+        let h: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let healths: Vec<String> = h
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["health"].as_str().unwrap().to_string())
+            .collect();
+        let d = healths.iter().position(|x| x == "degraded");
+        if d.is_some_and(|d| healths[d..].iter().any(|x| x == "ok")) {
+            break healths;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no degraded then ok: {healths:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    // Changes only: no two neighbours the same.
+    let o = fleet.cli(&["health", &name, &inst]);
+    let h: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for w in h.as_array().unwrap().windows(2) {
+        assert!(
+            w[0]["health"] != w[1]["health"]
+                || w[0]["state"] != w[1]["state"]
+                || w[0]["message"] != w[1]["message"],
+            "a repeated entry: {h:#}"
+        );
+    }
+    assert!(healths.len() >= 2);
+    let list: serde_json::Value =
+        serde_json::from_slice(&fleet.cli(&["sensor", "show", &name]).stdout).unwrap();
+    assert!(
+        list["last_heartbeat"]["instruments"]
+            .to_string()
+            .contains(&inst)
     );
 }

@@ -219,6 +219,67 @@ async fn bucket(
     js.get_key_value(name).await.map_err(|e| err(e.to_string()))
 }
 
+/// Makes stream `cfg.name` or brings its configuration to `cfg`.
+pub async fn stream(
+    hub: &Hub,
+    cfg: jetstream::stream::Config,
+) -> Result<jetstream::stream::Stream, HubError> {
+    let name = cfg.name.clone();
+    let err = |e: &dyn std::fmt::Display| HubError::Op {
+        what: format!("stream {name}"),
+        why: e.to_string(),
+    };
+    hub.js
+        .create_or_update_stream(cfg)
+        .await
+        .map_err(|e| err(&e))?;
+    hub.js.get_stream(&name).await.map_err(|e| err(&e))
+}
+
+/// Every message on `filter` in stream `s` that parses as `T`, oldest
+/// first (an ephemeral consumer, removed after).
+pub async fn read_all<T: serde::de::DeserializeOwned>(
+    s: &jetstream::stream::Stream,
+    filter: String,
+) -> Result<Vec<T>, String> {
+    use async_nats::jetstream::consumer::{self, pull};
+    use futures::StreamExt;
+    let c = s
+        .create_consumer(pull::Config {
+            filter_subject: filter,
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    loop {
+        let mut batch = c
+            .fetch()
+            .max_messages(500)
+            .expires(Duration::from_millis(300))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut got, mut pending) = (0, 0);
+        while let Some(m) = batch.next().await {
+            let m = m.map_err(|e| e.to_string())?;
+            got += 1;
+            pending = m.info().map(|i| i.pending).unwrap_or(0);
+            if let Ok(v) = serde_json::from_slice(&m.payload) {
+                out.push(v);
+            }
+        }
+        if got == 0 || pending == 0 {
+            break;
+        }
+    }
+    let _ = s.delete_consumer(c.cached_info().name.as_str()).await;
+    Ok(out)
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
