@@ -415,6 +415,10 @@ pub struct PutDesired {
     /// How long the rollout waits for the sensor (default: the fleet's).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Keep it only if the sensor's link is healthy again within this
+    /// (e.g. "2m"); otherwise the sensor rolls back by itself.
+    #[serde(default)]
+    pub confirm_within: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
@@ -446,6 +450,16 @@ async fn put_desired(
             )
         })?,
     };
+    let confirm_within = match req.confirm_within.as_deref() {
+        None => None,
+        Some(t) => Some(humantime::parse_duration(t).map_err(|e| {
+            ApiError::field(
+                "confirm_within",
+                format!("{t:?}: {e}"),
+                "write a duration such as \"2m\"",
+            )
+        })?),
+    };
     let (desired, rollout) = crate::desired::put(
         &s.hub,
         &s.desired,
@@ -455,6 +469,7 @@ async fn put_desired(
             reason: req.reason,
             author: who.name,
             timeout,
+            confirm_within,
         },
         s.heartbeat_every,
     )
@@ -594,6 +609,7 @@ async fn desired_rollback(
             reason,
             author: who.name,
             timeout: s.rollout_timeout,
+            confirm_within: old.confirm_within,
         },
         s.heartbeat_every,
     )

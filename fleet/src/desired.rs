@@ -36,6 +36,14 @@ pub struct DesiredVersion {
     pub author: String,
     pub reason: String,
     pub at_ms: i64,
+    /// The sensor keeps it only if its link is healthy again within this.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub confirm_within: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -46,6 +54,9 @@ pub enum RolloutState {
     Applied,
     Rejected,
     TimedOut,
+    /// Applied, then undone by the sensor: its link did not come back
+    /// healthy within `confirm-within`.
+    RolledBack,
 }
 
 /// The rollout of a sensor's newest version.
@@ -141,6 +152,8 @@ pub struct Change {
     pub author: String,
     /// How long its rollout waits for the sensor.
     pub timeout: Duration,
+    /// Keep it only if the sensor's link is healthy again within this.
+    pub confirm_within: Option<Duration>,
 }
 
 /// Validates and stores a new version for `sensor`, then pushes it.
@@ -156,6 +169,7 @@ pub async fn put(
         reason,
         author,
         timeout,
+        confirm_within,
     } = change;
     let author = author.as_str();
     let (rec, _) = crate::registry::sensor(hub, sensor).await?;
@@ -187,6 +201,7 @@ pub async fn put(
         author: author.to_string(),
         reason,
         at_ms: now_ms(),
+        confirm_within,
     };
     let msg = jetstream::message::PublishMessage::build()
         .payload(Bytes::from(serde_json::to_vec(&v).expect("serializes")))
@@ -237,6 +252,7 @@ async fn push(hub: &Hub, v: &DesiredVersion, r: &mut Rollout, online: bool) {
         toml: v.toml.clone(),
         author: v.author.clone(),
         reason: v.reason.clone(),
+        confirm_within: v.confirm_within,
     };
     let body = Bytes::from(serde_json::to_vec(&p).expect("serializes"));
     let sent = hub
@@ -273,6 +289,18 @@ fn settle(r: &mut Rollout, ack: &DesiredAck) {
             r.state = RolloutState::Rejected;
             r.problems = problems.clone();
             r.detail = "rejected by the sensor; its previous version stays".into();
+        }
+        DesiredOutcome::RolledBack {
+            applied_version,
+            restored_version,
+            reason,
+        } => {
+            r.state = RolloutState::RolledBack;
+            r.local_version = Some(*restored_version);
+            r.problems = vec![reason.clone()];
+            r.detail = format!(
+                "applied as the sensor's version {applied_version}, then rolled back by the sensor: {reason}"
+            );
         }
     }
 }

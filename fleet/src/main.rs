@@ -208,6 +208,10 @@ enum DesiredCmd {
         file: PathBuf,
         #[arg(long, default_value = "")]
         reason: String,
+        /// Keep it only if the sensor's link is healthy again within this
+        /// (e.g. 2m); otherwise the sensor rolls back by itself.
+        #[arg(long)]
+        confirm_within: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -537,11 +541,16 @@ async fn real_main() -> anyhow::Result<()> {
                     sensor,
                     file,
                     reason,
+                    confirm_within,
                     conn,
                 } => {
                     let toml = std::fs::read_to_string(&file)
                         .with_context(|| format!("cannot read {}", file.display()))?;
-                    let body = serde_json::json!({ "toml": toml, "reason": reason });
+                    let body = serde_json::json!({
+                        "toml": toml,
+                        "reason": reason,
+                        "confirm_within": confirm_within,
+                    });
                     (
                         format!("/api/v1/sensors/{sensor}/desired"),
                         conn,

@@ -60,6 +60,16 @@ pub struct DesiredPush {
     pub toml: String,
     pub author: String,
     pub reason: String,
+    /// Keep this version only if the link to the hub is healthy again
+    /// within this time (a heartbeat got through); otherwise the sensor
+    /// goes back to its previous version by itself and says why.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "2m"))]
+    pub confirm_within: Option<std::time::Duration>,
 }
 
 /// What the sensor did with a pushed version.
@@ -71,6 +81,14 @@ pub enum DesiredOutcome {
     Applied { local_version: i64 },
     /// Refused by the sensor's intake; the previous version stays.
     Rejected { problems: Vec<String> },
+    /// Applied, then undone by the sensor itself: its link to the hub did
+    /// not come back healthy within `confirm_within`.
+    RolledBack {
+        /// The local version that applied it, and the one restored.
+        applied_version: i64,
+        restored_version: i64,
+        reason: String,
+    },
 }
 
 /// A sensor's acknowledgement of one pushed version.

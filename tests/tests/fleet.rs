@@ -916,3 +916,69 @@ fn an_instruments_health_changes_are_kept_at_the_fleet_in_order() {
             .contains(&inst)
     );
 }
+
+#[test]
+fn a_push_with_confirm_within_is_kept_when_the_link_holds_and_undone_when_it_does_not() {
+    let mut fleet = Fleet::start("1s");
+    let (name, s) = enrolled(&fleet, &example_image());
+    let (a, b) = (unique("cw"), unique("cw"));
+    let put = |fleet: &Fleet, toml: String, reason: &str| {
+        let file = fleet.dir.path().join(format!("{}.toml", unique("cw")));
+        std::fs::write(&file, toml).unwrap();
+        let o = fleet.cli(&[
+            "desired",
+            "put",
+            &name,
+            file.to_str().unwrap(),
+            "--reason",
+            reason,
+            "--confirm-within",
+            "8s",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    // The link holds: kept, and only then acknowledged.
+    put(&fleet, sensor_file(&name, &[(&a, "example")]), "add a");
+    let r = wait_rollout(&fleet, &name, 1, "applied");
+    let kept = r["local_version"].as_i64().unwrap();
+    s.wait_for(&a, "running", Duration::from_secs(30), |v| {
+        v["state"] == "running"
+    });
+
+    // The hub goes away right after the change: the sensor undoes it.
+    put(
+        &fleet,
+        sensor_file(&name, &[(&a, "example"), (&b, "example")]),
+        "add b",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.instrument(&b).is_none() {
+        assert!(Instant::now() < deadline, "version 2 never applied");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fleet.stop();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.instrument(&b).is_some() {
+        assert!(Instant::now() < deadline, "{b} was not rolled back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let hist: serde_json::Value =
+        serde_json::from_slice(&s.ctl(&["--format", "json", "history"]).stdout).unwrap();
+    let newest = &hist.as_array().unwrap()[0];
+    assert_eq!(newest["source"], "fleet", "{newest:#}");
+    assert!(
+        newest["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no healthy link"),
+        "{newest:#}"
+    );
+    // Back, the fleet hears why.
+    fleet.restart();
+    let r = wait_rollout(&fleet, &name, 2, "rolled-back");
+    assert!(
+        r["problems"].to_string().contains("no healthy link"),
+        "{r:#}"
+    );
+    assert!(r["local_version"].as_i64().unwrap() > kept, "{r:#}");
+}

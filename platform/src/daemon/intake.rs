@@ -42,6 +42,8 @@ pub enum Change {
     },
     /// Whether one instrument runs.
     Enabled { instrument: String, on: bool },
+    /// An earlier stored version again, as a new version (a rollback).
+    Restore { version: i64 },
 }
 
 /// Why a change was not stored. Nothing changed in any case.
@@ -99,6 +101,18 @@ impl<R: Runtime> Daemon<R> {
                     )])
                 })?;
                 return Ok((spec, label));
+            }
+            Change::Restore { version } => {
+                let spec = self
+                    .db
+                    .desired_at(version)
+                    .map_err(|e| ApplyError::Store(e.to_string()))?
+                    .ok_or_else(|| {
+                        ApplyError::Invalid(vec![format!(
+                            "there is no stored desired state version {version}"
+                        )])
+                    })?;
+                return Ok((spec, format!("version {version}")));
             }
             Change::Config { instrument, body } => (instrument, Box::new(move |i| i.config = body)),
             Change::Enabled { instrument, on } => (instrument, Box::new(move |i| i.enabled = on)),

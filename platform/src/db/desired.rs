@@ -29,6 +29,27 @@ impl Db {
         .transpose()
     }
 
+    /// The desired state stored as `version`, if there is one.
+    pub fn desired_at(&self, version: i64) -> Result<Option<SensorSpec>, DbError> {
+        let body: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT body FROM desired_state WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        body.map(|b| {
+            SensorSpec::from_json(&b).map_err(|e| DbError::Corrupt {
+                path: self.path.clone(),
+                version,
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
     /// Stores `spec` as a new version unless it equals the latest one, and
     /// gives every instrument whose config body changed a new config
     /// version number.

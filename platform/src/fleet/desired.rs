@@ -22,23 +22,113 @@ pub fn last(files: &LinkFiles) -> Option<DesiredAck> {
 }
 
 fn save(files: &LinkFiles, ack: &DesiredAck) {
-    let p = path(files);
+    write_json(&path(files), ack);
+}
+
+/// A version applied with `confirm-within`, waiting for the link to be
+/// healthy again (`<state>/fleet/confirm.json`, so a restart of outpostd
+/// keeps waiting, or rolls back).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Pending {
+    pub version: u64,
+    pub applied_version: i64,
+    /// The local version before it (restored on a rollback).
+    pub previous_version: Option<i64>,
+    pub since_ms: i64,
+    /// A heartbeat after this proves the link (the change had time to
+    /// take effect: half the window, at most 5 s).
+    pub confirm_after_ms: i64,
+    pub deadline_ms: i64,
+}
+
+fn pending_path(files: &LinkFiles) -> std::path::PathBuf {
+    files.dir.join("confirm.json")
+}
+
+/// The version waiting for its confirmation, if any.
+pub fn pending(files: &LinkFiles) -> Option<Pending> {
+    let text = std::fs::read_to_string(pending_path(files)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn write_json<T: serde::Serialize>(p: &std::path::Path, v: &T) {
     let tmp = p.with_extension("tmp");
-    let body = serde_json::to_vec(ack).expect("serializes");
-    if let Err(e) = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, &p)) {
-        warn!(path = %p.display(), "cannot record the fleet version handled: {e}");
+    let body = serde_json::to_vec(v).expect("serializes");
+    if let Err(e) = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, p)) {
+        warn!(path = %p.display(), "cannot record the fleet link's state: {e}");
     }
 }
 
+/// Settles a pending version: kept when a heartbeat got through after it
+/// was applied, rolled back when its deadline passed first. The answer to
+/// send the fleet, when there is one.
+pub async fn settle_pending(
+    handle: &Handle,
+    files: &LinkFiles,
+    last_heartbeat_ms: Option<i64>,
+) -> Option<DesiredAck> {
+    let p = pending(files)?;
+    let now = crate::db::now_ms();
+    let outcome = if last_heartbeat_ms.is_some_and(|t| t > p.confirm_after_ms) {
+        info!(
+            fleet_version = p.version,
+            "the link is healthy after the change: kept"
+        );
+        DesiredOutcome::Applied {
+            local_version: p.applied_version,
+        }
+    } else if now >= p.deadline_ms {
+        let Some(prev) = p.previous_version else {
+            // Nothing to go back to; keep it and say so.
+            let _ = std::fs::remove_file(pending_path(files));
+            return None;
+        };
+        let secs = (p.deadline_ms - p.since_ms) / 1000;
+        let reason = format!(
+            "fleet version {}: no healthy link to the hub within {secs}s; back to local version {prev}",
+            p.version
+        );
+        warn!("{reason}");
+        let origin = Origin::new(Source::Fleet, "outpostd (confirm-within)", reason.clone());
+        match handle
+            .apply(Change::Restore { version: prev }, origin, false)
+            .await
+        {
+            Ok(a) => DesiredOutcome::RolledBack {
+                applied_version: p.applied_version,
+                restored_version: a.version,
+                reason,
+            },
+            Err(e) => {
+                warn!("the rollback of fleet version {} failed: {e}", p.version);
+                return None;
+            }
+        }
+    } else {
+        return None;
+    };
+    let ack = DesiredAck {
+        version: p.version,
+        outcome,
+    };
+    save(files, &ack);
+    let _ = std::fs::remove_file(pending_path(files));
+    Some(ack)
+}
+
 /// Applies `push` unless it was handled already; `None` when the intake
-/// could not decide (outpostd stopping, a store failure): then the fleet
-/// pushes again.
+/// could not decide (outpostd stopping, a store failure) or a
+/// `confirm-within` is still running: then the fleet pushes again.
 pub async fn apply(push: DesiredPush, handle: &Handle, files: &LinkFiles) -> Option<DesiredAck> {
     if let Some(done) = last(files)
         && done.version >= push.version
     {
         return Some(done);
     }
+    if pending(files).is_some_and(|p| p.version >= push.version) {
+        return None;
+    }
+    let previous_version = handle.status().desired_version;
     let origin = Origin::new(Source::Fleet, push.author.clone(), push.reason.clone());
     let change = Change::Whole {
         text: push.toml,
@@ -51,6 +141,22 @@ pub async fn apply(push: DesiredPush, handle: &Handle, files: &LinkFiles) -> Opt
                 local_version = a.version,
                 "desired state from the fleet applied"
             );
+            if let Some(within) = push.confirm_within {
+                let now = crate::db::now_ms();
+                let window = within.as_millis() as i64;
+                write_json(
+                    &pending_path(files),
+                    &Pending {
+                        version: push.version,
+                        applied_version: a.version,
+                        previous_version: previous_version.filter(|p| *p != a.version),
+                        since_ms: now,
+                        confirm_after_ms: now + (window / 2).min(5_000),
+                        deadline_ms: now + window,
+                    },
+                );
+                return None;
+            }
             DesiredOutcome::Applied {
                 local_version: a.version,
             }

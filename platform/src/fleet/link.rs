@@ -260,6 +260,13 @@ async fn run(
         handle.clone(),
         files.clone(),
     )));
+    let _confirm = AbortOnDrop(tokio::spawn(watch_pending(
+        client.clone(),
+        cfg.sensor.clone(),
+        handle.clone(),
+        files.clone(),
+        tx.subscribe(),
+    )));
     let mut seq = 0u64;
     let mut tick = tokio::time::interval(cfg.heartbeat_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -315,6 +322,34 @@ fn drift(files: &LinkFiles) -> Option<proto::Drift> {
         reason: newest.reason,
         at_ms: newest.created_at_ms,
     })
+}
+
+/// Settles a version applied with `confirm-within`, every second: kept
+/// once a heartbeat got through, rolled back at its deadline otherwise.
+async fn watch_pending(
+    client: async_nats::Client,
+    sensor: String,
+    handle: Handle,
+    files: LinkFiles,
+    status: watch::Receiver<LinkStatus>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if super::desired::pending(&files).is_none() {
+            continue;
+        }
+        let last = status.borrow().last_heartbeat_ms;
+        if let Some(ack) = super::desired::settle_pending(&handle, &files, last).await {
+            let body = serde_json::to_vec(&ack).expect("serializes");
+            if let Err(e) = client
+                .publish(proto::desired_ack(&sensor), body.into())
+                .await
+            {
+                debug!("fleet link: ack not sent: {e}");
+            }
+        }
+    }
 }
 
 /// Takes desired-state pushes and answers each with its outcome.
