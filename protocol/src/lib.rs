@@ -23,6 +23,7 @@ pub mod beacon;
 pub mod bindings;
 pub mod desired;
 pub mod envelope;
+pub mod files;
 pub mod fleet;
 pub mod manifest;
 pub mod messages;

@@ -96,18 +96,6 @@ pub fn user(
     encode(signer, user, name, nats)
 }
 
-/// A `.creds` file as NATS clients read it.
-pub fn creds(jwt: &str, seed: &str) -> String {
-    format!(
-        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
-         ************************* IMPORTANT *************************\n\
-         NKEY Seed printed below can be used to sign and prove identity.\n\
-         NKEYs are sensitive and should be treated as secrets.\n\n\
-         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
-         *************************************************************\n"
-    )
-}
-
 #[derive(Serialize)]
 struct Claims<'a> {
     #[serde(skip_serializing_if = "String::is_empty")]

@@ -87,7 +87,7 @@ impl FleetKeys {
             "outpost-fleet",
             &jwt::Permissions::default(),
         );
-        jwt::creds(&j, &u.seed().expect("new key has a seed"))
+        outpost_protocol::files::nats_creds(&j, &u.seed().expect("new key has a seed"))
     }
 
     /// Credentials for a system-account user (pushes account updates).
@@ -100,7 +100,7 @@ impl FleetKeys {
             "outpost-fleet-sys",
             &jwt::Permissions::default(),
         );
-        jwt::creds(&j, &u.seed().expect("new key has a seed"))
+        outpost_protocol::files::nats_creds(&j, &u.seed().expect("new key has a seed"))
     }
 
     /// A sensor's user JWT for its own public key: publish only under

@@ -2,12 +2,11 @@
 //! and its public key for hub credentials at the fleet's API (whose
 //! certificate it pins), and keeps them in `<state>/fleet/`.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use outpost_protocol::files::write_private;
 use outpost_protocol::fleet::{EnrollRequest, EnrollResponse, sensor_name_problem};
 use outpost_protocol::pin::{PinVerifier, parse_pin};
 
@@ -204,28 +203,10 @@ fn store(
         path: files.creds(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let creds = format!(
-        "-----BEGIN NATS USER JWT-----\n{}\n------END NATS USER JWT------\n\n\
-         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n",
-        a.user_jwt
-    );
+    let creds = outpost_protocol::files::nats_creds(&a.user_jwt, &seed);
     write_private(&files.creds(), creds.as_bytes()).map_err(err(&files.creds()))?;
     write_private(&files.ca(), a.hub_ca_pem.as_bytes()).map_err(err(&files.ca()))?;
     let json = serde_json::to_vec_pretty(cfg).expect("serializes");
     // Last: the commit point of the enrollment.
     write_private(&files.config(), &json).map_err(err(&files.config()))
-}
-
-/// Writes `path` whole or not at all, readable by root only.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

@@ -5,8 +5,7 @@
 //! seed bind-mounted read-only at `/.outpost/nats.nkey`.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nkeys::KeyPair;
@@ -53,20 +52,8 @@ impl Keys {
             .map_err(|e| err(e.to_string()))?;
         let kp = KeyPair::new_user();
         let seed = kp.seed().map_err(|e| err(e.to_string()))?;
-        let tmp = self.dir.join(format!(".{name}.nkey.tmp"));
-        {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| err(e.to_string()))?;
-            f.write_all(seed.as_bytes())
-                .map_err(|e| err(e.to_string()))?;
-            f.sync_all().map_err(|e| err(e.to_string()))?;
-        }
-        fs::rename(&tmp, &path).map_err(|e| err(e.to_string()))?;
+        outpost_protocol::files::write_private(&path, seed.as_bytes())
+            .map_err(|e| err(e.to_string()))?;
         Ok(kp.public_key())
     }
 
