@@ -44,7 +44,14 @@ impl ApiClient {
         &self.base
     }
 
-    async fn answer<T: DeserializeOwned>(r: reqwest::Response) -> anyhow::Result<T> {
+    /// Sends `req` with the token; the answer's body when it succeeded,
+    /// else the fleet's error.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<bytes::Bytes> {
+        let r = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the fleet at {}", self.base))?;
         let status = r.status();
         let body = r.bytes().await?;
         if !status.is_success() {
@@ -54,35 +61,26 @@ impl ApiClient {
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
             bail!("the fleet answered {status}: {why}");
         }
+        Ok(body)
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let body = self.send(req).await?;
         serde_json::from_slice(&body).context("the fleet's answer does not parse")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     /// A text answer (`/metrics`).
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the fleet at {}", self.base))?;
-        let status = r.status();
-        let text = r.text().await?;
-        if !status.is_success() {
-            bail!("the fleet answered {status}: {text}");
-        }
-        Ok(text)
+        let body = self.send(self.http.get(self.url(path))).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the fleet at {}", self.base))?;
-        Self::answer(r).await
+        self.json(self.http.get(self.url(path))).await
     }
 
     pub async fn put<B: Serialize, T: DeserializeOwned>(
@@ -90,15 +88,7 @@ impl ApiClient {
         path: &str,
         body: &B,
     ) -> anyhow::Result<T> {
-        let r = self
-            .http
-            .put(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the fleet at {}", self.base))?;
-        Self::answer(r).await
+        self.json(self.http.put(self.url(path)).json(body)).await
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(
@@ -106,14 +96,6 @@ impl ApiClient {
         path: &str,
         body: &B,
     ) -> anyhow::Result<T> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the fleet at {}", self.base))?;
-        Self::answer(r).await
+        self.json(self.http.post(self.url(path)).json(body)).await
     }
 }

@@ -108,22 +108,63 @@ pub fn from_message(
     }
 }
 
+impl EventQuery {
+    /// The hub subject filter for the sensor asked for.
+    fn subject_filter(&self) -> Result<String, ApiError> {
+        match &self.sensor {
+            Some(s) if proto::sensor_name_problem(s).is_some() => Err(ApiError::field(
+                "sensor",
+                format!("{s:?} is not a sensor name"),
+                "give a sensor's name as the fleet lists it",
+            )),
+            Some(s) => Ok(proto::all_stored_events_of(s)),
+            None => Ok(proto::ALL_STORED_EVENTS.to_string()),
+        }
+    }
+
+    /// Whether `e` is of the instrument and kind asked for.
+    fn matches(&self, e: &StoredEvent) -> bool {
+        self.instrument.as_ref().is_none_or(|i| *i == e.instrument)
+            && self.kind.as_ref().is_none_or(|k| *k == e.kind)
+    }
+}
+
+/// An ephemeral reader of the events `q` asks for, from `deliver_policy`.
+async fn reader(
+    events: &stream::Stream,
+    q: &EventQuery,
+    deliver_policy: DeliverPolicy,
+) -> Result<consumer::Consumer<pull::Config>, ApiError> {
+    events
+        .create_consumer(pull::Config {
+            filter_subject: q.subject_filter()?,
+            deliver_policy,
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| op("making a reader")(&e))
+}
+
+/// A stored message as an event, with the time the hub stored it.
+fn event_of(m: &async_nats::jetstream::Message) -> Option<(StoredEvent, u64)> {
+    let info = m.info().ok()?;
+    let at = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
+    let e = from_message(
+        info.stream_sequence,
+        &m.subject,
+        m.headers.as_ref(),
+        &m.payload,
+        at,
+    );
+    Some((e, info.pending))
+}
+
 /// A page of events matching `q`.
 pub async fn query(events: &stream::Stream, q: &EventQuery) -> Result<EventPage, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let filter = match &q.sensor {
-        Some(s) => {
-            if proto::sensor_name_problem(s).is_some() {
-                return Err(ApiError::field(
-                    "sensor",
-                    format!("{s:?} is not a sensor name"),
-                    "give a sensor's name as the fleet lists it",
-                ));
-            }
-            proto::all_stored_events_of(s)
-        }
-        None => proto::ALL_STORED_EVENTS.to_string(),
-    };
     let deliver_policy = match (q.after, q.since_ms) {
         (Some(a), _) => DeliverPolicy::ByStartSequence {
             start_sequence: a + 1,
@@ -136,17 +177,7 @@ pub async fn query(events: &stream::Stream, q: &EventQuery) -> Result<EventPage,
         },
         (None, None) => DeliverPolicy::All,
     };
-    let c = events
-        .create_consumer(pull::Config {
-            filter_subject: filter,
-            deliver_policy,
-            ack_policy: consumer::AckPolicy::None,
-            inactive_threshold: Duration::from_secs(30),
-            memory_storage: true,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| op("making a reader")(&e))?;
+    let c = reader(events, q, deliver_policy).await?;
     let mut out = Vec::new();
     let mut last_seen = q.after;
     let mut more = true;
@@ -162,18 +193,13 @@ pub async fn query(events: &stream::Stream, q: &EventQuery) -> Result<EventPage,
         while let Some(m) = batch.next().await {
             let m = m.map_err(|e| op("reading a page")(&e))?;
             got += 1;
-            let info = m.info().map_err(|e| op("an event's place")(&e))?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
-            let at = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
-            last_seen = Some(seq);
-            if q.until_ms.is_some_and(|u| at >= u) {
+            let (e, pending) = event_of(&m).ok_or_else(|| op("an event's place")(&"no info"))?;
+            last_seen = Some(e.seq);
+            if q.until_ms.is_some_and(|u| e.stored_at_ms >= u) {
                 more = false;
                 break 'pages;
             }
-            let e = from_message(seq, &m.subject, m.headers.as_ref(), &m.payload, at);
-            let keep = q.instrument.as_ref().is_none_or(|i| *i == e.instrument)
-                && q.kind.as_ref().is_none_or(|k| *k == e.kind);
-            if keep {
+            if q.matches(&e) {
                 out.push(e);
             }
             if pending == 0 {
@@ -204,53 +230,21 @@ pub async fn live(
     q: &EventQuery,
     after: Option<u64>,
 ) -> Result<impl futures::Stream<Item = StoredEvent> + use<>, ApiError> {
-    let filter = match &q.sensor {
-        Some(s) => {
-            if proto::sensor_name_problem(s).is_some() {
-                return Err(ApiError::field(
-                    "sensor",
-                    format!("{s:?} is not a sensor name"),
-                    "give a sensor's name as the fleet lists it",
-                ));
-            }
-            proto::all_stored_events_of(s)
-        }
-        None => proto::ALL_STORED_EVENTS.to_string(),
-    };
     let deliver_policy = match after {
         Some(a) => DeliverPolicy::ByStartSequence {
             start_sequence: a + 1,
         },
         None => DeliverPolicy::New,
     };
-    let c = events
-        .create_consumer(pull::Config {
-            filter_subject: filter,
-            deliver_policy,
-            ack_policy: consumer::AckPolicy::None,
-            inactive_threshold: Duration::from_secs(30),
-            memory_storage: true,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| op("making a reader")(&e))?;
+    let c = reader(events, q, deliver_policy).await?;
     let msgs = c.messages().await.map_err(|e| op("following")(&e))?;
-    let (instrument, kind) = (q.instrument.clone(), q.kind.clone());
+    let q = q.clone();
     Ok(msgs.filter_map(move |m| {
-        let keep = m.ok().and_then(|m| {
-            let info = m.info().ok()?;
-            let at = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
-            let e = from_message(
-                info.stream_sequence,
-                &m.subject,
-                m.headers.as_ref(),
-                &m.payload,
-                at,
-            );
-            let ok = instrument.as_ref().is_none_or(|i| *i == e.instrument)
-                && kind.as_ref().is_none_or(|k| *k == e.kind);
-            ok.then_some(e)
-        });
+        let keep = m
+            .ok()
+            .and_then(|m| event_of(&m))
+            .map(|(e, _)| e)
+            .filter(|e| q.matches(e));
         futures::future::ready(keep)
     }))
 }
