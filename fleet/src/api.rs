@@ -229,7 +229,7 @@ pub struct SensorView {
 }
 
 async fn view(s: &AppState, record: SensorRecord) -> SensorView {
-    let p = presence::get(&s.hub, &record.name).await;
+    let p = presence::get(&s.hub, &record.name);
     let (online, online_detail) = if record.revoked_at_ms.is_some() {
         (Online::Offline, "revoked".to_string())
     } else {
@@ -775,7 +775,6 @@ async fn list_instruments(
     registry::sensor(&s.hub, &name).await?;
     Ok(Json(
         presence::get(&s.hub, &name)
-            .await
             .map(|p| p.heartbeat.instruments)
             .unwrap_or_default(),
     ))

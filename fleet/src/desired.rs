@@ -139,9 +139,11 @@ pub async fn rollout(hub: &Hub, sensor: &str) -> Result<Option<(Rollout, u64)>, 
 async fn save_rollout(hub: &Hub, sensor: &str, r: &Rollout, rev: Option<u64>) -> bool {
     let body = Bytes::from(serde_json::to_vec(r).expect("serializes"));
     match rev {
-        Some(rev) => hub.rollouts.update(sensor, body, rev).await.is_ok(),
-        None => hub.rollouts.put(sensor, body).await.is_ok(),
+        Some(rev) => hub.rollouts.update(sensor, body, rev).await.ok(),
+        None => hub.rollouts.put(sensor, body).await.ok(),
     }
+    .map(|rev| hub.index.rollouts.note(sensor, r.clone(), rev))
+    .is_some()
 }
 
 /// A new version, as an operator asks for it.
@@ -230,7 +232,7 @@ pub async fn put(
         pushes: 0,
         updated_at_ms: now_ms(),
     };
-    let p = crate::presence::get(hub, sensor).await;
+    let p = crate::presence::get(hub, sensor);
     let online = crate::presence::judge(p.as_ref(), heartbeat_every, now_ms()).0
         == crate::presence::Online::Online;
     push(hub, &v, &mut r, online).await;
@@ -364,7 +366,7 @@ pub async fn on_heartbeat(
     sensor: &str,
     handled: Option<&DesiredAck>,
 ) {
-    let Ok(Some((r, rev))) = rollout(hub, sensor).await else {
+    let Some((r, rev)) = hub.index.rollouts.get(sensor) else {
         return;
     };
     if let Some(a) = handled
@@ -393,13 +395,16 @@ pub async fn on_heartbeat(
 /// Marks rollouts past their deadline `timed-out` (the fleet keeps
 /// pushing; a late answer still settles it).
 pub async fn check_deadlines(hub: &Hub) {
-    let Ok(mut keys) = hub.rollouts.keys().await else {
-        return;
-    };
-    let mut names = Vec::new();
-    while let Some(Ok(k)) = keys.next().await {
-        names.push(k);
-    }
+    let now = now_ms();
+    let names = hub
+        .index
+        .rollouts
+        .all()
+        .into_iter()
+        .filter_map(|(name, r, _)| {
+            let open = matches!(r.state, RolloutState::Pending | RolloutState::Delivered);
+            (open && now > r.deadline_ms).then_some(name)
+        });
     for name in names {
         let Ok(Some((mut r, rev))) = rollout(hub, &name).await else {
             continue;

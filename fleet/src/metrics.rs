@@ -54,7 +54,7 @@ pub async fn render(hub: &Hub, every: std::time::Duration, counters: &Counters) 
         sensors.get_or_create(&State { state: s.into() }).set(0);
     }
     for rec in crate::registry::all_sensors(hub).await.unwrap_or_default() {
-        let p = presence::get(hub, &rec.name).await;
+        let p = presence::get(hub, &rec.name);
         let state = if rec.revoked_at_ms.is_some() {
             "revoked".to_string()
         } else {
@@ -72,7 +72,7 @@ pub async fn render(hub: &Hub, every: std::time::Duration, counters: &Counters) 
                 .get_or_create(&who)
                 .set(p.heartbeat.backlog.dropped as i64);
         }
-        if let Ok(Some((r, _))) = crate::desired::rollout(hub, &rec.name).await {
+        if let Some((r, _)) = hub.index.rollouts.get(&rec.name) {
             rollouts
                 .get_or_create(&State {
                     state: label(&r.state),

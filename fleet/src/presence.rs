@@ -64,9 +64,8 @@ pub fn judge(p: Option<&Presence>, every: Duration, now_ms: i64) -> (Online, Str
 }
 
 /// The last heartbeat of `sensor`, if any.
-pub async fn get(hub: &Hub, sensor: &str) -> Option<Presence> {
-    let v = hub.presence.get(sensor).await.ok()??;
-    serde_json::from_slice(&v).ok()
+pub fn get(hub: &Hub, sensor: &str) -> Option<Presence> {
+    hub.index.presence.get(sensor).map(|(p, _)| p)
 }
 
 /// Takes heartbeats until `shutdown`; a sensor behind its newest desired
@@ -114,7 +113,7 @@ pub async fn ingest(hub: Hub, desired: async_nats::jetstream::stream::Stream, sh
         }
         let mut hb = hb;
         hb.sensor = sensor.to_string();
-        let before = get(&hub, sensor).await;
+        let before = get(&hub, sensor);
         let p = Presence {
             received_at_ms: now_ms(),
             heartbeat: hb,
@@ -161,16 +160,14 @@ pub async fn ingest(hub: Hub, desired: async_nats::jetstream::stream::Stream, sh
         debug!(sensor, seq = p.heartbeat.seq, "heartbeat");
         crate::desired::on_heartbeat(&hub, &desired, sensor, p.heartbeat.fleet_version.as_ref())
             .await;
-        if let Err(e) = hub
-            .presence
-            .put(
-                sensor,
-                Bytes::from(serde_json::to_vec(&p).expect("serializes")),
-            )
-            .await
-            && complain.allow(std::time::Instant::now()).is_some()
-        {
-            warn!(sensor, "cannot record a heartbeat: {e}");
+        let body = Bytes::from(serde_json::to_vec(&p).expect("serializes"));
+        match hub.presence.put(sensor, body).await {
+            Ok(rev) => hub.index.presence.note(sensor, p, rev),
+            Err(e) => {
+                if complain.allow(std::time::Instant::now()).is_some() {
+                    warn!(sensor, "cannot record a heartbeat: {e}");
+                }
+            }
         }
     }
 }
@@ -216,14 +213,13 @@ pub async fn watch_offline(hub: Hub, every: Duration, shutdown: Shutdown) {
             _ = shutdown.cancelled() => return,
         }
         crate::desired::check_deadlines(&hub).await;
-        let Ok(mut keys) = hub.presence.keys().await else {
-            continue;
-        };
-        let mut names = Vec::new();
-        while let Some(Ok(k)) = keys.next().await {
-            names.push(k);
-        }
-        for name in names {
+        // The index says who looks silent; the hub's entry decides.
+        let now = now_ms();
+        let silent = hub.index.presence.all().into_iter().filter(|(_, p, _)| {
+            p.offline_since_ms.is_none()
+                && Duration::from_millis((now - p.received_at_ms).max(0) as u64) > threshold
+        });
+        for (name, _, _) in silent {
             let Ok(Some(entry)) = hub.presence.entry(name.as_str()).await else {
                 continue;
             };

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use outpost_protocol::fleet::{EnrollRequest, EnrollResponse, sensor_name_problem};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -61,30 +60,13 @@ fn token_key(token: &str) -> String {
 
 /// Every sensor record.
 pub async fn all_sensors(hub: &Hub) -> Result<Vec<SensorRecord>, HubError> {
-    let op = |why: String| HubError::Op {
-        what: "reading the sensor registry".into(),
-        why,
-    };
-    let mut keys = match hub.sensors.keys().await {
-        Ok(k) => k,
-        Err(e) => return Err(op(e.to_string())),
-    };
-    let mut names = Vec::new();
-    while let Some(k) = keys.next().await {
-        names.push(k.map_err(|e| op(e.to_string()))?);
-    }
-    let mut out = Vec::new();
-    for n in names {
-        if let Some(v) = hub
-            .sensors
-            .get(n.as_str())
-            .await
-            .map_err(|e| op(e.to_string()))?
-            && let Ok(r) = serde_json::from_slice::<SensorRecord>(&v)
-        {
-            out.push(r);
-        }
-    }
+    let mut out: Vec<SensorRecord> = hub
+        .index
+        .sensors
+        .all()
+        .into_iter()
+        .map(|(_, r, _)| r)
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
@@ -135,13 +117,16 @@ pub async fn add_sensor(
         revoked_by: None,
     };
     let body = Bytes::from(serde_json::to_vec(&rec).expect("serializes"));
-    if let Err(e) = hub.sensors.create(name, body).await {
-        if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists {
-            return Err(ApiError::Conflict(format!(
-                "sensor {name:?} exists already; a name is taken once (fix: choose another name)"
-            )));
+    match hub.sensors.create(name, body).await {
+        Ok(rev) => hub.index.sensors.note(name, rec, rev),
+        Err(e) => {
+            if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists {
+                return Err(ApiError::Conflict(format!(
+                    "sensor {name:?} exists already; a name is taken once (fix: choose another name)"
+                )));
+            }
+            return Err(bucket_err("adding a sensor")(e.to_string()));
         }
-        return Err(bucket_err("adding a sensor")(e.to_string()));
     }
     issue_token(hub, name, ttl, fingerprint).await
 }
@@ -264,7 +249,8 @@ pub async fn enroll(
     rec.public_key = Some(pk.to_string());
     rec.enrolled_at_ms = Some(now_ms());
     rec.hostname = Some(req.hostname.chars().take(255).collect());
-    hub.sensors
+    let rev = hub
+        .sensors
         .update(
             &rec.name,
             Bytes::from(serde_json::to_vec(&rec).expect("serializes")),
@@ -272,6 +258,7 @@ pub async fn enroll(
         )
         .await
         .map_err(|e| bucket_err("recording an enrollment")(e.to_string()))?;
+    hub.index.sensors.note(&rec.name, rec.clone(), rev);
     Ok(EnrollResponse {
         user_jwt: hub.keys.sensor_jwt(&rec.name, pk),
         sensor: rec.name,
@@ -292,7 +279,8 @@ pub async fn revoke(hub: &Hub, name: &str, by: &str) -> Result<SensorRecord, Api
         rec.revoked_at_ms = Some(now_ms());
         rec.revoked_by = Some(by.to_string());
         let body = Bytes::from(serde_json::to_vec(&rec).expect("serializes"));
-        if hub.sensors.update(name, body, rev).await.is_ok() {
+        if let Ok(rev) = hub.sensors.update(name, body, rev).await {
+            hub.index.sensors.note(name, rec.clone(), rev);
             hub.push_account().await.map_err(ApiError::Hub)?;
             return Ok(rec);
         }

@@ -4,6 +4,7 @@
 
 pub mod jwt;
 pub mod keys;
+pub mod mirror;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use keys::FleetKeys;
+use mirror::Mirror;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -53,6 +55,16 @@ pub struct Hub {
     pub presence: kv::Store,
     pub api_tokens: kv::Store,
     pub rollouts: kv::Store,
+    /// Local indexes of the buckets the hot paths read.
+    pub index: Indexes,
+}
+
+/// This instance's indexes of the registry, presence and rollouts.
+#[derive(Clone)]
+pub struct Indexes {
+    pub sensors: Mirror<crate::registry::SensorRecord>,
+    pub presence: Mirror<crate::presence::Presence>,
+    pub rollouts: Mirror<crate::desired::Rollout>,
 }
 
 async fn connect_as(
@@ -99,12 +111,21 @@ impl Hub {
         let client = connect_as(addr, &keys.service_creds(), "outpost-fleet").await?;
         let sys = connect_as(addr, &keys.system_creds(), "outpost-fleet-sys").await?;
         let js = jetstream::new(client.clone());
+        let sensors = retry(|| bucket(&js, "sensors", 5, addr.replicas)).await?;
+        let presence = retry(|| bucket(&js, "presence", 1, addr.replicas)).await?;
+        let rollouts = retry(|| bucket(&js, "rollouts", 5, addr.replicas)).await?;
+        let index = Indexes {
+            sensors: Mirror::start(&js, sensors.clone(), "sensors").await?,
+            presence: Mirror::start(&js, presence.clone(), "presence").await?,
+            rollouts: Mirror::start(&js, rollouts.clone(), "rollouts").await?,
+        };
         let hub = Hub {
-            sensors: retry(|| bucket(&js, "sensors", 5, addr.replicas)).await?,
+            sensors,
             tokens: retry(|| bucket(&js, "enroll_tokens", 1, addr.replicas)).await?,
-            presence: retry(|| bucket(&js, "presence", 1, addr.replicas)).await?,
+            presence,
             api_tokens: retry(|| bucket(&js, "api_tokens", 1, addr.replicas)).await?,
-            rollouts: retry(|| bucket(&js, "rollouts", 5, addr.replicas)).await?,
+            rollouts,
+            index,
             client,
             js,
             sys,
