@@ -115,6 +115,9 @@ pub struct Snapshot {
     /// The last desired state refused, while no newer one was accepted.
     pub refused: Option<Refusal>,
     pub fleet_managed: bool,
+    /// The newest version, when it was made locally against the fleet.
+    #[serde(default)]
+    pub drift: Option<outpost_protocol::fleet::Drift>,
     pub instruments: Vec<InstrumentStatus>,
     /// Retention policy, schedule and last run of every instrument.
     #[serde(default)]

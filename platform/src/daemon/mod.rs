@@ -244,8 +244,19 @@ impl<R: Runtime> Daemon<R> {
 
     /// Publishes the status snapshot, if it changed.
     fn publish_status(&mut self) {
+        let desired_version = self.desired.as_ref().map(|(v, _)| *v);
+        // Drift is read again only when the version changed.
+        let drift = {
+            let cur = self.status_tx.borrow();
+            if cur.desired_version == desired_version && desired_version.is_some() {
+                cur.drift.clone()
+            } else {
+                self.db.newest_drift()
+            }
+        };
         let snap = Snapshot {
-            desired_version: self.desired.as_ref().map(|(v, _)| *v),
+            desired_version,
+            drift,
             refused: self.db.refusal().ok().flatten(),
             fleet_managed: self.db.fleet_managed().unwrap_or(false),
             instruments: self.instances.values().map(|i| i.status.clone()).collect(),

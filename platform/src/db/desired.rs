@@ -160,6 +160,18 @@ impl Db {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// The newest version, when it was made locally against the fleet.
+    pub fn newest_drift(&self) -> Option<outpost_protocol::fleet::Drift> {
+        let newest = self.desired_history(1).ok()?.into_iter().next()?;
+        newest.drift.then_some(outpost_protocol::fleet::Drift {
+            local_version: newest.version,
+            source: newest.source,
+            author: newest.author,
+            reason: newest.reason,
+            at_ms: newest.created_at_ms,
+        })
+    }
+
     /// The sha256 of the newest version that came from the sensor file
     /// (what start-up compares the file with), if one did.
     pub fn last_file_sha(&self) -> Result<Option<String>, DbError> {

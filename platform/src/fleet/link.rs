@@ -286,9 +286,10 @@ async fn run(
             continue;
         }
         seq += 1;
-        let mut hb = heartbeat(&cfg.sensor, seq, &handle.status(), backlog);
+        let snap = handle.status();
+        let mut hb = heartbeat(&cfg.sensor, seq, &snap, backlog);
         hb.fleet_version = super::desired::last(files);
-        hb.drift = drift(files);
+        hb.drift = snap.drift.clone();
         let body = serde_json::to_vec(&hb).expect("serializes");
         let sent = async {
             client
@@ -308,20 +309,6 @@ async fn run(
             Err(_) => debug!("fleet link: heartbeat not flushed within 5 s"),
         }
     }
-}
-
-/// The newest local version, when it was made against the fleet.
-fn drift(files: &LinkFiles) -> Option<proto::Drift> {
-    let root = files.dir.parent()?;
-    let db = crate::db::Db::open(&crate::paths::StateDir::new(root).db()).ok()?;
-    let newest = db.desired_history(1).ok()?.into_iter().next()?;
-    newest.drift.then_some(proto::Drift {
-        local_version: newest.version,
-        source: newest.source,
-        author: newest.author,
-        reason: newest.reason,
-        at_ms: newest.created_at_ms,
-    })
 }
 
 /// Settles a version applied with `confirm-within`, every second: kept
