@@ -1,0 +1,231 @@
+//! The REST API (`/api/v1`), with its OpenAPI document generated from
+//! these handlers (`/api/v1/openapi.json`).
+
+mod desired;
+mod events;
+mod sensors;
+
+pub use sensors::{NewApiToken, SensorView};
+
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use outpost_protocol::fleet::Heartbeat;
+use serde::Serialize;
+use utoipa::OpenApi;
+
+use crate::auth::{Principal, Role, Tokens};
+use crate::error::{ApiError, ErrorBody};
+use crate::events::StoredEvent;
+use crate::hub::Hub;
+use crate::presence::Presence;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Hub,
+    pub tokens: Tokens,
+    /// The HTTPS certificate's pin, handed out with enrollment tokens.
+    pub fingerprint: String,
+    /// Where sensors reach the hub.
+    pub hub_urls: Vec<String>,
+    pub hub_ca_pem: String,
+    pub heartbeat_every: Duration,
+    pub enroll_ttl: Duration,
+    /// The hub's `FLEET_EVENTS` stream.
+    pub events: async_nats::jetstream::stream::Stream,
+    /// The hub's `FLEET_DESIRED` stream.
+    pub desired: async_nats::jetstream::stream::Stream,
+    /// The hub's `FLEET_HEALTH` stream.
+    pub health: async_nats::jetstream::stream::Stream,
+    pub rollout_timeout: Duration,
+    pub counters: std::sync::Arc<crate::metrics::Counters>,
+}
+
+/// A JSON body whose rejection is a JSON error naming the problem.
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(r) => Err(ApiError::BadRequest(format!(
+                "the request body: {} (fix: send JSON as the API document describes)",
+                r.body_text()
+            ))),
+        }
+    }
+}
+
+/// Query parameters whose rejection is a JSON error naming the problem.
+pub struct Params<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Params<T>
+where
+    Query<T>: FromRequestParts<S, Rejection = QueryRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Params(v)),
+            Err(r) => Err(ApiError::BadRequest(format!(
+                "the query string: {} (fix: use the parameters the API document lists)",
+                r.body_text()
+            ))),
+        }
+    }
+}
+
+impl AppState {
+    async fn who(&self, headers: &HeaderMap, role: Role) -> Result<Principal, ApiError> {
+        let h = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let p = self.tokens.verify(h).await?;
+        p.needs(role)?;
+        Ok(p)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/enroll", post(sensors::enroll))
+        .route(
+            "/api/v1/sensors",
+            get(sensors::list_sensors).post(sensors::add_sensor),
+        )
+        .route("/api/v1/sensors/{name}", get(sensors::get_sensor))
+        .route("/api/v1/sensors/{name}/token", post(sensors::new_token))
+        .route(
+            "/api/v1/sensors/{name}/revoke",
+            post(sensors::revoke_sensor),
+        )
+        .route("/api/v1/tokens", post(sensors::add_api_token))
+        .route("/api/v1/events", get(events::list_events))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/events/stream", get(events::stream_events))
+        .route(
+            "/api/v1/retention",
+            get(events::get_retention).put(events::put_retention),
+        )
+        .route(
+            "/api/v1/sensors/{name}/desired",
+            get(desired::get_desired).put(desired::put_desired),
+        )
+        .route(
+            "/api/v1/sensors/{name}/desired/history",
+            get(desired::desired_history),
+        )
+        .route("/api/v1/sensors/{name}/rollout", get(desired::get_rollout))
+        .route(
+            "/api/v1/sensors/{name}/instruments",
+            get(sensors::list_instruments),
+        )
+        .route(
+            "/api/v1/sensors/{name}/instruments/{instrument}/health",
+            get(sensors::health_history),
+        )
+        .route(
+            "/api/v1/sensors/{name}/desired/diff",
+            get(desired::desired_diff),
+        )
+        .route(
+            "/api/v1/sensors/{name}/desired/rollback",
+            post(desired::desired_rollback),
+        )
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Outpost fleet API", version = "1"),
+    paths(
+        health,
+        sensors::enroll,
+        sensors::list_sensors,
+        sensors::add_sensor,
+        sensors::get_sensor,
+        sensors::new_token,
+        sensors::revoke_sensor,
+        sensors::add_api_token,
+        events::list_events,
+        events::stream_events,
+        desired::get_desired,
+        desired::put_desired,
+        desired::desired_history,
+        desired::desired_diff,
+        desired::desired_rollback,
+        desired::get_rollout,
+        events::get_retention,
+        events::put_retention,
+        sensors::list_instruments,
+        sensors::health_history,
+    ),
+    components(schemas(ErrorBody, sensors::SensorView, Presence, Heartbeat, StoredEvent)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub ok: bool,
+    /// Whether this instance's connection to the hub is up.
+    pub hub: bool,
+}
+
+/// Whether this fleet instance serves and reaches its hub.
+#[utoipa::path(get, path = "/api/v1/health", responses((status = 200, body = Health)))]
+pub(super) async fn health(State(s): State<AppState>) -> Json<Health> {
+    let hub = s.hub.client.connection_state() == async_nats::connection::State::Connected;
+    Json(Health { ok: hub, hub })
+}
+
+/// Prometheus text format; needs a viewer token.
+pub(super) async fn metrics(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
+    s.who(&headers, Role::Viewer).await?;
+    let text = crate::metrics::render(&s.hub, s.heartbeat_every, &s.counters).await;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
+}
