@@ -169,6 +169,12 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     bootstrap_admin(&cfg.state, &tokens).await?;
 
     let desired = crate::hub::retry(|| crate::desired::ensure_stream(&hub, cfg.replicas)).await?;
+    let image_dir = cfg.state.join("images");
+    let images = crate::hub::retry(|| {
+        crate::images::Images::open(&hub, cfg.replicas, &image_dir, desired.clone())
+    })
+    .await?;
+    tasks.push(tokio::spawn(images.clone().serve(shutdown.clone())));
     tasks.push(tokio::spawn(presence::ingest(
         hub.clone(),
         desired.clone(),
@@ -215,6 +221,7 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         events,
         desired,
         health,
+        images,
         rollout_timeout: cfg.rollout_timeout,
         counters,
     };

@@ -44,6 +44,10 @@ pub struct DesiredVersion {
     )]
     #[schema(value_type = Option<String>)]
     pub confirm_within: Option<Duration>,
+    /// The images of this version the fleet has (the sensor fetches the
+    /// ones it lacks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<proto::ImageRef>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -161,6 +165,7 @@ pub struct Change {
 /// Validates and stores a new version for `sensor`, then pushes it.
 pub async fn put(
     hub: &Hub,
+    catalog: &crate::images::Images,
     s: &stream::Stream,
     sensor: &str,
     change: Change,
@@ -181,17 +186,22 @@ pub async fn put(
         )));
     }
     // Everything that does not need the images, all at once.
-    if let Err(e) = SensorSpec::parse_valid(&toml) {
-        let problems = match e {
-            outpost_protocol::desired::SpecError::Invalid(inv) => inv
-                .errors
-                .iter()
-                .map(|f| format!("{}: {} (fix: {})", f.field, f.problem, f.fix))
-                .collect(),
-            other => vec![other.to_string().replace('\n', " ")],
-        };
-        return Err(ApiError::Invalid(problems));
-    }
+    let spec = match SensorSpec::parse_valid(&toml) {
+        Ok(spec) => spec,
+        Err(e) => {
+            let problems = match e {
+                outpost_protocol::desired::SpecError::Invalid(inv) => inv
+                    .errors
+                    .iter()
+                    .map(|f| format!("{}: {} (fix: {})", f.field, f.problem, f.fix))
+                    .collect(),
+                other => vec![other.to_string().replace('\n', " ")],
+            };
+            return Err(ApiError::Invalid(problems));
+        }
+    };
+    // Then the config bodies, against the manifests of the fleet's images.
+    let images = check_against_images(&spec, catalog)?;
     let (version, last_seq) = match latest(s, sensor).await? {
         Some((v, seq)) => (v.version + 1, seq),
         None => (1, 0),
@@ -204,6 +214,7 @@ pub async fn put(
         reason,
         at_ms: now_ms(),
         confirm_within,
+        images,
     };
     let msg = jetstream::message::PublishMessage::build()
         .payload(Bytes::from(serde_json::to_vec(&v).expect("serializes")))
@@ -246,6 +257,44 @@ pub async fn put(
     Ok((v, r))
 }
 
+/// Checks every instrument's config body against the manifest of its
+/// image, for the images the fleet has; the references to push with the
+/// version. An image the fleet does not have is the sensor's to have (it
+/// checks that config itself).
+fn check_against_images(
+    spec: &SensorSpec,
+    catalog: &crate::images::Images,
+) -> Result<Vec<proto::ImageRef>, ApiError> {
+    let mut problems = Vec::new();
+    let mut refs: Vec<proto::ImageRef> = Vec::new();
+    for (i, ins) in spec.instruments.iter().enumerate() {
+        let Some(rec) = catalog.get(&ins.image, &ins.version) else {
+            continue;
+        };
+        if let Some(m) = catalog.manifest(&ins.image, &ins.version)
+            && let Err(errs) = m.check_config(&ins.config)
+        {
+            for e in errs {
+                problems.push(format!(
+                    "instruments[{i}] ({}): {e} (fix: give a config image {} {} accepts; outpost-fleet image show {} {} prints its schema)",
+                    ins.name, ins.image, ins.version, ins.image, ins.version
+                ));
+            }
+        }
+        if !refs
+            .iter()
+            .any(|r| r.name == rec.name && r.version == rec.version)
+        {
+            refs.push(rec.reference());
+        }
+    }
+    if problems.is_empty() {
+        Ok(refs)
+    } else {
+        Err(ApiError::Invalid(problems))
+    }
+}
+
 /// Pushes `v` to its sensor and says so in `r` (`online`: whether the
 /// sensor's heartbeats are current).
 async fn push(hub: &Hub, v: &DesiredVersion, r: &mut Rollout, online: bool) {
@@ -255,6 +304,7 @@ async fn push(hub: &Hub, v: &DesiredVersion, r: &mut Rollout, online: bool) {
         author: v.author.clone(),
         reason: v.reason.clone(),
         confirm_within: v.confirm_within,
+        images: v.images.clone(),
     };
     let body = Bytes::from(serde_json::to_vec(&p).expect("serializes"));
     let sent = hub

@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod hub;
+pub mod images;
 pub mod ingest;
 pub mod metrics;
 pub mod presence;

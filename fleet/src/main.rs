@@ -13,6 +13,8 @@ use outpost_fleet::client::ApiClient;
 use outpost_fleet::registry::{Enrollment, SensorRecord};
 use tracing_subscriber::EnvFilter;
 
+mod image_cmd;
+
 #[derive(Parser)]
 #[command(name = "outpost-fleet", version, about = "Outpost's fleet manager")]
 struct Cli {
@@ -38,6 +40,9 @@ enum Cmd {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Images the fleet distributes: push, list, show.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCmd),
     /// How long the fleet keeps events; `--events 30days` changes it.
     Retention {
         #[arg(long)]
@@ -151,7 +156,7 @@ struct RunArgs {
 }
 
 #[derive(clap::Args)]
-struct Conn {
+pub struct Conn {
     /// The fleet's API (default: the one this state directory runs).
     #[arg(long, env = "OUTPOST_FLEET_URL")]
     url: Option<String>,
@@ -579,6 +584,10 @@ async fn real_main() -> anyhow::Result<()> {
             };
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
+        }
+        Cmd::Image(i) => {
+            let c = client(&state, i.conn())?;
+            i.run(c).await
         }
         Cmd::Token(TokenCmd::Add { name, role, conn }) => {
             let t: NewApiToken = client(&state, &conn)?

@@ -242,6 +242,51 @@ pub fn unpack(
     })
 }
 
+/// Reads the manifest of image archive `archive` without unpacking it
+/// (the fleet learns what an image is when it is uploaded; the sensor that
+/// imports it verifies and unpacks all of it). The manifest is checked as
+/// an import checks it.
+pub fn read_manifest(archive: &Path) -> Result<(Manifest, String), UnpackError> {
+    let read_err = |source| UnpackError::Read {
+        path: archive.to_path_buf(),
+        source,
+    };
+    let format = |detail: String| UnpackError::Format {
+        path: archive.to_path_buf(),
+        detail,
+    };
+    let file = File::open(archive).map_err(read_err)?;
+    let mut tar = tar::Archive::new(GzDecoder::new(io::BufReader::new(file)));
+    let max = Limits::default().max_manifest;
+    for entry in tar.entries().map_err(|e| format(e.to_string()))? {
+        let entry = entry.map_err(|e| format(e.to_string()))?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if normal_components(&raw).ok().as_deref() != Some(&["manifest.toml".to_string()][..]) {
+            continue;
+        }
+        if entry.size() > max {
+            return Err(UnpackError::Entry {
+                path: archive.to_path_buf(),
+                entry: raw,
+                problem: format!("is more than {max} bytes, more than a manifest may be"),
+            });
+        }
+        let mut text = String::new();
+        entry
+            .take(max)
+            .read_to_string(&mut text)
+            .map_err(|e| format(format!("manifest.toml is not UTF-8 text: {e}")))?;
+        let manifest = Manifest::parse_valid(&text).map_err(|source| UnpackError::Manifest {
+            path: archive.to_path_buf(),
+            source,
+        })?;
+        return Ok((manifest, text));
+    }
+    Err(UnpackError::NoManifest {
+        path: archive.to_path_buf(),
+    })
+}
+
 /// Whether a read error means the archive's bytes are cut short or
 /// damaged (rather than not being a gzip-compressed tar at all): the end
 /// came too early, or the compressed stream does not decode.

@@ -123,6 +123,14 @@ fn builds_on_the_busybox_base_and_imports_cleanly() {
     )
     .unwrap();
     assert_eq!(u.manifest.name, "tool");
+    // What the fleet reads of an upload: the same manifest, unpacked or not.
+    let (m, text) = outpost_image::unpack::read_manifest(&packed.archive).unwrap();
+    assert_eq!(m, u.manifest);
+    assert_eq!(text, u.manifest_text);
+    let not_an_image = d.path().join("base.tar.gz");
+    fake_minirootfs(&not_an_image);
+    let e = outpost_image::unpack::read_manifest(&not_an_image).unwrap_err();
+    assert!(e.to_string().contains("no manifest.toml"), "{e}");
     let root = tree.join("rootfs");
     assert!(root.join("usr/bin/tool").is_file());
     assert_eq!(

@@ -50,6 +50,42 @@ pub fn desired_ack(sensor: &str) -> String {
 /// Every sensor's acks, for the fleet.
 pub const ALL_ACKS: &str = "fleet.in.*.ack";
 
+/// A sensor asks for a piece of an image archive: `fleet.in.<sensor>.image`
+/// ([`ImageChunkRequest`]; the answer is the bytes, or a [`HDR_ERROR`]).
+pub fn image_request(sensor: &str) -> String {
+    format!("{}.image", sensor_in(sensor))
+}
+
+/// Every sensor's image requests, for the fleet.
+pub const ALL_IMAGE_REQUESTS: &str = "fleet.in.*.image";
+
+/// Why the fleet did not answer a request with what was asked.
+pub const HDR_ERROR: &str = "Outpost-Error";
+
+/// Largest piece of an image archive one answer carries.
+pub const IMAGE_CHUNK: u64 = 512 * 1024;
+
+/// An image the fleet distributes, as a push names it: the sensor fetches
+/// the archive when it lacks `name` `version`, and imports it only if its
+/// sha256 is this one.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// `fleet.in.<sensor>.image`: bytes `offset..offset + IMAGE_CHUNK` of an
+/// archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageChunkRequest {
+    pub name: String,
+    pub version: String,
+    pub offset: u64,
+}
+
 /// One version of a sensor's desired state, as the fleet pushes it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +106,10 @@ pub struct DesiredPush {
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "2m"))]
     pub confirm_within: Option<std::time::Duration>,
+    /// The images of this version the fleet has: a sensor that lacks one
+    /// fetches it from the fleet before it applies the version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRef>,
 }
 
 /// What the sensor did with a pushed version.

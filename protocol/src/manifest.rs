@@ -16,7 +16,7 @@
 //! assert_eq!(m.limits.pids, 128);
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -59,6 +59,20 @@ pub struct Manifest {
     pub config: ConfigSpec,
     #[serde(default)]
     pub permissions: Permissions,
+    /// What the payload of each event kind the instrument publishes looks
+    /// like (`[events.<kind>] schema = …`): the fleet checks every event
+    /// against it and marks the ones that do not match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub events: BTreeMap<String, EventSpec>,
+}
+
+/// One event kind's contract.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EventSpec {
+    /// JSON Schema of the event's payload.
+    #[serde(default)]
+    pub schema: Option<serde_json::Value>,
 }
 
 /// Whether an instrument may transmit.
@@ -606,16 +620,39 @@ impl Manifest {
     }
 
     fn validate_config_schema(&self, c: &mut Collector) {
-        if let Some(schema) = &self.config.schema {
+        let events = self.events.iter().map(|(kind, e)| {
+            (
+                format!("events.{kind}.schema"),
+                e.schema.as_ref(),
+                Some(kind),
+            )
+        });
+        let all = std::iter::once((
+            "config.schema".to_string(),
+            self.config.schema.as_ref(),
+            None,
+        ))
+        .chain(events);
+        for (field, schema, kind) in all {
+            if let Some(k) = kind
+                && let Some(p) = crate::envelope::kind_problem(k)
+            {
+                c.push(
+                    format!("events.{k}"),
+                    p,
+                    "name the event kind in lowercase, e.g. [events.escape]",
+                );
+            }
+            let Some(schema) = schema else { continue };
             if !schema.is_object() {
                 c.push(
-                    "config.schema",
+                    field,
                     "is not a JSON Schema object",
                     "write the schema as a table, e.g. { type = \"object\" }",
                 );
             } else if let Err(e) = jsonschema::validator_for(schema) {
                 c.push(
-                    "config.schema",
+                    field,
                     format!("is not a valid JSON Schema: {e}"),
                     "fix the schema so a JSON Schema validator accepts it",
                 );
@@ -641,6 +678,12 @@ impl Manifest {
                 }
             }
         }
+    }
+
+    /// The compiled schema of event `kind`'s payload, when the manifest
+    /// declares one (it compiled when the manifest was validated).
+    pub fn event_validator(&self, kind: &str) -> Option<jsonschema::Validator> {
+        jsonschema::validator_for(self.events.get(kind)?.schema.as_ref()?).ok()
     }
 
     /// Validates a config body against the manifest's schema.
@@ -764,6 +807,28 @@ mod tests {
         assert!(m.capabilities.is_empty());
         assert_eq!(m.storage, Storage::default());
         assert_eq!(m.health, Health::default());
+    }
+
+    #[test]
+    fn event_schemas_are_declared_per_kind_and_checked() {
+        let base = "name = \"x\"\nversion = \"0.1.0\"\nentrypoint = [\"/bin/x\"]\n";
+        let m = Manifest::parse_valid(&format!(
+            "{base}[events.escape]\nschema = {{ type = \"object\", required = [\"route\"] }}\n"
+        ))
+        .unwrap();
+        let v = m.event_validator("escape").unwrap();
+        assert!(v.is_valid(&serde_json::json!({"route": "dns"})));
+        assert!(!v.is_valid(&serde_json::json!({"other": 1})));
+        assert!(m.event_validator("started").is_none());
+        let again = Manifest::parse_valid(&m.to_toml()).unwrap();
+        assert_eq!(m, again);
+        let err = Manifest::parse_valid(&format!(
+            "{base}[events.\"Bad Kind\"]\nschema = {{ type = 3 }}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("events.Bad Kind"), "{err}");
+        assert!(err.contains("events.Bad Kind.schema"), "{err}");
     }
 
     #[test]

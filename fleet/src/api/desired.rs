@@ -68,6 +68,7 @@ pub(super) async fn put_desired(
     };
     let (desired, rollout) = crate::desired::put(
         &s.hub,
+        &s.images,
         &s.desired,
         &name,
         crate::desired::Change {
@@ -192,6 +193,7 @@ pub(super) async fn desired_rollback(
     };
     let (desired, rollout) = crate::desired::put(
         &s.hub,
+        &s.images,
         &s.desired,
         &name,
         crate::desired::Change {

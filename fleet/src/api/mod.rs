@@ -3,6 +3,7 @@
 
 mod desired;
 mod events;
+mod images;
 mod sensors;
 
 pub use sensors::{NewApiToken, SensorView};
@@ -42,6 +43,7 @@ pub struct AppState {
     pub desired: async_nats::jetstream::stream::Stream,
     /// The hub's `FLEET_HEALTH` stream.
     pub health: async_nats::jetstream::stream::Stream,
+    pub images: crate::images::Images,
     pub rollout_timeout: Duration,
     pub counters: std::sync::Arc<crate::metrics::Counters>,
 }
@@ -150,6 +152,13 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/sensors/{name}/desired/rollback",
             post(desired::desired_rollback),
         )
+        .route(
+            "/api/v1/images",
+            get(images::list_images).post(images::upload_image).layer(
+                axum::extract::DefaultBodyLimit::max(crate::images::MAX_UPLOAD as usize),
+            ),
+        )
+        .route("/api/v1/images/{name}/{version}", get(images::get_image))
         .with_state(state)
 }
 
@@ -173,6 +182,9 @@ pub fn router(state: AppState) -> Router {
         desired::desired_diff,
         desired::desired_rollback,
         desired::get_rollout,
+        images::list_images,
+        images::upload_image,
+        images::get_image,
         events::get_retention,
         events::put_retention,
         sensors::list_instruments,

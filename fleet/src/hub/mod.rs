@@ -55,6 +55,8 @@ pub struct Hub {
     pub presence: kv::Store,
     pub api_tokens: kv::Store,
     pub rollouts: kv::Store,
+    /// The image catalog (`<name>/<version>`).
+    pub images: kv::Store,
     /// Local indexes of the buckets the hot paths read.
     pub index: Indexes,
 }
@@ -65,6 +67,7 @@ pub struct Indexes {
     pub sensors: Mirror<crate::registry::SensorRecord>,
     pub presence: Mirror<crate::presence::Presence>,
     pub rollouts: Mirror<crate::desired::Rollout>,
+    pub images: Mirror<crate::images::ImageRecord>,
 }
 
 async fn connect_as(
@@ -114,10 +117,12 @@ impl Hub {
         let sensors = retry(|| bucket(&js, "sensors", 5, addr.replicas)).await?;
         let presence = retry(|| bucket(&js, "presence", 1, addr.replicas)).await?;
         let rollouts = retry(|| bucket(&js, "rollouts", 5, addr.replicas)).await?;
+        let images = retry(|| bucket(&js, "images", 1, addr.replicas)).await?;
         let index = Indexes {
             sensors: Mirror::start(&js, sensors.clone(), "sensors").await?,
             presence: Mirror::start(&js, presence.clone(), "presence").await?,
             rollouts: Mirror::start(&js, rollouts.clone(), "rollouts").await?,
+            images: Mirror::start(&js, images.clone(), "images").await?,
         };
         let hub = Hub {
             sensors,
@@ -125,6 +130,7 @@ impl Hub {
             presence,
             api_tokens: retry(|| bucket(&js, "api_tokens", 1, addr.replicas)).await?,
             rollouts,
+            images,
             index,
             client,
             js,

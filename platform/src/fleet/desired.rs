@@ -21,6 +21,21 @@ pub fn last(files: &LinkFiles) -> Option<DesiredAck> {
     serde_json::from_str(&text).ok()
 }
 
+/// Whether fleet version `version` is still to be handled.
+pub fn is_new(files: &LinkFiles, version: u64) -> bool {
+    last(files).is_none_or(|d| d.version < version)
+}
+
+/// Answers fleet version `version` `rejected` without applying it.
+pub fn reject(files: &LinkFiles, version: u64, problems: Vec<String>) -> DesiredAck {
+    let ack = DesiredAck {
+        version,
+        outcome: DesiredOutcome::Rejected { problems },
+    };
+    save(files, &ack);
+    ack
+}
+
 fn save(files: &LinkFiles, ack: &DesiredAck) {
     write_json(&path(files), ack);
 }

@@ -354,6 +354,7 @@ async fn take_desired(
             return;
         }
     };
+    let mut complain = outpost_protocol::ratelimit::RateLimited::new(3, Duration::from_secs(60));
     while let Some(msg) = sub.next().await {
         let push: proto::DesiredPush = match serde_json::from_slice(&msg.payload) {
             Ok(p) => p,
@@ -362,7 +363,31 @@ async fn take_desired(
                 continue;
             }
         };
-        if let Some(ack) = super::desired::apply(push, &handle, &files).await {
+        let ack = if !push.images.is_empty() && super::desired::is_new(&files, push.version) {
+            let state = crate::paths::StateDir::new(files.dir.parent().unwrap_or(&files.dir));
+            match super::images::ensure(&client, &sensor, &push.images, &state, &handle).await {
+                Ok(()) => super::desired::apply(push, &handle, &files).await,
+                Err(super::images::FetchError::Refused(why)) => {
+                    warn!(
+                        fleet_version = push.version,
+                        "desired state from the fleet refused: {why}"
+                    );
+                    Some(super::desired::reject(&files, push.version, vec![why]))
+                }
+                Err(super::images::FetchError::NotYet(why)) => {
+                    if complain.allow(std::time::Instant::now()).is_some() {
+                        warn!(
+                            fleet_version = push.version,
+                            "images not fetched yet: {why}"
+                        );
+                    }
+                    None
+                }
+            }
+        } else {
+            super::desired::apply(push, &handle, &files).await
+        };
+        if let Some(ack) = ack {
             let body = serde_json::to_vec(&ack).expect("serializes");
             if let Err(e) = client
                 .publish(proto::desired_ack(&sensor), body.into())

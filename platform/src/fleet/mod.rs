@@ -10,6 +10,7 @@
 pub mod desired;
 pub mod enroll;
 pub mod forward;
+pub mod images;
 pub mod link;
 
 use std::path::{Path, PathBuf};

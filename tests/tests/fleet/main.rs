@@ -13,7 +13,12 @@ use nix::unistd::Pid;
 use outpost_tests::fleet::{Fleet, HubCluster, hub_client};
 use outpost_tests::{Sensor, entrypoint_pid, example_image, unique};
 
-fn text(o: &std::process::Output) -> String {
+mod desired;
+mod watching;
+use desired::{put_desired, sensor_file};
+mod images;
+
+pub(crate) fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -21,11 +26,16 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
-fn tail(s: &str) -> &str {
+pub(crate) fn tail(s: &str) -> &str {
     &s[s.len().saturating_sub(4000)..]
 }
 
-fn enroll(s: &Sensor, url: &str, token: &str, fingerprint: &str) -> std::process::Output {
+pub(crate) fn enroll(
+    s: &Sensor,
+    url: &str,
+    token: &str,
+    fingerprint: &str,
+) -> std::process::Output {
     s.ctl(&[
         "fleet",
         "enroll",
@@ -37,13 +47,13 @@ fn enroll(s: &Sensor, url: &str, token: &str, fingerprint: &str) -> std::process
     ])
 }
 
-fn link(s: &Sensor) -> serde_json::Value {
+pub(crate) fn link(s: &Sensor) -> serde_json::Value {
     let o = s.ctl(&["--format", "json", "fleet", "status"]);
     assert!(o.status.success(), "{}", text(&o));
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-fn wait_link(s: &Sensor, state: &str, timeout: Duration) -> serde_json::Value {
+pub(crate) fn wait_link(s: &Sensor, state: &str, timeout: Duration) -> serde_json::Value {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let l = link(s);
@@ -61,7 +71,7 @@ fn wait_link(s: &Sensor, state: &str, timeout: Duration) -> serde_json::Value {
 
 /// A running sensor with `img` imported, enrolled in `fleet` (its link
 /// up); its name at the fleet.
-fn enrolled(fleet: &Fleet, img: &outpost_tests::ImageFile) -> (String, Sensor) {
+pub(crate) fn enrolled(fleet: &Fleet, img: &outpost_tests::ImageFile) -> (String, Sensor) {
     let name = unique("edge");
     let e = fleet.add_sensor(&name, &[]);
     let mut s = Sensor::new();
@@ -74,7 +84,7 @@ fn enrolled(fleet: &Fleet, img: &outpost_tests::ImageFile) -> (String, Sensor) {
     (name, s)
 }
 
-fn started_sensor() -> Sensor {
+pub(crate) fn started_sensor() -> Sensor {
     let mut s = Sensor::new();
     s.write_sensor("");
     s.start(&[]);
@@ -448,286 +458,6 @@ fn a_silent_sensor_is_offline_after_three_missed_heartbeats_and_online_again_wit
     );
 }
 
-fn put_desired(fleet: &Fleet, sensor: &str, toml: &str, reason: &str) -> std::process::Output {
-    let file = fleet.dir.path().join(format!("{}.toml", unique("desired")));
-    std::fs::write(&file, toml).unwrap();
-    fleet.cli(&[
-        "desired",
-        "put",
-        sensor,
-        file.to_str().unwrap(),
-        "--reason",
-        reason,
-    ])
-}
-
-fn rollout(fleet: &Fleet, sensor: &str) -> serde_json::Value {
-    let o = fleet.cli(&["desired", "rollout", sensor]);
-    assert!(o.status.success(), "{}", text(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn wait_rollout(fleet: &Fleet, sensor: &str, version: u64, state: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let r = rollout(fleet, sensor);
-        if r["version"] == version && r["state"] == state {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rollout of version {version} never {state}: {r:#}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn sensor_file(sensor: &str, instruments: &[(&str, &str)]) -> String {
-    let mut t = format!("[sensor]\nname = \"{sensor}\"\n");
-    for (name, image) in instruments {
-        t.push_str(&format!(
-            "\n[[instrument]]\nname = \"{name}\"\nimage = \"{image}\"\nversion = \"0.1.0\"\n"
-        ));
-    }
-    t
-}
-
-#[test]
-fn desired_state_from_the_fleet_is_applied_refused_with_reasons_and_reaches_a_sensor_that_was_away()
-{
-    let fleet = Fleet::start("1s");
-    let (name, mut s) = enrolled(&fleet, &example_image());
-    fleet.wait_sensor(&name, "online", Duration::from_secs(20), |v| {
-        v["online"] == "online"
-    });
-    let local_before = s.status()["desired_version"].clone();
-
-    // Refused at the fleet, every problem named: nothing stored or sent.
-    let bad = put_desired(
-        &fleet,
-        &name,
-        "[sensor]\nname = \"Bad Name\"\n\n[[instrument]]\nname = \"x\"\nimage = \"example\"\nversion = \"0.1.0\"\nrestart = \"sometimes\"\n",
-        "broken",
-    );
-    assert!(!bad.status.success());
-    assert!(text(&bad).contains("400"), "{}", text(&bad));
-    assert!(
-        !fleet.cli(&["desired", "show", &name]).status.success(),
-        "nothing stored"
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        s.status()["desired_version"],
-        local_before,
-        "nothing reached the sensor"
-    );
-
-    // A good version: applied through the sensor's intake, source fleet.
-    let a = unique("fl");
-    let put = put_desired(
-        &fleet,
-        &name,
-        &sensor_file(&name, &[(&a, "example")]),
-        "add a",
-    );
-    assert!(put.status.success(), "{}", text(&put));
-    let r = wait_rollout(&fleet, &name, 1, "applied");
-    let local = r["local_version"].as_i64().unwrap();
-    s.wait_for(&a, "running", Duration::from_secs(30), |v| {
-        v["state"] == "running"
-    });
-    let hist: serde_json::Value =
-        serde_json::from_slice(&s.ctl(&["--format", "json", "history"]).stdout).unwrap();
-    let newest = &hist.as_array().unwrap()[0];
-    assert_eq!(newest["version"], local, "{hist:#}");
-    assert_eq!(newest["source"], "fleet", "{newest:#}");
-    assert_eq!(newest["author"], "admin");
-    assert_eq!(newest["reason"], "add a");
-
-    // One the sensor refuses (a config its image's schema does not
-    // allow; the fleet has no manifests until images go through it):
-    // rejected with the reasons, and the previous version stays.
-    let put = put_desired(
-        &fleet,
-        &name,
-        &format!(
-            "{}config = {{ greeting = 42 }}\n",
-            sensor_file(&name, &[(&a, "example")])
-        ),
-        "a wrong greeting",
-    );
-    assert!(put.status.success(), "{}", text(&put));
-    let r = wait_rollout(&fleet, &name, 2, "rejected");
-    let problems = r["problems"].to_string();
-    assert!(problems.contains("greeting"), "{r:#}");
-    assert_eq!(s.status()["desired_version"], local);
-    assert_eq!(s.instrument(&a).unwrap()["state"], "running");
-
-    // Away while the fleet changes it: it gets the newest when back.
-    s.terminate();
-    fleet.wait_sensor(&name, "offline", Duration::from_secs(20), |v| {
-        v["online"] == "offline"
-    });
-    let b = unique("fl");
-    let put = put_desired(
-        &fleet,
-        &name,
-        &sensor_file(&name, &[(&a, "example"), (&b, "example")]),
-        "add b",
-    );
-    assert!(put.status.success(), "{}", text(&put));
-    assert_eq!(rollout(&fleet, &name)["state"], "pending");
-    s.start(&[]);
-    wait_rollout(&fleet, &name, 3, "applied");
-    s.wait_for(&b, "running", Duration::from_secs(30), |v| {
-        v["state"] == "running"
-    });
-    let hist = fleet.cli(&["desired", "history", &name]);
-    let hist: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
-    let versions: Vec<u64> = hist
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["version"].as_u64().unwrap())
-        .collect();
-    assert_eq!(versions, [1, 2, 3]);
-    let d = text(&fleet.cli(&["desired", "diff", &name, "1", "3"]));
-    assert!(d.contains(&format!("+name = \"{b}\"")), "{d}");
-    assert!(d.contains(&format!("{name} version 1")), "{d}");
-
-    // A rollback is a new version with an old body, pushed like any.
-    let rb = fleet.cli(&[
-        "desired",
-        "rollback",
-        &name,
-        "1",
-        "--reason",
-        "b misbehaves",
-    ]);
-    assert!(rb.status.success(), "{}", text(&rb));
-    wait_rollout(&fleet, &name, 4, "applied");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.instrument(&b).is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "{b} was not removed by the rollback"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-
-    // A local override is drift, and the fleet shows it as such.
-    let local = s.dir.path().join("hotfix.toml");
-    std::fs::write(
-        &local,
-        sensor_file(&name, &[(&a, "example"), (&b, "example")]),
-    )
-    .unwrap();
-    let refused = s.ctl(&["apply", local.to_str().unwrap()]);
-    assert!(
-        !refused.status.success(),
-        "fleet-managed: refused without --override"
-    );
-    let o = s.ctl(&[
-        "apply",
-        local.to_str().unwrap(),
-        "--override",
-        "--reason",
-        "hotfix on site",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let v = fleet.wait_sensor(&name, "shows the drift", Duration::from_secs(20), |v| {
-        v["last_heartbeat"]["drift"]["reason"] == "hotfix on site"
-    });
-    assert_eq!(v["last_heartbeat"]["drift"]["source"], "local", "{v:#}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while fleet
-        .events(&["--sensor", &name, "--kind", "config-drift"])
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "no config-drift event");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-#[test]
-fn a_crash_reaches_the_fleet_as_a_report_with_the_log_tail_unless_the_sensor_says_no() {
-    use outpost_tests::archive::variant;
-    let fleet = Fleet::start("1s");
-    let dir = tempfile::tempdir().unwrap();
-    let crashy = variant(&example_image(), dir.path(), |m| {
-        m.name = "crashy".into();
-        m.entrypoint = vec![
-            "/usr/bin/example-instrument".into(),
-            "--exit-after".into(),
-            "500ms".into(),
-            "--exit-code".into(),
-            "3".into(),
-        ];
-    });
-    let (name, _s) = enrolled(&fleet, &crashy);
-    let (a, b) = (unique("crash"), unique("crash"));
-    let with = |extra: &str, names: &[&str]| {
-        let mut t = format!("[sensor]\nname = \"{name}\"\n{extra}\n");
-        for n in names {
-            t.push_str(&format!(
-                "\n[[instrument]]\nname = \"{n}\"\nimage = \"crashy\"\nversion = \"0.1.0\"\nrestart = \"never\"\n"
-            ));
-        }
-        t
-    };
-    // A live feed of this sensor's crash reports, opened before the crash.
-    let (mut feed, live) = fleet.follow_events(&format!("sensor={name}&kind=crash-report"));
-    let put = put_desired(&fleet, &name, &with("", &[&a]), "a crashy one");
-    assert!(put.status.success(), "{}", text(&put));
-    let report = |inst: &str| {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            let ev = fleet.events(&[
-                "--sensor",
-                &name,
-                "--instrument",
-                "outpostd",
-                "--kind",
-                "crash-report",
-            ]);
-            if let Some(r) = ev
-                .into_iter()
-                .find(|e| e["envelope"]["payload"]["instrument"] == inst)
-            {
-                return r["envelope"]["payload"].clone();
-            }
-            assert!(Instant::now() < deadline, "no crash report for {inst}");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    };
-    let r = report(&a);
-    assert_eq!(r["exit_code"], 3, "{r:#}");
-    assert_eq!(r["image"], "crashy");
-    assert_eq!(r["version"], "0.1.0");
-    assert_eq!(r["restarts"], 0);
-    let lines = r["log_tail"].as_array().expect("the log tail is sent");
-    assert!(!lines.is_empty() && lines.len() <= 50, "{r:#}");
-    let first = live
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the live feed shows the crash report");
-    let _ = feed.kill();
-    let _ = feed.wait();
-    assert_eq!(first["kind"], "crash-report", "{first:#}");
-    assert_eq!(first["envelope"]["payload"]["instrument"], a.as_str());
-
-    // The sensor says no: the next report has no log.
-    let put = put_desired(
-        &fleet,
-        &name,
-        &with("crash-report-logs = false", &[&a, &b]),
-        "no logs to the fleet",
-    );
-    assert!(put.status.success(), "{}", text(&put));
-    let r = report(&b);
-    assert_eq!(r["exit_code"], 3, "{r:#}");
-    assert!(r["log_tail"].is_null(), "{r:#}");
-}
-
 #[test]
 fn two_fleet_instances_on_a_three_node_hub_serve_one_fleet_and_a_dead_node_loses_no_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -821,164 +551,4 @@ fn two_fleet_instances_on_a_three_node_hub_serve_one_fleet_and_a_dead_node_loses
             last = n;
         }
     }
-}
-
-#[test]
-fn the_fleets_retention_is_shown_enforced_by_the_hub_and_a_change_outlives_a_restart() {
-    let mut fleet = Fleet::start("1s");
-    let show = |f: &Fleet| -> serde_json::Value {
-        let o = f.cli(&["retention"]);
-        assert!(o.status.success(), "{}", text(&o));
-        serde_json::from_slice(&o.stdout).unwrap()
-    };
-    let v = show(&fleet);
-    assert_eq!(v["events_seconds"], 90 * 24 * 3600, "{v:#}");
-    assert!(v["enforced_by"].as_str().unwrap().contains("FLEET_EVENTS"));
-    let bad = fleet.cli(&["retention", "--events", "soon"]);
-    assert!(!bad.status.success());
-    assert!(text(&bad).contains("events"), "{}", text(&bad));
-    let o = fleet.cli(&["retention", "--events", "30days"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(show(&fleet)["events_seconds"], 30 * 24 * 3600);
-    fleet.restart();
-    assert_eq!(
-        show(&fleet)["events_seconds"],
-        30 * 24 * 3600,
-        "kept across a restart"
-    );
-}
-
-#[test]
-fn an_instruments_health_changes_are_kept_at_the_fleet_in_order() {
-    let fleet = Fleet::start("1s");
-    let (name, s) = enrolled(&fleet, &example_image());
-    let inst = unique("hl");
-    let with = |health: &str| {
-        format!(
-            "{}config = {{ health = \"{health}\" }}\n",
-            sensor_file(&name, &[(&inst, "example")])
-        )
-    };
-    assert!(
-        put_desired(&fleet, &name, &with("degraded"), "degrade")
-            .status
-            .success()
-    );
-    s.wait_for(&inst, "degraded", Duration::from_secs(30), |v| {
-        v["health"] == "degraded"
-    });
-    assert!(
-        put_desired(&fleet, &name, &with("ok"), "heal")
-            .status
-            .success()
-    );
-    s.wait_for(&inst, "ok", Duration::from_secs(30), |v| {
-        v["health"] == "ok"
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let healths = loop {
-        let o = fleet.cli(&["health", &name, &inst]);
-        assert!(o.status.success(), "{}", text(&o));
-        let h: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let healths: Vec<String> = h
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["health"].as_str().unwrap().to_string())
-            .collect();
-        let d = healths.iter().position(|x| x == "degraded");
-        if d.is_some_and(|d| healths[d..].iter().any(|x| x == "ok")) {
-            break healths;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no degraded then ok: {healths:?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    // Changes only: no two neighbours the same.
-    let o = fleet.cli(&["health", &name, &inst]);
-    let h: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    for w in h.as_array().unwrap().windows(2) {
-        assert!(
-            w[0]["health"] != w[1]["health"]
-                || w[0]["state"] != w[1]["state"]
-                || w[0]["message"] != w[1]["message"],
-            "a repeated entry: {h:#}"
-        );
-    }
-    assert!(healths.len() >= 2);
-    let list: serde_json::Value =
-        serde_json::from_slice(&fleet.cli(&["sensor", "show", &name]).stdout).unwrap();
-    assert!(
-        list["last_heartbeat"]["instruments"]
-            .to_string()
-            .contains(&inst)
-    );
-}
-
-#[test]
-fn a_push_with_confirm_within_is_kept_when_the_link_holds_and_undone_when_it_does_not() {
-    let mut fleet = Fleet::start("1s");
-    let (name, s) = enrolled(&fleet, &example_image());
-    let (a, b) = (unique("cw"), unique("cw"));
-    let put = |fleet: &Fleet, toml: String, reason: &str| {
-        let file = fleet.dir.path().join(format!("{}.toml", unique("cw")));
-        std::fs::write(&file, toml).unwrap();
-        let o = fleet.cli(&[
-            "desired",
-            "put",
-            &name,
-            file.to_str().unwrap(),
-            "--reason",
-            reason,
-            "--confirm-within",
-            "8s",
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
-    };
-    // The link holds: kept, and only then acknowledged.
-    put(&fleet, sensor_file(&name, &[(&a, "example")]), "add a");
-    let r = wait_rollout(&fleet, &name, 1, "applied");
-    let kept = r["local_version"].as_i64().unwrap();
-    s.wait_for(&a, "running", Duration::from_secs(30), |v| {
-        v["state"] == "running"
-    });
-
-    // The hub goes away right after the change: the sensor undoes it.
-    put(
-        &fleet,
-        sensor_file(&name, &[(&a, "example"), (&b, "example")]),
-        "add b",
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while s.instrument(&b).is_none() {
-        assert!(Instant::now() < deadline, "version 2 never applied");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    fleet.stop();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.instrument(&b).is_some() {
-        assert!(Instant::now() < deadline, "{b} was not rolled back");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let hist: serde_json::Value =
-        serde_json::from_slice(&s.ctl(&["--format", "json", "history"]).stdout).unwrap();
-    let newest = &hist.as_array().unwrap()[0];
-    assert_eq!(newest["source"], "fleet", "{newest:#}");
-    assert!(
-        newest["reason"]
-            .as_str()
-            .unwrap()
-            .contains("no healthy link"),
-        "{newest:#}"
-    );
-    // Back, the fleet hears why.
-    fleet.restart();
-    let r = wait_rollout(&fleet, &name, 2, "rolled-back");
-    assert!(
-        r["problems"].to_string().contains("no healthy link"),
-        "{r:#}"
-    );
-    assert!(r["local_version"].as_i64().unwrap() > kept, "{r:#}");
 }

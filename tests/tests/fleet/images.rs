@@ -1,0 +1,150 @@
+//! Images through the fleet: uploaded once, checked against at every push
+//! (a config the image's schema refuses never leaves the fleet), fetched
+//! by the sensors whose desired state names them, verified and imported,
+//! and refused to a sensor that was not given them.
+
+use std::time::Duration;
+
+use outpost_tests::fleet::Fleet;
+use outpost_tests::{Sensor, example_image, unique};
+
+use super::desired::{put_desired, rollout, sensor_file, wait_rollout};
+use super::{enroll, text, wait_link};
+
+/// A running sensor with no image at all, enrolled in `fleet`.
+fn bare_sensor(fleet: &Fleet) -> (String, Sensor) {
+    let name = unique("edge");
+    let e = fleet.add_sensor(&name, &[]);
+    let mut s = Sensor::new();
+    s.write_sensor("");
+    s.start(&[]);
+    let ok = enroll(&s, &fleet.url, &e.token, &e.fingerprint);
+    assert!(ok.status.success(), "{}", text(&ok));
+    wait_link(&s, "up", Duration::from_secs(20));
+    (name, s)
+}
+
+#[test]
+fn an_image_pushed_to_the_fleet_reaches_the_sensors_that_need_it_and_only_them() {
+    let img = example_image();
+    let fleet = Fleet::start("1s");
+    let (name, s) = bare_sensor(&fleet);
+    let (other, o) = bare_sensor(&fleet);
+
+    // Upload: new once, the same archive again is no change, a file that
+    // is not an image is refused with the reason.
+    let up = fleet.cli(&["image", "push", img.archive.to_str().unwrap()]);
+    assert!(up.status.success(), "{}", text(&up));
+    assert!(
+        text(&up).contains("example 0.1.0 uploaded"),
+        "{}",
+        text(&up)
+    );
+    assert!(text(&up).contains(&img.sha256), "{}", text(&up));
+    let again = fleet.cli(&["image", "push", img.archive.to_str().unwrap()]);
+    assert!(
+        text(&again).contains("already at the fleet"),
+        "{}",
+        text(&again)
+    );
+    let junk = fleet.dir.path().join("junk.tar.gz");
+    std::fs::write(&junk, b"this is not an image archive").unwrap();
+    let bad = fleet.cli(&["image", "push", junk.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("400"), "{}", text(&bad));
+    assert!(text(&bad).contains("gzip"), "{}", text(&bad));
+    let list = fleet.cli(&["image", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list:#}");
+    assert_eq!(list[0]["sha256"], img.sha256.as_str());
+    assert_eq!(list[0]["uploaded_by"], "admin");
+
+    // A config the image's schema refuses is refused at the fleet, naming
+    // the instrument and the field; nothing is stored or sent.
+    let a = unique("img");
+    let wrong = format!(
+        "{}config = {{ greeting = 42 }}\n",
+        sensor_file(&name, &[(&a, "example")])
+    );
+    let put = put_desired(&fleet, &name, &wrong, "a wrong greeting");
+    assert!(!put.status.success(), "{}", text(&put));
+    let why = text(&put);
+    assert!(why.contains("400"), "{why}");
+    assert!(why.contains(&format!("instruments[0] ({a})")), "{why}");
+    assert!(why.contains("greeting"), "{why}");
+    let hist = fleet.cli(&["desired", "history", &name]);
+    let hist: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
+    assert_eq!(hist.as_array().map(Vec::len), Some(0), "{hist:#}");
+
+    // A good one: the sensor, which has no image, fetches it from the
+    // fleet, verifies and imports it, and runs the instrument.
+    let put = put_desired(
+        &fleet,
+        &name,
+        &sensor_file(&name, &[(&a, "example")]),
+        "run a",
+    );
+    assert!(put.status.success(), "{}", text(&put));
+    let shown: serde_json::Value =
+        serde_json::from_slice(&fleet.cli(&["desired", "show", &name]).stdout).unwrap();
+    assert_eq!(
+        shown["images"][0]["sha256"],
+        img.sha256.as_str(),
+        "{shown:#}"
+    );
+    wait_rollout(&fleet, &name, 1, "applied");
+    s.wait_for(&a, "running", Duration::from_secs(60), |v| {
+        v["state"] == "running"
+    });
+    let images = s.ctl(&["--format", "json", "image", "list"]);
+    let images: serde_json::Value = serde_json::from_slice(&images.stdout).unwrap();
+    let here = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "example")
+        .unwrap_or_else(|| panic!("no example image on the sensor: {images:#}"));
+    assert_eq!(here["sha256"], img.sha256.as_str());
+    let downloads = s.state.join("fleet/downloads");
+    let left: Vec<_> = std::fs::read_dir(&downloads)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a fetch left {left:?}");
+
+    // Another sensor's credentials cannot fetch it: its desired state does
+    // not name it.
+    let creds = std::fs::read_to_string(o.state.join("fleet/sensor.creds")).unwrap();
+    let url = fleet.hub_url();
+    let ca = o.state.join("fleet/hub-ca.pem");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answer = rt.block_on(async {
+        let c = async_nats::ConnectOptions::new()
+            .credentials(&creds)
+            .unwrap()
+            .add_root_certificates(ca)
+            .require_tls(true)
+            .custom_inbox_prefix(format!("_INBOX.{other}"))
+            .connect(url.as_str())
+            .await
+            .unwrap();
+        let req = serde_json::json!({ "name": "example", "version": "0.1.0", "offset": 0 });
+        c.request(
+            format!("fleet.in.{other}.image"),
+            serde_json::to_vec(&req).unwrap().into(),
+        )
+        .await
+        .unwrap()
+    });
+    let refused = answer
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Outpost-Error"))
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default();
+    assert!(answer.payload.is_empty());
+    assert!(
+        refused.contains(&format!("not in sensor {other}'s desired state")),
+        "{refused:?}"
+    );
+    assert_eq!(rollout(&fleet, &name)["state"], "applied");
+}
