@@ -202,10 +202,16 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     })
     .await?;
     let counters = Arc::new(crate::metrics::Counters::default());
+    let checker = Arc::new(crate::signals::Checker::new(
+        hub.clone(),
+        images.clone(),
+        desired.clone(),
+    ));
     tasks.push(tokio::spawn(crate::ingest::run(
         hub.clone(),
         events.clone(),
         counters.clone(),
+        checker.clone(),
         shutdown.clone(),
     )));
 
@@ -222,6 +228,7 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         desired,
         health,
         images,
+        checker,
         rollout_timeout: cfg.rollout_timeout,
         counters,
     };

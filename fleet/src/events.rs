@@ -27,6 +27,9 @@ pub struct EventQuery {
     pub until_ms: Option<i64>,
     /// At most this many (default 100, at most 1000).
     pub limit: Option<usize>,
+    /// Only events whose payload does not match their schema (`true`),
+    /// or only those that do (`false`).
+    pub invalid: Option<bool>,
 }
 
 /// One stored event.
@@ -43,6 +46,10 @@ pub struct StoredEvent {
     pub stored_at_ms: i64,
     /// The event's envelope; `null` when it was not JSON.
     pub envelope: serde_json::Value,
+    /// Why its payload does not match the schema its image declares for
+    /// its kind (stored all the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -105,6 +112,9 @@ pub fn from_message(
         kind,
         stored_at_ms,
         envelope,
+        invalid: headers
+            .and_then(|h| h.get(crate::signals::HDR_INVALID))
+            .map(|v| v.as_str().to_string()),
     }
 }
 
@@ -126,6 +136,7 @@ impl EventQuery {
     fn matches(&self, e: &StoredEvent) -> bool {
         self.instrument.as_ref().is_none_or(|i| *i == e.instrument)
             && self.kind.as_ref().is_none_or(|k| *k == e.kind)
+            && self.invalid.is_none_or(|b| b == e.invalid.is_some())
     }
 }
 

@@ -75,6 +75,7 @@ pub async fn run(
     hub: Hub,
     events: stream::Stream,
     counters: Arc<crate::metrics::Counters>,
+    checker: Arc<crate::signals::Checker>,
     shutdown: Shutdown,
 ) {
     let mut sub = match hub
@@ -108,11 +109,11 @@ pub async fn run(
             .or_default()
             .clone();
         let (hub, events, complain) = (hub.clone(), events.clone(), complain.clone());
-        let counters = counters.clone();
+        let (counters, checker) = (counters.clone(), checker.clone());
         tokio::spawn(async move {
             let _one_at_a_time = lock.lock().await;
             let ack = match serde_json::from_slice::<EventBatch>(&msg.payload) {
-                Ok(batch) => store(&hub.js, &events, &sensor, batch).await,
+                Ok(batch) => store(&hub.js, &events, &checker, &sensor, batch).await,
                 Err(e) => refusal(format!("the batch does not parse: {e}")),
             };
             if let Some(e) = &ack.error
@@ -172,6 +173,7 @@ pub async fn high_water(events: &stream::Stream, sensor: &str) -> Result<(u64, u
 async fn store(
     js: &jetstream::Context,
     events: &stream::Stream,
+    checker: &crate::signals::Checker,
     sensor: &str,
     batch: EventBatch,
 ) -> BatchAck {
@@ -195,16 +197,35 @@ async fn store(
     // Re-sent events at or below the mark are not published at all.
     let mut duplicates = sent - fresh.len() as u32;
     let subject = proto::stored_events(sensor);
-    let message = |e: &proto::ForwardedEvent| {
-        let data = B64
-            .decode(&e.data)
-            .map(Bytes::from)
-            .unwrap_or_else(|_| Bytes::from(e.data.clone()));
-        jetstream::message::PublishMessage::build()
+    // Each new event checked against its image's schema first.
+    let data: Vec<Bytes> = fresh
+        .iter()
+        .map(|e| {
+            B64.decode(&e.data)
+                .map(Bytes::from)
+                .unwrap_or_else(|_| Bytes::from(e.data.clone()))
+        })
+        .collect();
+    let invalid = {
+        let items: Vec<(&str, &[u8])> = fresh
+            .iter()
+            .zip(&data)
+            .map(|(e, d)| (e.subject.as_str(), d.as_ref()))
+            .collect();
+        checker.check_batch(sensor, &items).await
+    };
+    let message = |i: usize| {
+        let e = &fresh[i];
+        let (data, invalid) = (data[i].clone(), invalid[i].clone());
+        let m = jetstream::message::PublishMessage::build()
             .payload(data)
             .message_id(format!("{sensor}:{}", e.seq))
             .header(HDR_LOCAL_SEQ, e.seq.to_string().as_str())
-            .header(HDR_LOCAL_SUBJECT, e.subject.as_str())
+            .header(HDR_LOCAL_SUBJECT, e.subject.as_str());
+        match invalid {
+            Some(why) => m.header(crate::signals::HDR_INVALID, why.as_str()),
+            None => m,
+        }
     };
     let Some((first, rest)) = fresh.split_first() else {
         return BatchAck {
@@ -219,7 +240,7 @@ async fn store(
     let ack = match js
         .send_publish(
             subject.clone(),
-            message(first).expected_last_subject_sequence(last_stored),
+            message(0).expected_last_subject_sequence(last_stored),
         )
         .await
     {
@@ -234,8 +255,8 @@ async fn store(
     // The rest pipelined, in order on one connection.
     let mut pending = Vec::with_capacity(rest.len());
     let mut error = None;
-    for e in rest {
-        match js.send_publish(subject.clone(), message(e)).await {
+    for (i, e) in rest.iter().enumerate() {
+        match js.send_publish(subject.clone(), message(i + 1)).await {
             Ok(f) => pending.push((e.seq, f)),
             Err(err) => {
                 error = Some(format!("storing event {}: {err}", e.seq));

@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod presence;
 pub mod registry;
 pub mod shutdown;
+pub mod signals;
 pub mod tls;

@@ -102,6 +102,9 @@ enum Cmd {
         /// Start after this cursor.
         #[arg(long)]
         after: Option<u64>,
+        /// Only events whose payload does not match their image's schema.
+        #[arg(long)]
+        invalid: bool,
         /// At most this many (the API's pages are read until then).
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -450,6 +453,7 @@ async fn real_main() -> anyhow::Result<()> {
             instrument,
             kind,
             after,
+            invalid,
             limit,
             conn,
         } => {
@@ -469,6 +473,9 @@ async fn real_main() -> anyhow::Result<()> {
                 }
                 if let Some(a) = after {
                     q.push(format!("after={a}"));
+                }
+                if invalid {
+                    q.push("invalid=true".into());
                 }
                 let page: outpost_fleet::events::EventPage =
                     c.get(&format!("/api/v1/events?{}", q.join("&"))).await?;

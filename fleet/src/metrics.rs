@@ -33,6 +33,12 @@ struct Sensor {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Source {
+    sensor: String,
+    instrument: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
     outcome: String,
 }
@@ -45,7 +51,12 @@ fn label(v: &impl serde::Serialize) -> String {
 }
 
 /// The metrics text.
-pub async fn render(hub: &Hub, every: std::time::Duration, counters: &Counters) -> String {
+pub async fn render(
+    hub: &Hub,
+    every: std::time::Duration,
+    counters: &Counters,
+    checker: &crate::signals::Checker,
+) -> String {
     let sensors = Family::<State, Gauge>::default();
     let backlog = Family::<Sensor, Gauge>::default();
     let dropped = Family::<Sensor, Gauge>::default();
@@ -91,7 +102,21 @@ pub async fn render(hub: &Hub, every: std::time::Duration, counters: &Counters) 
             outcome: "duplicate".into(),
         })
         .inc_by(counters.events_duplicate.load(Ordering::Relaxed));
+    let invalid = Family::<Source, Counter>::default();
+    for ((sensor, instrument), n) in checker.invalid.lock().expect("invalid").iter() {
+        invalid
+            .get_or_create(&Source {
+                sensor: sensor.clone(),
+                instrument: instrument.clone(),
+            })
+            .inc_by(*n);
+    }
     let mut r = Registry::with_prefix("outpost_fleet");
+    r.register(
+        "events_invalid",
+        "Events this instance stored whose payload does not match the schema their image declares",
+        invalid,
+    );
     r.register("sensors", "Sensors by state", sensors);
     r.register(
         "sensor_backlog_events",

@@ -250,6 +250,23 @@ impl Fleet {
             .unwrap_or_else(|e| panic!("events: {e}"))
     }
 
+    /// Waits until the fleet has at least `n` events matching `filter`.
+    pub fn wait_events(&self, filter: &[&str], n: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.events(filter);
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the fleet has {} events of {filter:?}, not {n}: {got:#?}",
+                got.len()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// [`Fleet::events`], or the fleet's answer when it could not (a hub
     /// cluster electing a leader answers 503 for a moment).
     pub fn try_events(&self, filter: &[&str]) -> Result<Vec<Value>, String> {

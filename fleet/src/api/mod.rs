@@ -44,6 +44,7 @@ pub struct AppState {
     /// The hub's `FLEET_HEALTH` stream.
     pub health: async_nats::jetstream::stream::Stream,
     pub images: crate::images::Images,
+    pub checker: std::sync::Arc<crate::signals::Checker>,
     pub rollout_timeout: Duration,
     pub counters: std::sync::Arc<crate::metrics::Counters>,
 }
@@ -232,7 +233,7 @@ pub(super) async fn metrics(
     headers: HeaderMap,
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
     s.who(&headers, Role::Viewer).await?;
-    let text = crate::metrics::render(&s.hub, s.heartbeat_every, &s.counters).await;
+    let text = crate::metrics::render(&s.hub, s.heartbeat_every, &s.counters, &s.checker).await;
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -148,3 +148,79 @@ fn an_image_pushed_to_the_fleet_reaches_the_sensors_that_need_it_and_only_them()
     );
     assert_eq!(rollout(&fleet, &name)["state"], "applied");
 }
+
+/// The example image again as version 0.2.0, with `extra` added to its
+/// manifest (packed as outpost-image packs).
+fn example_with(dir: &std::path::Path, extra: &str) -> outpost_tests::ImageFile {
+    let img = example_image();
+    let tree = dir.join("tree");
+    let u = outpost_image::unpack(&img.archive, &img.sha256, &tree, Default::default(), |_| {})
+        .unwrap();
+    let text = u
+        .manifest_text
+        .replace("version = \"0.1.0\"", "version = \"0.2.0\"");
+    let m = outpost_protocol::Manifest::parse_valid(&format!("{text}\n{extra}")).unwrap();
+    let packed = outpost_image::pack(&tree.join("rootfs"), &m, &dir.join("out")).unwrap();
+    outpost_tests::ImageFile {
+        archive: packed.archive,
+        sha256: packed.sha256,
+    }
+}
+
+#[test]
+fn events_that_do_not_match_their_images_schema_are_kept_marked_and_counted() {
+    let fleet = Fleet::start("1s");
+    let (name, s) = bare_sensor(&fleet);
+    // Ticks may count to 3; a burst of 5 sends two that do not match.
+    let img = example_with(
+        fleet.dir.path(),
+        "[events.tick]\nschema = { type = \"object\", required = [\"n\", \"of\"], properties.n = { type = \"integer\", maximum = 3 } }\n\n\
+         [events.boot]\nschema = { type = \"object\", required = [\"boot\"] }\n",
+    );
+    let up = fleet.cli(&["image", "push", img.archive.to_str().unwrap()]);
+    assert!(up.status.success(), "{}", text(&up));
+    let a = unique("sig");
+    let file = sensor_file(&name, &[(&a, "example")]).replace("0.1.0", "0.2.0");
+    let put = put_desired(
+        &fleet,
+        &name,
+        &format!("{file}config = {{ burst = 5 }}\n"),
+        "burst",
+    );
+    assert!(put.status.success(), "{}", text(&put));
+    wait_rollout(&fleet, &name, 1, "applied");
+
+    let ticks = fleet.wait_events(
+        &["--sensor", &name, "--kind", "tick"],
+        5,
+        Duration::from_secs(60),
+    );
+    let marked: Vec<u64> = ticks
+        .iter()
+        .filter(|e| e["invalid"].is_string())
+        .map(|e| e["envelope"]["payload"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(marked, [4, 5], "{ticks:#?}");
+    let why = ticks[3]["invalid"].as_str().unwrap();
+    assert!(why.contains("payload/n"), "{why}");
+    assert!(why.contains("example 0.2.0"), "{why}");
+    let boot = fleet.wait_events(
+        &["--sensor", &name, "--kind", "boot"],
+        1,
+        Duration::from_secs(10),
+    );
+    assert!(boot[0].get("invalid").is_none(), "{boot:#?}");
+
+    // Asked for, only the marked ones; and counted per instrument.
+    let only = fleet.cli(&["events", "--sensor", &name, "--invalid"]);
+    let only: Vec<serde_json::Value> = String::from_utf8_lossy(&only.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(only.len(), 2, "{only:#?}");
+    let metrics = text(&fleet.cli(&["metrics"]));
+    let line =
+        format!("outpost_fleet_events_invalid_total{{sensor=\"{name}\",instrument=\"{a}\"}} 2");
+    assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
+    drop(s);
+}
