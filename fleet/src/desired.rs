@@ -10,6 +10,7 @@
 //! again while the sensor's heartbeats show an older version, so a
 //! sensor that was offline gets the newest version when it returns.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -78,6 +79,9 @@ pub struct Rollout {
     pub deadline_ms: i64,
     pub pushes: u32,
     pub updated_at_ms: i64,
+    /// Each instrument's result, as the sensor answered.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instruments: BTreeMap<String, proto::InstrumentOutcome>,
 }
 
 fn op(what: &str, e: impl std::fmt::Display) -> ApiError {
@@ -242,6 +246,7 @@ pub async fn put(
         deadline_ms: now_ms() + timeout.as_millis() as i64,
         pushes: 0,
         updated_at_ms: now_ms(),
+        instruments: BTreeMap::new(),
     };
     let p = crate::presence::get(hub, sensor);
     let online = crate::presence::judge(p.as_ref(), heartbeat_every, now_ms()).0
@@ -330,14 +335,41 @@ async fn push(hub: &Hub, v: &DesiredVersion, r: &mut Rollout, online: bool) {
 
 fn settle(r: &mut Rollout, ack: &DesiredAck) {
     r.updated_at_ms = now_ms();
+    r.instruments = ack.instruments.clone();
     match &ack.outcome {
         DesiredOutcome::Applied { local_version } => {
-            r.state = RolloutState::Applied;
             r.local_version = Some(*local_version);
-            r.problems.clear();
-            r.detail = format!("applied by the sensor as its version {local_version}");
+            r.problems = ack
+                .instruments
+                .iter()
+                .filter_map(|(name, o)| match o {
+                    proto::InstrumentOutcome::Rejected { reason } => Some(format!(
+                        "instrument {name} refused its config: {reason} (it keeps its previous config)"
+                    )),
+                    _ => None,
+                })
+                .collect();
+            let waiting: Vec<&str> = ack
+                .instruments
+                .iter()
+                .filter(|(_, o)| matches!(o, proto::InstrumentOutcome::Waiting { .. }))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if r.problems.is_empty() {
+                r.state = RolloutState::Applied;
+                r.detail = format!("applied by the sensor as its version {local_version}");
+                if !waiting.is_empty() {
+                    r.detail += &format!("; not settled yet: {}", waiting.join(", "));
+                }
+            } else {
+                r.state = RolloutState::Rejected;
+                r.detail = format!(
+                    "stored by the sensor as its version {local_version}, but an instrument refused its config"
+                );
+            }
         }
         DesiredOutcome::Rejected { problems } => {
+            r.local_version = None;
             r.state = RolloutState::Rejected;
             r.problems = problems.clone();
             r.detail = "rejected by the sensor; its previous version stays".into();

@@ -138,6 +138,26 @@ pub struct DesiredAck {
     pub version: u64,
     #[serde(flatten)]
     pub outcome: DesiredOutcome,
+    /// Each instrument's result, once the version was stored: whether it
+    /// took its config.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instruments: BTreeMap<String, InstrumentOutcome>,
+}
+
+/// What one instrument made of a stored version.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum InstrumentOutcome {
+    /// Running with this version's config.
+    Applied { config_version: Option<i64> },
+    /// The instrument refused its config; it keeps its previous one.
+    Rejected { reason: String },
+    /// Defined but `enabled = false`.
+    Disabled,
+    /// Not settled when the sensor answered (starting, waiting for its
+    /// image, crashing): what it was doing.
+    Waiting { detail: String },
 }
 
 /// Every sensor's heartbeats, for the fleet.

@@ -4,7 +4,9 @@
 //! so a version pushed again (the fleet re-pushes until it hears back) is
 //! answered the same way without being applied twice.
 
-use outpost_protocol::fleet::{DesiredAck, DesiredOutcome, DesiredPush};
+use std::collections::BTreeMap;
+
+use outpost_protocol::fleet::{DesiredAck, DesiredOutcome, DesiredPush, InstrumentOutcome};
 use tracing::{info, warn};
 
 use super::LinkFiles;
@@ -31,6 +33,7 @@ pub fn reject(files: &LinkFiles, version: u64, problems: Vec<String>) -> Desired
     let ack = DesiredAck {
         version,
         outcome: DesiredOutcome::Rejected { problems },
+        instruments: Default::default(),
     };
     save(files, &ack);
     ack
@@ -125,6 +128,7 @@ pub async fn settle_pending(
     let ack = DesiredAck {
         version: p.version,
         outcome,
+        instruments: Default::default(),
     };
     save(files, &ack);
     let _ = std::fs::remove_file(pending_path(files));
@@ -144,6 +148,15 @@ pub async fn apply(push: DesiredPush, handle: &Handle, files: &LinkFiles) -> Opt
         return None;
     }
     let previous_version = handle.status().desired_version;
+    // Which instruments to hear from once it is stored.
+    let names: Vec<(String, bool)> = outpost_protocol::SensorSpec::parse(&push.toml)
+        .map(|s| {
+            s.instruments
+                .into_iter()
+                .map(|i| (i.name, i.enabled))
+                .collect()
+        })
+        .unwrap_or_default();
     let origin = Origin::new(Source::Fleet, push.author.clone(), push.reason.clone());
     let change = Change::Whole {
         text: push.toml,
@@ -197,10 +210,85 @@ pub async fn apply(push: DesiredPush, handle: &Handle, files: &LinkFiles) -> Opt
             return None;
         }
     };
+    let instruments = match outcome {
+        DesiredOutcome::Applied { .. } => {
+            instrument_outcomes(handle, &names, INSTRUMENT_WAIT).await
+        }
+        _ => Default::default(),
+    };
     let ack = DesiredAck {
         version: push.version,
         outcome,
+        instruments,
     };
     save(files, &ack);
     Some(ack)
+}
+
+/// How long the sensor waits for its instruments to take a new version
+/// before it answers with what they are doing.
+const INSTRUMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Each instrument's result for the version just stored: waits until
+/// every enabled one applied or refused its config, or `wait` passed.
+pub async fn instrument_outcomes(
+    handle: &Handle,
+    names: &[(String, bool)],
+    wait: std::time::Duration,
+) -> BTreeMap<String, InstrumentOutcome> {
+    let mut rx = handle.watch_status();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let snap = rx.borrow_and_update().clone();
+        let out: BTreeMap<String, InstrumentOutcome> = names
+            .iter()
+            .map(|(name, enabled)| {
+                let st = snap.instruments.iter().find(|i| &i.name == name);
+                (name.clone(), outcome_of(st, *enabled))
+            })
+            .collect();
+        let settled = !out
+            .values()
+            .any(|o| matches!(o, InstrumentOutcome::Waiting { .. }));
+        if settled {
+            return out;
+        }
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            return out;
+        }
+    }
+}
+
+fn outcome_of(st: Option<&crate::db::InstrumentStatus>, enabled: bool) -> InstrumentOutcome {
+    if !enabled {
+        return InstrumentOutcome::Disabled;
+    }
+    let Some(st) = st else {
+        return InstrumentOutcome::Waiting {
+            detail: "not started yet".into(),
+        };
+    };
+    if let Some(r) = &st.config_rejected
+        && Some(r.version) == st.config_version
+    {
+        return InstrumentOutcome::Rejected {
+            reason: r.reason.clone(),
+        };
+    }
+    let running = st.state == crate::supervisor::State::Running;
+    if running && st.config_applied == st.config_version {
+        return InstrumentOutcome::Applied {
+            config_version: st.config_version,
+        };
+    }
+    InstrumentOutcome::Waiting {
+        detail: if st.detail.is_empty() {
+            format!("{:?}", st.state).to_lowercase()
+        } else {
+            format!("{:?}: {}", st.state, st.detail).to_lowercase()
+        },
+    }
 }

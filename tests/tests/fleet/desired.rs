@@ -102,6 +102,7 @@ fn desired_state_from_the_fleet_is_applied_refused_with_reasons_and_reaches_a_se
     );
     assert!(put.status.success(), "{}", text(&put));
     let r = wait_rollout(&fleet, &name, 1, "applied");
+    assert_eq!(r["instruments"][&a]["result"], "applied", "{r:#}");
     let local = r["local_version"].as_i64().unwrap();
     s.wait_for(&a, "running", Duration::from_secs(30), |v| {
         v["state"] == "running"
@@ -133,6 +134,32 @@ fn desired_state_from_the_fleet_is_applied_refused_with_reasons_and_reaches_a_se
     assert_eq!(s.status()["desired_version"], local);
     assert_eq!(s.instrument(&a).unwrap()["state"], "running");
 
+    // One the instrument itself refuses (a heartbeat it cannot parse,
+    // which the schema allows): stored by the sensor, rejected per
+    // instrument with its reason, and the instrument keeps its config.
+    let applied_before = s.instrument(&a).unwrap()["config_applied"].clone();
+    let put = put_desired(
+        &fleet,
+        &name,
+        &format!(
+            "{}config = {{ heartbeat = \"soon\" }}\n",
+            sensor_file(&name, &[(&a, "example")])
+        ),
+        "a heartbeat it cannot parse",
+    );
+    assert!(put.status.success(), "{}", text(&put));
+    let r = wait_rollout(&fleet, &name, 3, "rejected");
+    assert_eq!(r["instruments"][&a]["result"], "rejected", "{r:#}");
+    let problems = r["problems"].to_string();
+    assert!(
+        problems.contains(&format!("instrument {a} refused")),
+        "{r:#}"
+    );
+    assert!(problems.contains("soon"), "{r:#}");
+    let ins = s.instrument(&a).unwrap();
+    assert_eq!(ins["state"], "running");
+    assert_eq!(ins["config_applied"], applied_before, "{ins:#}");
+
     // Away while the fleet changes it: it gets the newest when back.
     s.terminate();
     fleet.wait_sensor(&name, "offline", Duration::from_secs(20), |v| {
@@ -148,7 +175,7 @@ fn desired_state_from_the_fleet_is_applied_refused_with_reasons_and_reaches_a_se
     assert!(put.status.success(), "{}", text(&put));
     assert_eq!(rollout(&fleet, &name)["state"], "pending");
     s.start(&[]);
-    wait_rollout(&fleet, &name, 3, "applied");
+    wait_rollout(&fleet, &name, 4, "applied");
     s.wait_for(&b, "running", Duration::from_secs(30), |v| {
         v["state"] == "running"
     });
@@ -160,8 +187,8 @@ fn desired_state_from_the_fleet_is_applied_refused_with_reasons_and_reaches_a_se
         .iter()
         .map(|v| v["version"].as_u64().unwrap())
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
-    let d = text(&fleet.cli(&["desired", "diff", &name, "1", "3"]));
+    assert_eq!(versions, [1, 2, 3, 4]);
+    let d = text(&fleet.cli(&["desired", "diff", &name, "1", "4"]));
     assert!(d.contains(&format!("+name = \"{b}\"")), "{d}");
     assert!(d.contains(&format!("{name} version 1")), "{d}");
 
@@ -175,7 +202,7 @@ fn desired_state_from_the_fleet_is_applied_refused_with_reasons_and_reaches_a_se
         "b misbehaves",
     ]);
     assert!(rb.status.success(), "{}", text(&rb));
-    wait_rollout(&fleet, &name, 4, "applied");
+    wait_rollout(&fleet, &name, 5, "applied");
     let deadline = Instant::now() + Duration::from_secs(30);
     while s.instrument(&b).is_some() {
         assert!(
