@@ -15,6 +15,7 @@ use crate::hub::HubError;
 /// `GET /api/v1/events` parameters.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
     pub sensor: Option<String>,
     pub instrument: Option<String>,
@@ -25,7 +26,8 @@ pub struct EventQuery {
     pub since_ms: Option<i64>,
     /// … and before this time.
     pub until_ms: Option<i64>,
-    /// At most this many (default 100, at most 1000).
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Only events whose payload does not match their schema (`true`),
     /// or only those that do (`false`).
@@ -175,7 +177,17 @@ fn event_of(m: &async_nats::jetstream::Message) -> Option<(StoredEvent, u64)> {
 
 /// A page of events matching `q`.
 pub async fn query(events: &stream::Stream, q: &EventQuery) -> Result<EventPage, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = match q.limit {
+        None => 100,
+        Some(n @ 1..=1000) => n,
+        Some(n) => {
+            return Err(ApiError::field(
+                "limit",
+                format!("{n} is not from 1 to 1000"),
+                "ask for 1 to 1000 events a page and follow `next`",
+            ));
+        }
+    };
     let deliver_policy = match (q.after, q.since_ms) {
         (Some(a), _) => DeliverPolicy::ByStartSequence {
             start_sequence: a + 1,

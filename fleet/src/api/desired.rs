@@ -20,10 +20,12 @@ pub struct PutDesired {
     pub reason: String,
     /// How long the rollout waits for the sensor (default: the fleet's).
     #[serde(default)]
+    #[schema(pattern = r"^\s*([0-9]{1,9}\s*[a-zA-Z]+\s*)+$", example = "10m")]
     pub timeout: Option<String>,
     /// Keep it only if the sensor's link is healthy again within this
     /// (e.g. "2m"); otherwise the sensor rolls back by itself.
     #[serde(default)]
+    #[schema(pattern = r"^\s*([0-9]{1,9}\s*[a-zA-Z]+\s*)+$", example = "2m")]
     pub confirm_within: Option<String>,
 }
 
@@ -134,6 +136,7 @@ pub(super) async fn get_rollout(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DiffQuery {
     /// The older version.
     pub a: u64,
@@ -185,6 +188,7 @@ pub(super) async fn desired_rollback(
     Body(req): Body<Rollback>,
 ) -> Result<Json<DesiredAndRollout>, ApiError> {
     let who = s.who(&headers, Role::Operator).await?;
+    registry::sensor(&s.hub, &name).await?;
     let old = crate::desired::version(&s.desired, &name, req.version).await?;
     let reason = if req.reason.is_empty() {
         format!("rollback to version {}", req.version)

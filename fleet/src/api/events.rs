@@ -77,6 +77,7 @@ pub(super) async fn get_retention(
 pub struct SetRetention {
     /// How long to keep events, e.g. "30days"; applies to what is stored
     /// already.
+    #[schema(pattern = r"^\s*([0-9]{1,9}\s*[a-zA-Z]+\s*)+$", example = "30days")]
     pub events: String,
 }
 

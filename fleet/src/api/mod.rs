@@ -106,10 +106,13 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let public = Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/enroll", post(sensors::enroll))
+        .route("/api/v1/enroll", post(sensors::enroll));
+    // Everything else needs a valid token before its request is even
+    // parsed (each handler then checks the role it needs).
+    let guarded = Router::new()
         .route(
             "/api/v1/sensors",
             get(sensors::list_sensors).post(sensors::add_sensor),
@@ -160,7 +163,20 @@ pub fn router(state: AppState) -> Router {
             ),
         )
         .route("/api/v1/images/{name}/{version}", get(images::get_image))
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    public.merge(guarded).with_state(state)
+}
+
+async fn require_token(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, ApiError> {
+    s.who(req.headers(), Role::Viewer).await?;
+    Ok(next.run(req).await)
 }
 
 #[derive(OpenApi)]
@@ -192,11 +208,62 @@ pub fn router(state: AppState) -> Router {
         sensors::health_history,
     ),
     components(schemas(ErrorBody, sensors::SensorView, Presence, Heartbeat, StoredEvent)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;
 
 struct BearerAuth;
+
+/// The errors every operation may answer, documented on each: a request
+/// that does not parse (400), no or a bad token (401) or too weak a role
+/// (403) where a token is needed, and a hub that does not answer (503).
+struct CommonErrors;
+
+impl utoipa::Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let mut add = vec![
+                    (
+                        "400",
+                        "the request does not parse or is invalid; the error names the field and the fix",
+                    ),
+                    ("503", "the hub does not answer"),
+                ];
+                if secured {
+                    add.push(("401", "no bearer token, or one this fleet does not know"));
+                    add.push(("403", "the token's role may not do this"));
+                }
+                for (code, what) in add {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| error(what).into());
+                }
+            }
+        }
+    }
+}
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {

@@ -87,6 +87,7 @@ pub struct AddSensor {
     pub name: String,
     /// How long the enrollment token works (default 1h).
     #[serde(default)]
+    #[schema(pattern = r"^\s*([0-9]{1,9}\s*[a-zA-Z]+\s*)+$", example = "1h")]
     pub token_ttl: Option<String>,
 }
 
@@ -137,6 +138,7 @@ pub(super) async fn get_sensor(
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     #[serde(default)]
+    #[schema(pattern = r"^\s*([0-9]{1,9}\s*[a-zA-Z]+\s*)+$", example = "1h")]
     pub token_ttl: Option<String>,
 }
 
@@ -234,8 +236,10 @@ pub(super) async fn list_instruments(
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HealthQuery {
-    /// The newest this many changes (default 100, at most 10000).
+    /// The newest this many changes (default 100).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
 }
 
@@ -255,7 +259,17 @@ pub(super) async fn health_history(
 ) -> Result<Json<Vec<crate::health::HealthChange>>, ApiError> {
     s.who(&headers, Role::Viewer).await?;
     registry::sensor(&s.hub, &name).await?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let limit = match q.limit {
+        None => 100,
+        Some(n @ 1..=10_000) => n,
+        Some(n) => {
+            return Err(ApiError::field(
+                "limit",
+                format!("{n} is not from 1 to 10000"),
+                "ask for 1 to 10000 changes",
+            ));
+        }
+    };
     Ok(Json(
         crate::health::history(&s.health, &name, &instrument, limit).await?,
     ))

@@ -16,6 +16,7 @@ use outpost_tests::{Sensor, entrypoint_pid, example_image, unique};
 mod desired;
 mod watching;
 use desired::{put_desired, sensor_file};
+mod api;
 mod images;
 
 pub(crate) fn text(o: &std::process::Output) -> String {
