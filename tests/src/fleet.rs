@@ -36,6 +36,8 @@ pub struct Fleet {
     api_port: u16,
     heartbeat: String,
     extra: Vec<String>,
+    /// `OUTPOST_LOG` for it.
+    log_filter: String,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -86,12 +88,28 @@ impl Fleet {
             api_port: free_port(),
             heartbeat: heartbeat.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log_filter: "info,outpost_fleet=debug".into(),
             log,
             child: None,
             dir,
         };
         f.spawn();
         f
+    }
+
+    /// A fleet that logs warnings only (for the benchmark, where a debug
+    /// line per heartbeat would be what is measured).
+    pub fn start_quiet(heartbeat: &str, extra: &[&str]) -> Fleet {
+        let mut f = Fleet::start_with(heartbeat, extra);
+        f.stop();
+        f.log_filter = "warn".into();
+        f.spawn();
+        f
+    }
+
+    /// The `outpost-fleet` process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Stops the whole fleet, its hub included (SIGTERM to its group).
@@ -133,7 +151,7 @@ impl Fleet {
             .args(["--hub-listen", &format!("127.0.0.1:{}", self.hub_port)])
             .args(["--heartbeat-every", heartbeat.as_str()])
             .args(&self.extra)
-            .env("OUTPOST_LOG", "info,outpost_fleet=debug")
+            .env("OUTPOST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

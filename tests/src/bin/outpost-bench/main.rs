@@ -28,7 +28,10 @@
 //! user namespaces against privileged containers, and persistent storage
 //! throughput against a plain host directory (see `security.rs`).
 //!
-//! Usage: `outpost-bench [foundation] [bus] [network] [beacon] [security] [--starts N] [--instruments N]`
+//! The fleet section (`fleet`): a sensor simulator against a real fleet
+//! (see `fleet.rs`).
+//!
+//! Usage: `outpost-bench [foundation] [bus] [network] [beacon] [security] [api] [fleet] [--starts N] [--instruments N] [--sensors N] [--enrolled N]`
 //! (run by `./run bench`; every section by default).
 
 use std::fs;
@@ -41,6 +44,7 @@ use outpost_tests::{Sensor, example_image, unique};
 mod api;
 mod beacon;
 mod bus;
+mod fleet;
 mod net;
 mod security;
 
@@ -169,11 +173,26 @@ pub(crate) fn lxc(args: &[&str], lxcpath: &Path) -> Duration {
 fn main() {
     let mut starts = 20usize;
     let mut idle = 10usize;
+    let (mut fleet_sensors, mut fleet_enrolled) = (10_000usize, 2_000usize);
     let mut sections = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "foundation" | "bus" | "network" | "beacon" | "security" | "api" => sections.push(a),
+            "foundation" | "bus" | "network" | "beacon" | "security" | "api" | "fleet" => {
+                sections.push(a)
+            }
+            "--sensors" => {
+                fleet_sensors = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--sensors N")
+            }
+            "--enrolled" => {
+                fleet_enrolled = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--enrolled N")
+            }
             "--starts" => {
                 starts = args
                     .next()
@@ -188,7 +207,7 @@ fn main() {
             }
             _ => {
                 eprintln!(
-                    "usage: outpost-bench [foundation] [bus] [network] [beacon] [security] [api] [--starts N] [--instruments N]"
+                    "usage: outpost-bench [foundation] [bus] [network] [beacon] [security] [api] [fleet] [--starts N] [--instruments N] [--sensors N] [--enrolled N]"
                 );
                 std::process::exit(2);
             }
@@ -202,6 +221,7 @@ fn main() {
             "beacon".into(),
             "security".into(),
             "api".into(),
+            "fleet".into(),
         ];
     }
     let img = example_image();
@@ -231,6 +251,9 @@ fn main() {
     }
     if sections.iter().any(|s| s == "api") {
         api::run(&img, starts);
+    }
+    if sections.iter().any(|s| s == "fleet") {
+        fleet::run(fleet_sensors, fleet_enrolled.min(fleet_sensors));
     }
 }
 
