@@ -9,19 +9,11 @@ use outpost_tests::fleet::Fleet;
 use outpost_tests::{Sensor, example_image, unique};
 
 use super::desired::{put_desired, rollout, sensor_file, wait_rollout};
-use super::{enroll, text, wait_link};
+use super::{enrolled_with, text};
 
 /// A running sensor with no image at all, enrolled in `fleet`.
 fn bare_sensor(fleet: &Fleet) -> (String, Sensor) {
-    let name = unique("edge");
-    let e = fleet.add_sensor(&name, &[]);
-    let mut s = Sensor::new();
-    s.write_sensor("");
-    s.start(&[]);
-    let ok = enroll(&s, &fleet.url, &e.token, &e.fingerprint);
-    assert!(ok.status.success(), "{}", text(&ok));
-    wait_link(&s, "up", Duration::from_secs(20));
-    (name, s)
+    enrolled_with(fleet, None)
 }
 
 #[test]

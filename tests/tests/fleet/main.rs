@@ -73,10 +73,20 @@ pub(crate) fn wait_link(s: &Sensor, state: &str, timeout: Duration) -> serde_jso
 /// A running sensor with `img` imported, enrolled in `fleet` (its link
 /// up); its name at the fleet.
 pub(crate) fn enrolled(fleet: &Fleet, img: &outpost_tests::ImageFile) -> (String, Sensor) {
+    enrolled_with(fleet, Some(img))
+}
+
+/// … with `img` imported, if any.
+pub(crate) fn enrolled_with(
+    fleet: &Fleet,
+    img: Option<&outpost_tests::ImageFile>,
+) -> (String, Sensor) {
     let name = unique("edge");
     let e = fleet.add_sensor(&name, &[]);
     let mut s = Sensor::new();
-    s.import(img);
+    if let Some(img) = img {
+        s.import(img);
+    }
     s.write_sensor("");
     s.start(&[]);
     let ok = enroll(&s, &fleet.url, &e.token, &e.fingerprint);
