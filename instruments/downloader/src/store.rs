@@ -1,0 +1,134 @@
+//! Where artifacts live in the downloader's persistent storage:
+//!
+//! ```text
+//! <root>/artifacts/<name>/<version>   the artifacts, newest `keep` kept
+//! <root>/state/<name>.json            highest version accepted, the
+//!                                     current one, HTTP validators
+//! <root>/tmp/                         bodies while they come
+//! ```
+//!
+//! An artifact is written to `tmp/`, verified, then renamed into place, so
+//! `artifacts/` never holds a partial file; the state is written after, the
+//! same way.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fetch::Validators;
+use crate::verify::version_cmp;
+
+/// What the downloader remembers of a resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The highest version ever accepted: nothing at or below it is taken
+    /// again (kept even when its file is pruned).
+    pub highest: Option<String>,
+    pub current: Option<Current>,
+    #[serde(default)]
+    pub validators: Validators,
+}
+
+/// The version in use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Current {
+    pub version: String,
+    pub sha256: String,
+    pub length: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", path.display())
+}
+
+impl Store {
+    pub fn new(root: &Path) -> Result<Store, String> {
+        for d in ["artifacts", "state", "tmp"] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// A fresh temporary path for a body.
+    pub fn tmp(&self, name: &str) -> PathBuf {
+        self.root
+            .join("tmp")
+            .join(format!("{name}.{:08x}", rand::random::<u32>()))
+    }
+
+    pub fn artifact(&self, name: &str, version: &str) -> PathBuf {
+        self.root.join("artifacts").join(name).join(version)
+    }
+
+    fn state_path(&self, name: &str) -> PathBuf {
+        self.root.join("state").join(format!("{name}.json"))
+    }
+
+    pub fn state(&self, name: &str) -> State {
+        std::fs::read(self.state_path(name))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_state(&self, name: &str, s: &State) -> Result<(), String> {
+        let path = self.state_path(name);
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&serde_json::to_vec_pretty(s).expect("serializes"))
+            .map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// Puts a verified body in place as `name` `version` and keeps the
+    /// newest `keep` versions.
+    pub fn commit(
+        &self,
+        name: &str,
+        version: &str,
+        body: &Path,
+        keep: usize,
+    ) -> Result<PathBuf, String> {
+        let dir = self.root.join("artifacts").join(name);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let dest = dir.join(version);
+        std::fs::rename(body, &dest).map_err(io(&dest))?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        let mut versions: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        versions.sort_by(|a, b| version_cmp(b, a));
+        for old in versions.iter().skip(keep.max(1)) {
+            let _ = std::fs::remove_file(dir.join(old));
+        }
+        Ok(dest)
+    }
+
+    /// The versions kept of `name`, newest first.
+    pub fn versions(&self, name: &str) -> Vec<String> {
+        let dir = self.root.join("artifacts").join(name);
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by(|a, b| version_cmp(b, a));
+        v
+    }
+}
