@@ -244,3 +244,32 @@ mod tests {
         assert_eq!(origin_of("file:///etc/passwd"), None);
     }
 }
+
+#[cfg(test)]
+mod image_schema {
+    /// The image's schema and this crate's parser agree on a config.
+    #[test]
+    fn the_images_schema_takes_what_the_downloader_takes() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../images/downloader/manifest.toml");
+        let m = outpost_protocol::Manifest::parse_valid(&std::fs::read_to_string(path).unwrap())
+            .unwrap();
+        let good = serde_json::json!({
+            "resources": [{
+                "name": "escape-probe", "url": "https://updates.example.org/probe.json",
+                "every": "1h", "max-size": "64MiB", "keep": 3,
+                "verify": {"keys": ["RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3"]},
+            }, {
+                "name": "rules", "url": "http://10.0.0.1/rules.tar",
+                "verify": {"sha256": "ab".repeat(32)},
+            }],
+        });
+        m.check_config(&good).unwrap();
+        let parsed: super::Config = serde_json::from_value(good).unwrap();
+        assert_eq!(parsed.problems(), Vec::<String>::new());
+        let both = serde_json::json!({"resources": [{"name": "x", "url": "https://a/b",
+            "verify": {"keys": ["k"], "sha256": "ab".repeat(32)}}]});
+        assert!(m.check_config(&both).is_err());
+        assert!(serde_json::from_value::<super::Config>(both).is_err());
+    }
+}

@@ -47,6 +47,10 @@ const MAX_METADATA: u64 = 64 * 1024;
 pub async fn check(r: &Resource, client: &Client, store: &Store, now: SystemTime) -> Outcome {
     let tmp = store.tmp(&r.name);
     let out = match check_into(r, client, store, now, &tmp).await {
+        Ok(o @ Outcome::Unchanged { .. }) => {
+            store.confirm_current(&r.name);
+            o
+        }
         Ok(o) => o,
         Err(FetchError::Refused(why)) => Outcome::Refused(why),
         Err(FetchError::Failed(why)) => Outcome::Failed(why),

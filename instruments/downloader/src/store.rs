@@ -118,6 +118,22 @@ impl Store {
         Ok(dest)
     }
 
+    /// Marks the version in use of `name` (and its state) as confirmed
+    /// now: the file's time says when it was last known good, so retention
+    /// removes what is no longer in use, not what still is.
+    pub fn confirm_current(&self, name: &str) {
+        let now = std::time::SystemTime::now();
+        let mut paths = vec![self.state_path(name)];
+        if let Some(c) = self.state(name).current {
+            paths.push(self.artifact(name, &c.version));
+        }
+        for p in paths {
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&p) {
+                let _ = f.set_modified(now);
+            }
+        }
+    }
+
     /// The versions kept of `name`, newest first.
     pub fn versions(&self, name: &str) -> Vec<String> {
         let dir = self.root.join("artifacts").join(name);
