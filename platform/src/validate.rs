@@ -38,17 +38,40 @@ pub fn against_images<E>(
     mut manifest: impl FnMut(&str, &str) -> Result<Option<Manifest>, E>,
 ) -> Result<Checked, E> {
     let mut out = Checked::default();
+    let mut manifests = std::collections::BTreeMap::new();
     for ins in &spec.instruments {
         match manifest(&ins.image, &ins.version)? {
             Some(m) => {
                 if let Err(e) = SensorSpec::validate_against(ins, &m) {
                     out.problems.push(e.to_string());
                 }
+                manifests.insert(ins.name.as_str(), m);
             }
             None => out.unchecked.push(format!(
                 "instrument {} ({}:{})",
                 ins.name, ins.image, ins.version
             )),
+        }
+    }
+    // Artifact routes: the provider provides, every consumer consumes.
+    for (i, r) in spec.artifacts.iter().enumerate() {
+        if let Some(m) = manifests.get(r.from.as_str())
+            && !m.artifacts.provides
+        {
+            out.problems.push(format!(
+                "artifact[{i}].from: image {} of instrument {} does not provide artifacts (fix: route from a downloader)",
+                m.name, r.from
+            ));
+        }
+        for (k, to) in r.to.iter().enumerate() {
+            if let Some(m) = manifests.get(to.as_str())
+                && !m.artifacts.consumes.contains(&r.name)
+            {
+                out.problems.push(format!(
+                    "artifact[{i}].to[{k}]: image {} of instrument {to} does not consume {:?} (fix: route it only to instruments whose image lists it in [artifacts] consumes)",
+                    m.name, r.name
+                ));
+            }
         }
     }
     Ok(out)
@@ -97,5 +120,51 @@ properties.burst = { type = "integer", minimum = 1 }
         assert!(c.is_valid());
         assert_eq!(c.unchecked.len(), 1);
         assert!(c.notes()[0].contains("not imported"));
+    }
+
+    #[test]
+    fn artifacts_go_only_from_a_provider_to_consumers_of_them() {
+        let manifests =
+            |image: &str, _v: &str| -> Result<Option<Manifest>, std::convert::Infallible> {
+                let extra = match image {
+                    "downloader" => "[artifacts]\nprovides = true\n",
+                    "beacon" => "[artifacts]\nconsumes = [\"escape-probe\"]\n",
+                    _ => "",
+                };
+                Ok(Some(
+                    Manifest::parse_valid(&format!(
+                        "name = \"{image}\"\nversion = \"0.1.0\"\nentrypoint = [\"/x\"]\n{extra}"
+                    ))
+                    .unwrap(),
+                ))
+            };
+        let spec = |from: &str, to: &str| {
+            SensorSpec::parse_valid(&format!(
+                "[sensor]\nname = \"s\"\n\
+                 [[instrument]]\nname = \"dl\"\nimage = \"downloader\"\nversion = \"0.1.0\"\n\
+                 [[instrument]]\nname = \"b\"\nimage = \"beacon\"\nversion = \"0.1.0\"\n\
+                 [[instrument]]\nname = \"x\"\nimage = \"example\"\nversion = \"0.1.0\"\n\
+                 [[artifact]]\nname = \"escape-probe\"\nfrom = \"{from}\"\nto = [\"{to}\"]\nsha256 = \"{}\"\n",
+                "ab".repeat(32)
+            ))
+            .unwrap()
+        };
+        assert!(
+            against_images(&spec("dl", "b"), manifests)
+                .unwrap()
+                .is_valid()
+        );
+        let c = against_images(&spec("x", "b"), manifests).unwrap();
+        assert!(
+            c.problems[0].contains("artifact[0].from"),
+            "{:?}",
+            c.problems
+        );
+        let c = against_images(&spec("dl", "x"), manifests).unwrap();
+        assert!(
+            c.problems[0].contains("does not consume \"escape-probe\""),
+            "{:?}",
+            c.problems
+        );
     }
 }

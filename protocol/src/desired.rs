@@ -40,6 +40,9 @@ pub struct SensorSpec {
     pub sensor: SensorMeta,
     #[serde(default, rename = "instrument")]
     pub instruments: Vec<InstrumentSpec>,
+    /// Which provider's artifacts go to which consumers, verified how.
+    #[serde(default, rename = "artifact", skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<crate::artifacts::ArtifactRoute>,
 }
 
 /// Facts about the sensor itself.
@@ -455,6 +458,8 @@ impl SensorSpec {
             }
         }
         self.check_interface_conflicts(&mut c);
+        let names: Vec<&str> = self.instruments.iter().map(|i| i.name.as_str()).collect();
+        crate::artifacts::validate(&self.artifacts, &names, &mut c);
         c.finish("sensor file")
     }
 

@@ -19,6 +19,7 @@
 //! - [`ratelimit`]: a pure limiter for log lines a peer can trigger.
 //! - [`size`]: byte sizes written back exactly.
 
+pub mod artifacts;
 pub mod beacon;
 pub mod bindings;
 pub mod desired;

@@ -64,6 +64,13 @@ pub struct Manifest {
     /// against it and marks the ones that do not match.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub events: BTreeMap<String, EventSpec>,
+    /// Whether it provides artifacts for others, and which it consumes.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub artifacts: crate::artifacts::ArtifactsSpec,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// One event kind's contract.
@@ -392,6 +399,11 @@ impl Manifest {
         self.validate_resources(&mut c);
         self.validate_config_schema(&mut c);
         self.validate_permissions(&mut c);
+        for (i, a) in self.artifacts.consumes.iter().enumerate() {
+            if let Some(p) = names::name_problem(a) {
+                c.push(format!("artifacts.consumes[{i}]"), p, NAME_FIX);
+            }
+        }
 
         c.finish(format!("manifest of image {:?}", self.name))
     }
