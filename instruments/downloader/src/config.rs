@@ -80,14 +80,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(600)
 }
 
-/// Why `s` is not a lowercase hex sha256, or `None`.
-pub fn sha256_problem(s: &str) -> Option<String> {
-    (s.len() != 64
-        || !s
-            .chars()
-            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
-    .then(|| format!("{s:?} is not 64 lowercase hex digits"))
-}
+pub use crate::verify::sha256_problem;
 
 /// Why `name` cannot name a resource (it becomes a file name and a
 /// subject token), or `None`.

@@ -6,14 +6,17 @@
 //! it. The platform verifies again before any consumer gets it.
 //!
 //! - [`config`]: the resources and how each is verified;
-//! - [`verify`]: the decisions that need no network;
+//! - [`verify`] (in `outpost-protocol`): the decisions that need no network;
 //! - [`fetch`]: HTTP with the limits an untrusted server needs;
 //! - [`store`]: artifacts and state in persistent storage.
 
 pub mod config;
 pub mod fetch;
 pub mod store;
-pub mod verify;
+
+/// The decisions that need no network, shared with the platform, which
+/// verifies again what the downloader announces.
+pub use outpost_protocol::artifacts::verify;
 
 use std::time::SystemTime;
 
@@ -31,6 +34,8 @@ pub enum Outcome {
         sha256: String,
         length: u64,
         path: std::path::PathBuf,
+        /// The signed metadata and its signature, when it was signed.
+        signed: Option<(std::path::PathBuf, std::path::PathBuf)>,
     },
     /// Nothing new.
     Unchanged { version: Option<String> },
@@ -72,6 +77,7 @@ async fn check_into(
         version: state.current.map(|c| c.version),
     };
     let mut validators = fetch::Validators::default();
+    let mut signed: Option<(Vec<u8>, String)> = None;
     let (version, expected_sha, expected_len, url) = match &r.verify {
         Verify::Sha256(pin) => {
             // The pinned content is here already: nothing to ask.
@@ -132,6 +138,7 @@ async fn check_into(
             if m.length > limit {
                 return Err(FetchError::Refused(Refusal::TooLarge { limit }));
             }
+            signed = Some((doc, sig));
             (m.version, m.sha256, Some(m.length), url.to_string())
         }
     };
@@ -154,7 +161,13 @@ async fn check_into(
         }));
     }
     let path = store
-        .commit(&r.name, &version, tmp, r.keep)
+        .commit(
+            &r.name,
+            &version,
+            tmp,
+            r.keep,
+            signed.as_ref().map(|(d, s)| (d.as_slice(), s.as_str())),
+        )
         .map_err(FetchError::Failed)?;
     if matches!(r.verify, Verify::Keys(_)) {
         state.highest = Some(version.clone());
@@ -169,6 +182,7 @@ async fn check_into(
         .save_state(&r.name, &state)
         .map_err(FetchError::Failed)?;
     Ok(Outcome::Fetched {
+        signed: signed.map(|_| store.meta(&r.name, &version)),
         version,
         sha256: body.sha256,
         length: body.length,

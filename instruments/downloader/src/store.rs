@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! <root>/artifacts/<name>/<version>   the artifacts, newest `keep` kept
+//! <root>/meta/<name>/<version>.json    the signed metadata of each, and
+//! <root>/meta/<name>/<version>.minisig its signature (for the platform,
+//!                                     which verifies again)
 //! <root>/state/<name>.json            highest version accepted, the
 //!                                     current one, HTTP validators
 //! <root>/tmp/                         bodies while they come
@@ -49,7 +52,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
 
 impl Store {
     pub fn new(root: &Path) -> Result<Store, String> {
-        for d in ["artifacts", "state", "tmp"] {
+        for d in ["artifacts", "meta", "state", "tmp"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(io(&p))?;
         }
@@ -81,24 +84,39 @@ impl Store {
     }
 
     pub fn save_state(&self, name: &str, s: &State) -> Result<(), String> {
-        let path = self.state_path(name);
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&serde_json::to_vec_pretty(s).expect("serializes"))
-            .map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))
+        write_whole(
+            &self.state_path(name),
+            &serde_json::to_vec_pretty(s).expect("serializes"),
+        )
     }
 
-    /// Puts a verified body in place as `name` `version` and keeps the
-    /// newest `keep` versions.
+    /// Where the signed metadata of `name` `version` and its signature are.
+    pub fn meta(&self, name: &str, version: &str) -> (PathBuf, PathBuf) {
+        let dir = self.root.join("meta").join(name);
+        (
+            dir.join(format!("{version}.json")),
+            dir.join(format!("{version}.minisig")),
+        )
+    }
+
+    /// Puts a verified body in place as `name` `version` (with its signed
+    /// metadata and signature, if any, first) and keeps the newest `keep`
+    /// versions.
     pub fn commit(
         &self,
         name: &str,
         version: &str,
         body: &Path,
         keep: usize,
+        signed: Option<(&[u8], &str)>,
     ) -> Result<PathBuf, String> {
+        if let Some((doc, sig)) = signed {
+            let (m, s) = self.meta(name, version);
+            let dir = m.parent().expect("meta dir");
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            write_whole(&m, doc)?;
+            write_whole(&s, sig.as_bytes())?;
+        }
         let dir = self.root.join("artifacts").join(name);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let dest = dir.join(version);
@@ -114,6 +132,9 @@ impl Store {
         versions.sort_by(|a, b| version_cmp(b, a));
         for old in versions.iter().skip(keep.max(1)) {
             let _ = std::fs::remove_file(dir.join(old));
+            let (m, s) = self.meta(name, old);
+            let _ = std::fs::remove_file(m);
+            let _ = std::fs::remove_file(s);
         }
         Ok(dest)
     }
@@ -147,4 +168,13 @@ impl Store {
         v.sort_by(|a, b| version_cmp(b, a));
         v
     }
+}
+
+/// Writes `path` whole or not at all.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
 }

@@ -15,7 +15,7 @@ use crate::config::{Config, Resource, Verify};
 use crate::fetch::Client;
 use crate::store::Store;
 use crate::verify::Metadata;
-use crate::verify::tests::Signer;
+use crate::verify::test_signer::Signer;
 use crate::{Outcome, check};
 
 type Files = Arc<Mutex<HashMap<String, Vec<u8>>>>;
@@ -280,6 +280,17 @@ async fn signed_releases_go_up_only_unexpired_and_signed_by_a_configured_key() {
         );
     }
     assert_eq!(store.versions("escape-probe"), ["10.0.0", "2.1.0"]);
+    // Each kept version's signed metadata is kept with it, for the
+    // platform to verify again; a pruned version's goes with it.
+    let (m, sig) = store.meta("escape-probe", "10.0.0");
+    let m: Metadata = serde_json::from_slice(&std::fs::read(m).unwrap()).unwrap();
+    assert_eq!(m.version, "10.0.0");
+    assert!(
+        std::fs::read_to_string(sig)
+            .unwrap()
+            .contains("untrusted comment")
+    );
+    assert!(!store.meta("escape-probe", "2.0.0").0.exists());
     assert_eq!(
         store.state("escape-probe").highest.as_deref(),
         Some("10.0.0")

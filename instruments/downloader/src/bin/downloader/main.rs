@@ -74,19 +74,23 @@ impl Downloader {
                 sha256,
                 length,
                 path,
+                signed,
             } => {
                 info!(resource = %r.name, %version, %sha256, "artifact fetched and verified");
-                let rel = path
-                    .strip_prefix(ctx.persistent_dir())
-                    .unwrap_or(path)
-                    .display()
-                    .to_string();
+                let rel = |p: &std::path::Path| {
+                    p.strip_prefix(ctx.persistent_dir())
+                        .unwrap_or(p)
+                        .display()
+                        .to_string()
+                };
                 let _ = ctx.publish(
                     "artifact-fetched",
                     "downloader.artifact-fetched/1",
                     &serde_json::json!({
                         "resource": r.name, "version": version, "sha256": sha256,
-                        "length": length, "path": rel,
+                        "length": length, "path": rel(path),
+                        "metadata": signed.as_ref().map(|(m, _)| rel(m)),
+                        "signature": signed.as_ref().map(|(_, s)| rel(s)),
                     }),
                 );
                 (

@@ -99,6 +99,15 @@ impl Key {
     }
 }
 
+/// Why `s` is not a lowercase hex sha256, or `None`.
+pub fn sha256_problem(s: &str) -> Option<String> {
+    (s.len() != 64
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+    .then(|| format!("{s:?} is not 64 lowercase hex digits"))
+}
+
 /// Compares two versions: dotted numbers compare as numbers (1.10 > 1.9),
 /// anything else as text.
 pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
@@ -166,7 +175,7 @@ pub fn check_metadata(
             m.name
         )));
     }
-    if crate::config::sha256_problem(&m.sha256).is_some() {
+    if sha256_problem(&m.sha256).is_some() {
         return Err(Refusal::Metadata(format!(
             "sha256 {:?} is not 64 hex digits",
             m.sha256
@@ -190,37 +199,50 @@ pub fn check_metadata(
     Ok(m)
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use std::time::Duration;
+/// A signing key for tests (minisign's own format, unencrypted).
+#[cfg(any(test, feature = "test-signer"))]
+pub mod test_signer {
+    use super::Key;
 
-    /// A signing key for tests (minisign's own format, unencrypted).
-    pub(crate) struct Signer {
+    pub struct Signer {
         kp: minisign::KeyPair,
     }
 
+    impl Default for Signer {
+        fn default() -> Self {
+            Signer::new()
+        }
+    }
+
     impl Signer {
-        pub(crate) fn new() -> Signer {
+        pub fn new() -> Signer {
             Signer {
-                kp: minisign::KeyPair::generate_unencrypted_keypair().unwrap(),
+                kp: minisign::KeyPair::generate_unencrypted_keypair().expect("a key"),
             }
         }
-        pub(crate) fn public(&self) -> Key {
-            Key::parse(&self.kp.pk.to_base64()).unwrap()
+        pub fn public(&self) -> Key {
+            Key::parse(&self.kp.pk.to_base64()).expect("its own key parses")
         }
-        pub(crate) fn sign(&self, doc: &[u8]) -> String {
-            let sig = minisign::sign(
+        pub fn sign(&self, doc: &[u8]) -> String {
+            minisign::sign(
                 Some(&self.kp.pk),
                 &self.kp.sk,
                 std::io::Cursor::new(doc),
                 Some("trusted"),
                 Some("untrusted"),
             )
-            .unwrap();
-            sig.to_string()
+            .expect("signs")
+            .to_string()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use super::test_signer::Signer;
 
     pub(crate) fn doc(name: &str, version: &str, expires_in: i64) -> Vec<u8> {
         let expires = if expires_in >= 0 {

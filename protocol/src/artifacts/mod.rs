@@ -11,6 +11,8 @@
 //!   verifies what the provider hands over (`[[artifact]]`): a pinned
 //!   sha256, or the minisign keys its signed metadata must verify with.
 
+pub mod verify;
+
 use serde::{Deserialize, Serialize};
 
 use crate::names::{self, NAME_FIX};
