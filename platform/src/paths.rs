@@ -89,6 +89,10 @@ impl StateDir {
     pub fn instance(&self, name: &str) -> PathBuf {
         self.instances().join(name)
     }
+    /// The artifacts installed for instrument `name` (its `/run/artifacts`).
+    pub fn artifacts(&self, name: &str) -> PathBuf {
+        self.root.join("artifacts").join(name)
+    }
     /// The overlay upper dir of a defined container (on its scratch
     /// tmpfs).
     pub fn upper(&self, name: &str) -> PathBuf {

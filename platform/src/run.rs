@@ -171,6 +171,11 @@ pub fn run(state_dir: &Path, opts: RunArgs) -> anyhow::Result<()> {
             shared_bus.clone(),
             shutdown.clone(),
         );
+        let _announcements = tokio::spawn(crate::daemon::follow_announcements(
+            shared_bus.clone(),
+            handle.clone(),
+            shutdown.clone(),
+        ));
         let _api = crate::dbus::serve(&bus, handle.clone(), &api_state, shared_bus, link).await;
         if let Some((addr, remote)) = metrics {
             crate::metrics::serve(addr, remote, handle.clone(), shutdown.clone()).await?;

@@ -21,6 +21,8 @@ pub mod schema {
     pub const RETENTION_VIOLATED: &str = "outpost.retention-violated/1";
     /// An instrument crashed (sent to the fleet with the events).
     pub const CRASH_REPORT: &str = "outpost.crash-report/1";
+    pub const ARTIFACT_INSTALLED: &str = "outpost.artifact-installed/1";
+    pub const ARTIFACT_REFUSED: &str = "outpost.artifact-refused/1";
     /// The fleet link's local buffer is nearly full.
     pub const BACKLOG_HIGH: &str = "outpost.backlog-high/1";
     /// Events the local buffer dropped before the fleet had them.

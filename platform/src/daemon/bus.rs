@@ -262,8 +262,16 @@ impl<R: Runtime> Daemon<R> {
         if let Err(e) = self.db.record_health(name, &check) {
             error!(instrument = name, "cannot record health: {e}");
         }
+        let first_answer = reported_config.is_some() && inst.artifacts_told != Some(generation);
+        if first_answer {
+            inst.artifacts_told = Some(generation);
+        }
         if let Some(reported) = reported_config {
             self.take_reported_config(name, reported);
+        }
+        if first_answer {
+            // It listens now: the artifacts installed while it was away.
+            self.renotify_artifacts(name);
         }
         self.save(name);
         if let Some((from, to)) = obs.transition {

@@ -45,6 +45,16 @@ pub enum Command {
     },
     /// Reconcile now (a restart is due).
     Wake,
+    /// A provider announced an artifact (`artifact-fetched`).
+    ArtifactAnnounced {
+        from: String,
+        payload: serde_json::Value,
+    },
+    /// An artifact install job ended.
+    ArtifactDone {
+        job: Box<super::artifacts::Job>,
+        result: Result<super::artifacts::Installed, super::artifacts::InstallError>,
+    },
     /// A health check ended.
     Health {
         name: String,

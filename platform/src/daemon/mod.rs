@@ -15,6 +15,8 @@
 //! delivery) in `bus` and `nats`; interface bindings in `net`; purging a
 //! removed instrument's data in [`purge`].
 
+mod artifacts;
+pub use artifacts::follow_announcements;
 mod bus;
 mod config;
 mod crash;
@@ -113,6 +115,9 @@ struct Instance {
     after_stop: Option<stopping::AfterStop>,
     /// An operator's restart waiting for the start under way.
     after_start: Option<tokio::sync::oneshot::Sender<Result<(), ApplyError>>>,
+    /// The generation whose first answer was followed by the notices of
+    /// the artifacts installed for it.
+    artifacts_told: Option<u64>,
 }
 
 impl Instance {
@@ -133,6 +138,7 @@ impl Instance {
             busy: None,
             after_stop: None,
             after_start: None,
+            artifacts_told: None,
         }
     }
 }

@@ -103,6 +103,7 @@ impl<R: Runtime> Daemon<R> {
             } else {
                 serde_json::to_string(&ins.interfaces).expect("bindings serialize")
             },
+            artifacts: (!m.artifacts.consumes.is_empty()).then(|| st.artifacts(&ins.name)),
         }
     }
 }

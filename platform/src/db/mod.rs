@@ -17,16 +17,18 @@ use sha2::{Digest, Sha256};
 
 use crate::supervisor::ExitRecord;
 
+mod artifacts;
 mod desired;
 mod idmaps;
 mod images;
 mod instruments;
 mod retention;
 
+pub use artifacts::ArtifactInstall;
 pub use idmaps::{IdRange, Refusal};
 pub use retention::{RetentionOutcome, RetentionRun};
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// Exits kept per instrument.
 const EXIT_HISTORY: i64 = 100;
@@ -450,6 +452,21 @@ impl Db {
                 );
                 CREATE INDEX retention_by_instrument ON retention_runs (instrument, id);
                 PRAGMA user_version = 6;",
+            )
+            .map_err(&err)?;
+        }
+        if v < 7 {
+            // Every artifact installed or refused.
+            tx.execute_batch(
+                "CREATE TABLE artifact_installs (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    name TEXT NOT NULL,
+                    at_ms INTEGER NOT NULL,
+                    outcome TEXT NOT NULL,
+                    body TEXT NOT NULL
+                );
+                CREATE INDEX artifacts_by_name ON artifact_installs (name, outcome);
+                PRAGMA user_version = 7;",
             )
             .map_err(&err)?;
         }

@@ -43,6 +43,12 @@ pub trait BusControl: Send + Sync + 'static {
         schema: &'a str,
         payload: serde_json::Value,
     ) -> BoxFuture<'a, Result<(), BusError>>;
+    /// Tells an instrument an artifact was installed for it.
+    fn notify_artifact<'a>(
+        &'a self,
+        instrument: &'a str,
+        notice: &'a outpost_protocol::messages::ArtifactNotice,
+    ) -> BoxFuture<'a, Result<(), BusError>>;
 }
 
 impl BusControl for Bus {
@@ -109,5 +115,23 @@ impl BusControl for Bus {
         payload: serde_json::Value,
     ) -> BoxFuture<'a, Result<(), BusError>> {
         Box::pin(async move { Bus::publish_event(self, kind, schema, &payload).await })
+    }
+
+    fn notify_artifact<'a>(
+        &'a self,
+        instrument: &'a str,
+        notice: &'a outpost_protocol::messages::ArtifactNotice,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            let env = self.envelope("artifact", schema::ARTIFACT, notice);
+            let subject = subjects::artifact(instrument);
+            self.client()
+                .publish(subject.clone(), env.encode().into())
+                .await
+                .map_err(|e| BusError::Other {
+                    subject,
+                    detail: e.to_string(),
+                })
+        })
     }
 }

@@ -48,6 +48,7 @@ struct State {
     requests: Vec<String>,
     /// (kind, payload) of every platform event.
     events: Vec<(String, serde_json::Value)>,
+    artifacts: Vec<(String, outpost_protocol::messages::ArtifactNotice)>,
 }
 
 impl FakeBus {
@@ -161,6 +162,21 @@ impl BusControl for FakeBus {
                 .unwrap()
                 .events
                 .push((kind.to_string(), payload));
+            Ok(())
+        })
+    }
+
+    fn notify_artifact<'a>(
+        &'a self,
+        instrument: &'a str,
+        notice: &'a outpost_protocol::messages::ArtifactNotice,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            self.inner
+                .lock()
+                .unwrap()
+                .artifacts
+                .push((instrument.to_string(), notice.clone()));
             Ok(())
         })
     }

@@ -301,6 +301,7 @@ mod tests {
             pids: 32,
             transient_bytes: 8 << 20,
             bindings: String::new(),
+            artifacts: None,
         }
     }
 

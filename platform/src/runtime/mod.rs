@@ -67,6 +67,9 @@ pub struct ContainerSpec {
     /// The interface bindings, canonical JSON (empty: none). With any, the
     /// entrypoint waits until outpostd has put them in place.
     pub bindings: String,
+    /// The artifacts installed for it, bind-mounted read-only at
+    /// `/run/artifacts` (an instrument that consumes none has none).
+    pub artifacts: Option<PathBuf>,
 }
 
 impl ContainerSpec {

@@ -12,6 +12,8 @@
 //!     .outpost/status          ../status             (nosuid,nodev,noexec)
 //!     .outpost/nats.nkey       its bus key           (ro,nosuid,nodev,noexec)
 //!     var/lib/instrument       ../persist            (nosuid,nodev)
+//!     run/artifacts            <state>/artifacts/<name>, when it
+//!                              consumes any   (ro,nosuid,nodev,noexec)
 //!   status/   tmpfs (256 KiB, its root's, 0700): the exit record
 //!   persist/  its ext4 image, mounted (nosuid,nodev)
 //! ```
@@ -259,6 +261,17 @@ pub fn build(spec: &ContainerSpec, search: &[PathBuf]) -> Result<(), RootfsError
         &tree("var/lib/instrument", Kind::Dir).open(&root)?,
         ATTR_NOSUID | ATTR_NODEV,
     )?;
+    if let Some(dir) = &spec.artifacts {
+        // What the platform installed for it, verified: it reads, never
+        // writes, and runs nothing from here (a consumer copies what it
+        // runs).
+        fs::create_dir_all(dir).map_err(io_at("artifacts", dir))?;
+        bind(
+            dir,
+            &tree("run/artifacts", Kind::Dir).open(&root)?,
+            ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC,
+        )?;
+    }
     Ok(())
 }
 

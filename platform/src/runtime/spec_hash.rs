@@ -79,6 +79,11 @@ impl ContainerSpec {
         line(&mut o, "pids", &self.pids.to_string());
         line(&mut o, "transient_bytes", &self.transient_bytes.to_string());
         line(&mut o, "bindings", &self.bindings);
+        // Only when there are any, so that the containers of instruments
+        // that consume no artifacts keep their hash.
+        if let Some(a) = &self.artifacts {
+            line(&mut o, "artifacts", &p(a));
+        }
         o
     }
 
@@ -131,6 +136,7 @@ mod tests {
             pids: 64,
             transient_bytes: 16 << 20,
             bindings: String::new(),
+            artifacts: None,
         }
     }
 
