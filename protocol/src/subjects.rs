@@ -57,6 +57,9 @@ pub fn inbox_prefix(name: &str) -> String {
     format!("_INBOX.{name}")
 }
 
+/// The event kind a provider announces a verified artifact with.
+pub const ARTIFACT_FETCHED: &str = "artifact-fetched";
+
 /// `(instrument, kind)` of an event subject.
 pub fn parse_event(subject: &str) -> Option<(&str, &str)> {
     let rest = subject.strip_prefix("outpost.events.")?;
@@ -68,6 +71,8 @@ pub fn parse_event(subject: &str) -> Option<(&str, &str)> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubjectPermissions {
     pub publish: Vec<String>,
+    /// Subjects under `publish` it may still not publish on.
+    pub deny_publish: Vec<String>,
     pub subscribe: Vec<String>,
 }
 
@@ -78,7 +83,14 @@ pub struct SubjectPermissions {
 ///   (`allow_responses`);
 /// - subscribe: what is addressed to it, its own inbox, the events of the
 ///   peers it may read, and its NATS micro-service verbs.
-pub fn instrument_permissions(name: &str, p: &Permissions) -> SubjectPermissions {
+///
+/// Only an instrument whose image provides artifacts may announce one
+/// (`artifact-fetched`); for any other the subject is denied.
+pub fn instrument_permissions(
+    name: &str,
+    p: &Permissions,
+    provides_artifacts: bool,
+) -> SubjectPermissions {
     let mut publish = vec![events_of(name), format!("{}.>", inbox_prefix(name))];
     publish.extend(p.call.iter().map(|peer| format!("outpost.i.{peer}.rpc.>")));
     let mut subscribe = vec![
@@ -91,7 +103,16 @@ pub fn instrument_permissions(name: &str, p: &Permissions) -> SubjectPermissions
         format!("$SRV.*.{name}.*"),
     ];
     subscribe.extend(p.read_events.iter().map(|peer| events_of(peer)));
-    SubjectPermissions { publish, subscribe }
+    let deny_publish = if provides_artifacts {
+        Vec::new()
+    } else {
+        vec![format!("outpost.events.{name}.{ARTIFACT_FETCHED}")]
+    };
+    SubjectPermissions {
+        publish,
+        deny_publish,
+        subscribe,
+    }
 }
 
 /// Whether `subject` matches NATS pattern `pattern` (`*` one token, `>`
@@ -144,10 +165,17 @@ mod tests {
             read_events: vec!["ids".into()],
             call: vec!["downloader".into()],
         };
-        let perms = instrument_permissions("beacon", &p);
+        let perms = instrument_permissions("beacon", &p, false);
         let can_pub = |s: &str| perms.publish.iter().any(|p| matches(p, s));
         let can_sub = |s: &str| perms.subscribe.iter().any(|p| matches(p, s));
         assert!(can_pub("outpost.events.beacon.escape"));
+        let denied = |s: &str| perms.deny_publish.iter().any(|p| matches(p, s));
+        assert!(
+            denied("outpost.events.beacon.artifact-fetched"),
+            "only a provider announces artifacts"
+        );
+        let provider = instrument_permissions("dl", &Permissions::default(), true);
+        assert!(provider.deny_publish.is_empty());
         assert!(
             !can_pub("outpost.events.ids.alert"),
             "not as another instrument"

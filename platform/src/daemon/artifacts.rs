@@ -485,7 +485,10 @@ pub async fn follow_announcements(
                     ANNOUNCEMENTS,
                     pull::Config {
                         durable_name: Some(ANNOUNCEMENTS.into()),
-                        filter_subject: "outpost.events.*.artifact-fetched".into(),
+                        filter_subject: format!(
+                            "outpost.events.*.{}",
+                            outpost_protocol::subjects::ARTIFACT_FETCHED
+                        ),
                         ack_policy: consumer::AckPolicy::Explicit,
                         deliver_policy: consumer::DeliverPolicy::New,
                         ..Default::default()

@@ -216,8 +216,8 @@ impl<R: Runtime> Daemon<R> {
         let present: Vec<&str> = wanted.iter().map(|i| i.name.as_str()).collect();
         let mut users = Vec::new();
         for ins in wanted {
-            let perms = match self.manifest(&ins.image, &ins.version) {
-                Ok(Some(m)) => m.permissions,
+            let (perms, provides) = match self.manifest(&ins.image, &ins.version) {
+                Ok(Some(m)) => (m.permissions, m.artifacts.provides),
                 _ => Default::default(),
             };
             let among = |peers: &[String]| -> Vec<String> {
@@ -231,7 +231,7 @@ impl<R: Runtime> Daemon<R> {
                 Ok(nkey) => users.push(InstrumentUser {
                     name: ins.name.clone(),
                     nkey,
-                    permissions: instrument_permissions(&ins.name, &perms),
+                    permissions: instrument_permissions(&ins.name, &perms, provides),
                     reads: among(&perms.read_events),
                     calls: among(&perms.call),
                 }),

@@ -116,7 +116,7 @@ pub fn render(
                 "users": [{
                     "nkey": i.nkey,
                     "permissions": {
-                        "publish": {"allow": i.permissions.publish},
+                        "publish": {"allow": i.permissions.publish, "deny": i.permissions.deny_publish},
                         "subscribe": {"allow": i.permissions.subscribe},
                         "allow_responses": true,
                     }
@@ -194,6 +194,7 @@ mod tests {
             nkey: format!("U{}", name.to_uppercase()),
             permissions: SubjectPermissions {
                 publish: vec![format!("outpost.events.{name}.>")],
+                deny_publish: vec![format!("outpost.events.{name}.artifact-fetched")],
                 subscribe: vec![format!("outpost.i.{name}.>")],
             },
             reads: reads.iter().map(|s| s.to_string()).collect(),
