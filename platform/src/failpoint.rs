@@ -7,7 +7,9 @@
 //! - `after-define`: a container is defined but not started;
 //! - `desired-before-commit`: a desired-state version is written in its
 //!   transaction, not committed;
-//! - `desired-after-commit`: it is committed, not yet answered.
+//! - `desired-after-commit`: it is committed, not yet answered;
+//! - `artifact-mid-install`: an artifact is copied for a consumer under
+//!   its temporary name, not yet renamed into place.
 
 /// Aborts the process if `OUTPOST_FAILPOINT` names this point.
 pub fn hit(name: &str) {

@@ -99,109 +99,146 @@ fn refusals(s: &Sensor, dl: &str) -> Vec<Value> {
     events_of(s, dl, "artifact-refused")
 }
 
-#[test]
-fn a_signed_probe_reaches_the_beacon_verified_twice_and_every_forgery_is_refused_by_name() {
-    let mut net = HostNet::default();
-    let t = format!("{:05x}", rand::random::<u32>() & 0xf_ffff);
-    let (up, seg, inet) = (format!("tup{t}"), format!("tsg{t}"), format!("tin{t}"));
-    net.links.push(up.clone());
-    net.links.push(seg.clone());
-    net.netns(&inet);
+/// The namespaces, the web server, and a sensor running the downloader
+/// and the beacon with the route between them.
+struct World {
+    rel: Releases,
+    s: Sensor,
+    dl: String,
+    b: String,
+    _web: Spawned,
+    _net: HostNet,
+}
 
-    let mut rel = Releases {
-        dir: tempfile::tempdir().unwrap(),
-        signer: Signer::new(),
-        next_mtime: SystemTime::now(),
-    };
-    let public = rel.signer.public().text.clone();
+impl World {
+    /// … with outpostd started with `env`.
+    fn start(env: &[(&str, &str)]) -> World {
+        let mut net = HostNet::default();
+        let t = format!("{:05x}", rand::random::<u32>() & 0xf_ffff);
+        let (up, seg, inet) = (format!("tup{t}"), format!("tsg{t}"), format!("tin{t}"));
+        net.links.push(up.clone());
+        net.links.push(seg.clone());
+        net.netns(&inet);
 
-    let mut s = Sensor::new();
-    s.import(&image("downloader"));
-    s.import(&image("beacon"));
-    let (dl, b) = (unique("dl"), unique("beacon"));
-    s.write_sensor(&format!(
-        r#"
-[[instrument]]
-name = "{dl}"
-image = "downloader"
-version = "0.1.0"
+        let rel = Releases {
+            dir: tempfile::tempdir().unwrap(),
+            signer: Signer::new(),
+            next_mtime: SystemTime::now(),
+        };
+        let public = rel.signer.public().text.clone();
 
-[instrument.interfaces.uplink0]
-type = "bridge"
-bridge = "{up}"
-create = true
-addresses = ["10.91.0.2/24"]
+        let mut s = Sensor::new();
+        s.import(&image("downloader"));
+        s.import(&image("beacon"));
+        let (dl, b) = (unique("dl"), unique("beacon"));
+        s.write_sensor(&format!(
+            r#"
+    [[instrument]]
+    name = "{dl}"
+    image = "downloader"
+    version = "0.1.0"
 
-[instrument.config]
-resources = [{{ name = "escape-probe", url = "http://10.91.0.1:8080/probe.json", every = "1s", verify = {{ keys = ["{public}"] }} }}]
+    [instrument.interfaces.uplink0]
+    type = "bridge"
+    bridge = "{up}"
+    create = true
+    addresses = ["10.91.0.2/24"]
 
-[[instrument]]
-name = "{b}"
-image = "beacon"
-version = "0.1.0"
+    [instrument.config]
+    resources = [{{ name = "escape-probe", url = "http://10.91.0.1:8080/probe.json", every = "1s", verify = {{ keys = ["{public}"] }} }}]
 
-[instrument.interfaces.seg0]
-type = "bridge"
-bridge = "{seg}"
-create = true
-addresses = ["10.92.0.2/24"]
+    [[instrument]]
+    name = "{b}"
+    image = "beacon"
+    version = "0.1.0"
 
-[instrument.config]
-update = "escape-probe"
-update_window = "4s"
+    [instrument.interfaces.seg0]
+    type = "bridge"
+    bridge = "{seg}"
+    create = true
+    addresses = ["10.92.0.2/24"]
 
-[instrument.config.probe]
-interval = "1s"
-timeout = "800ms"
-key = "{KEY}"
-tcp = ["10.92.0.1:7009"]
+    [instrument.config]
+    update = "escape-probe"
+    update_window = "4s"
 
-[[artifact]]
-name = "escape-probe"
-from = "{dl}"
-to = ["{b}"]
-keys = ["{public}"]
-"#
-    ));
-    s.start(&[]);
-    s.wait_running(&dl);
-    s.wait_running(&b);
-    // The Internet's side of the uplink, once outpostd made the bridge.
-    let port = format!("tip{t}");
-    ip(&[
-        "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &inet,
-    ]);
-    net.links.push(port.clone());
-    ip(&["-n", &inet, "addr", "add", "10.91.0.1/24", "dev", "eth0"]);
-    ip(&["-n", &inet, "link", "set", "eth0", "up"]);
-    ip(&["link", "set", &port, "master", &up, "up"]);
-    let _web = Spawned(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &inet,
-                "python3",
-                "-m",
-                "http.server",
-                "8080",
-            ])
-            .args(["--bind", "10.91.0.1", "--directory"])
-            .arg(rel.dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 http.server"),
-    );
+    [instrument.config.probe]
+    interval = "1s"
+    timeout = "800ms"
+    key = "{KEY}"
+    tcp = ["10.92.0.1:7009"]
 
-    // A new probe: the shipped one with a marker (it still runs).
-    s.wait_for(&b, "healthy", Duration::from_secs(20), |i| {
+    [[artifact]]
+    name = "escape-probe"
+    from = "{dl}"
+    to = ["{b}"]
+    keys = ["{public}"]
+    "#
+        ));
+        s.start_env(&[], env);
+        s.wait_running(&dl);
+        s.wait_running(&b);
+        // The Internet's side of the uplink, once outpostd made the bridge.
+        let port = format!("tip{t}");
+        ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &inet,
+        ]);
+        net.links.push(port.clone());
+        ip(&["-n", &inet, "addr", "add", "10.91.0.1/24", "dev", "eth0"]);
+        ip(&["-n", &inet, "link", "set", "eth0", "up"]);
+        ip(&["link", "set", &port, "master", &up, "up"]);
+        let web = Spawned(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &inet,
+                    "python3",
+                    "-m",
+                    "http.server",
+                    "8080",
+                ])
+                .args(["--bind", "10.91.0.1", "--directory"])
+                .arg(rel.dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("python3 http.server"),
+        );
+        World {
+            rel,
+            s,
+            dl,
+            b,
+            _web: web,
+            _net: net,
+        }
+    }
+}
+
+/// The shipped probe of beacon `b` with `marker` appended (it still runs).
+fn probe(s: &Sensor, b: &str, marker: &str) -> Vec<u8> {
+    s.wait_for(b, "healthy", Duration::from_secs(20), |i| {
         i["health"] == "ok"
     });
-    let shipped = s.attach(&b, &["cat", "/usr/bin/escape-probe"]).stdout;
-    assert!(shipped.len() > 100_000, "could not read the shipped probe");
-    let mut v2 = shipped.clone();
-    v2.extend_from_slice(b"\0outpost artifact test 2.0.0");
+    let mut v = s.attach(b, &["cat", "/usr/bin/escape-probe"]).stdout;
+    assert!(v.len() > 100_000, "could not read the shipped probe");
+    v.extend_from_slice(marker.as_bytes());
+    v
+}
+
+#[test]
+fn a_signed_probe_reaches_the_beacon_verified_twice_and_every_forgery_is_refused_by_name() {
+    let World {
+        mut rel,
+        s,
+        dl,
+        b,
+        _web,
+        _net,
+    } = World::start(&[]);
+    // A new probe: the shipped one with a marker (it still runs).
+    let v2 = probe(&s, &b, "\0outpost artifact test 2.0.0");
     let v2_sha = sha(&v2);
     rel.publish("2.0.0", &v2, None, |_| {});
 
@@ -309,4 +346,46 @@ keys = ["{public}"]
         .filter(|e| e["rejected_sha256"] == sha(&silent).as_str())
         .count();
     assert_eq!(rollbacks, 1, "the silent probe was tried again");
+}
+
+#[test]
+fn a_crash_of_outpostd_mid_install_leaves_no_partial_artifact_and_the_install_resumes() {
+    let World {
+        mut rel,
+        mut s,
+        dl,
+        b,
+        _web,
+        _net,
+    } = World::start(&[("OUTPOST_FAILPOINT", "artifact-mid-install")]);
+    let v2 = probe(&s, &b, "\0outpost artifact crash test 2.0.0");
+    rel.publish("2.0.0", &v2, None, |_| {});
+    // outpostd dies with the copy under its temporary name.
+    assert!(!s.wait_exit(Duration::from_secs(60)).success());
+    let dir = s.state.join("artifacts").join(&b).join("escape-probe");
+    assert!(
+        dir.join(".2.0.0.tmp").exists(),
+        "it did not die mid-install"
+    );
+    assert!(!dir.join("2.0.0").exists());
+
+    // Started again: the half copy is gone, the announcement is heard
+    // again, and the whole artifact is installed and run.
+    s.start(&[]);
+    assert!(!dir.join(".2.0.0.tmp").exists(), "a partial file was left");
+    let installed = wait_until(
+        "the install after the crash",
+        Duration::from_secs(90),
+        || {
+            events_of(&s, "outpostd", "artifact-installed")
+                .into_iter()
+                .find(|e| e["version"] == "2.0.0")
+        },
+    );
+    assert_eq!(installed["sha256"], sha(&v2).as_str(), "{installed}");
+    assert_eq!(fs::read(dir.join("2.0.0")).unwrap(), v2);
+    s.wait_for(&b, "running the new probe", Duration::from_secs(30), |i| {
+        i["health_details"]["probe"]["sha256"] == sha(&v2).as_str()
+    });
+    let _ = &dl;
 }

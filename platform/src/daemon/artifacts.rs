@@ -44,7 +44,7 @@ pub struct Announced {
 }
 
 /// One install to do, with everything it needs (run as a blocking job).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Job {
     pub route: ArtifactRoute,
     pub provider: String,
@@ -57,6 +57,9 @@ pub struct Job {
     pub highest: Option<String>,
     /// Where the copy is verified before it is placed.
     pub staging: PathBuf,
+    /// Told when the announcement is handled (then it is acknowledged; an
+    /// outpostd that dies before hears it again after its restart).
+    pub done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// An installed artifact, for its consumers' notices.
@@ -153,6 +156,33 @@ fn read_small(root: &Path, rel: &str) -> Result<Vec<u8>, InstallError> {
         }));
     }
     Ok(out)
+}
+
+/// Removes what an install that died half-way left: the staging copies
+/// and every consumer's unfinished `.<version>.tmp` (so `/run/artifacts`
+/// only ever shows whole files).
+pub fn recover(artifacts_root: &Path) {
+    let _ = std::fs::remove_dir_all(artifacts_root.join(".staging"));
+    let Ok(consumers) = std::fs::read_dir(artifacts_root) else {
+        return;
+    };
+    for c in consumers.flatten() {
+        let Ok(names) = std::fs::read_dir(c.path()) else {
+            continue;
+        };
+        for n in names.flatten() {
+            let Ok(files) = std::fs::read_dir(n.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    warn!(path = %f.path().display(), "removing a half-installed artifact");
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
+    }
 }
 
 /// Copies, verifies and installs one announced artifact.
@@ -262,6 +292,7 @@ fn place(job: &Job, staged: &Path, sha: &str) -> Result<Installed, InstallError>
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444)).map_err(io)?;
         }
         File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+        crate::failpoint::hit("artifact-mid-install");
         std::fs::rename(&tmp, dir.join(version)).map_err(io)?;
         let mut versions: Vec<String> = std::fs::read_dir(&dir)
             .map_err(io)?
@@ -285,7 +316,12 @@ fn place(job: &Job, staged: &Path, sha: &str) -> Result<Installed, InstallError>
 impl<R: crate::runtime::Runtime> super::Daemon<R> {
     /// A provider announced an artifact: install it if the sensor file
     /// routes it from there (as a blocking job).
-    pub(super) fn on_artifact_announced(&mut self, from: String, payload: serde_json::Value) {
+    pub(super) fn on_artifact_announced(
+        &mut self,
+        from: String,
+        payload: serde_json::Value,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
         let announced: Announced = match serde_json::from_value(payload) {
             Ok(a) => a,
             Err(e) => {
@@ -327,6 +363,7 @@ impl<R: crate::runtime::Runtime> super::Daemon<R> {
             provider: from,
             route,
             announced,
+            done,
         };
         if !provides {
             let why = InstallError::Refused(Refusal::Metadata(format!(
@@ -347,7 +384,12 @@ impl<R: crate::runtime::Runtime> super::Daemon<R> {
     }
 
     /// Records an install or refusal, says so, and tells the consumers.
-    pub(super) fn on_artifact_done(&mut self, job: Job, result: Result<Installed, InstallError>) {
+    pub(super) fn on_artifact_done(
+        &mut self,
+        mut job: Job,
+        result: Result<Installed, InstallError>,
+    ) {
+        let done = job.done.take();
         let a = &job.announced;
         let mut rec = crate::db::ArtifactInstall {
             id: 0,
@@ -395,6 +437,9 @@ impl<R: crate::runtime::Runtime> super::Daemon<R> {
         }
         if let Err(e) = self.db.add_artifact_install(&rec) {
             warn!("cannot record the artifact {}: {e}", rec.name);
+        }
+        if let Some(d) = done {
+            let _ = d.send(());
         }
     }
 
@@ -490,6 +535,7 @@ pub async fn follow_announcements(
                             outpost_protocol::subjects::ARTIFACT_FETCHED
                         ),
                         ack_policy: consumer::AckPolicy::Explicit,
+                        ack_wait: std::time::Duration::from_secs(30),
                         deliver_policy: consumer::DeliverPolicy::New,
                         ..Default::default()
                     },
@@ -502,12 +548,28 @@ pub async fn follow_announcements(
                 if let Some((from, _)) = outpost_protocol::subjects::parse_event(&m.subject)
                     && let Ok(env) = outpost_protocol::Envelope::decode(&m.payload)
                 {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
                     let cmd = super::Command::ArtifactAnnounced {
                         from: from.to_string(),
                         payload: env.payload,
+                        done: Some(tx),
                     };
                     if handle.send(cmd).await.is_err() {
                         return Ok(());
+                    }
+                    // Acknowledged once handled (installed, refused or not
+                    // routed), and told "in progress" meanwhile; a daemon
+                    // that dies first hears it again within `ack_wait`.
+                    let mut rx = rx;
+                    loop {
+                        match tokio::time::timeout(std::time::Duration::from_secs(10), &mut rx)
+                            .await
+                        {
+                            Ok(_) => break,
+                            Err(_) => {
+                                let _ = m.ack_with(async_nats::jetstream::AckKind::Progress).await;
+                            }
+                        }
                     }
                 }
                 let _ = m.ack().await;
@@ -602,6 +664,7 @@ mod tests {
             ],
             highest: None,
             staging: dir.join("staging"),
+            done: None,
         };
         (job, signer)
     }

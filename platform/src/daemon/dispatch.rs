@@ -31,9 +31,11 @@ impl<R: Runtime> Daemon<R> {
                     .await
             }
             Command::Wake => {}
-            Command::ArtifactAnnounced { from, payload } => {
-                self.on_artifact_announced(from, payload);
-            }
+            Command::ArtifactAnnounced {
+                from,
+                payload,
+                done,
+            } => self.on_artifact_announced(from, payload, done),
             Command::ArtifactDone { job, result } => self.on_artifact_done(*job, result),
             // Health and config results change no desired or observed
             // container state (a health restart schedules its own

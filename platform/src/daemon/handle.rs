@@ -49,6 +49,8 @@ pub enum Command {
     ArtifactAnnounced {
         from: String,
         payload: serde_json::Value,
+        /// Told once it is handled.
+        done: Option<tokio::sync::oneshot::Sender<()>>,
     },
     /// An artifact install job ended.
     ArtifactDone {

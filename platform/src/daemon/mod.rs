@@ -341,6 +341,7 @@ impl<R: Runtime> Daemon<R> {
                 .map_err(|e| DaemonError::Setup(format!("cannot create {}: {e}", dir.display())))?;
         }
         self.images.recover(&self.db)?;
+        artifacts::recover(&self.cfg.state.root().join("artifacts"));
         self.desired = self.db.latest_desired()?;
         if let Some(file) = self.cfg.sensor_file.clone() {
             match self.load_sensor_file(&file, false) {
