@@ -28,10 +28,13 @@
 //! user namespaces against privileged containers, and persistent storage
 //! throughput against a plain host directory (see `security.rs`).
 //!
+//! The downloader section (`downloader`): verified download throughput
+//! against curl + sha256sum (see `downloader.rs`).
+//!
 //! The fleet section (`fleet`): a sensor simulator against a real fleet
 //! (see `fleet.rs`).
 //!
-//! Usage: `outpost-bench [foundation] [bus] [network] [beacon] [security] [api] [fleet] [--starts N] [--instruments N] [--sensors N] [--enrolled N]`
+//! Usage: `outpost-bench [foundation] [bus] [network] [beacon] [security] [api] [fleet] [downloader] [--starts N] [--instruments N] [--sensors N] [--enrolled N]`
 //! (run by `./run bench`; every section by default).
 
 use std::fs;
@@ -44,6 +47,7 @@ use outpost_tests::{Sensor, example_image, unique};
 mod api;
 mod beacon;
 mod bus;
+mod downloader;
 mod fleet;
 mod net;
 mod security;
@@ -178,9 +182,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "foundation" | "bus" | "network" | "beacon" | "security" | "api" | "fleet" => {
-                sections.push(a)
-            }
+            "foundation" | "bus" | "network" | "beacon" | "security" | "api" | "fleet"
+            | "downloader" => sections.push(a),
             "--sensors" => {
                 fleet_sensors = args
                     .next()
@@ -207,7 +210,7 @@ fn main() {
             }
             _ => {
                 eprintln!(
-                    "usage: outpost-bench [foundation] [bus] [network] [beacon] [security] [api] [fleet] [--starts N] [--instruments N] [--sensors N] [--enrolled N]"
+                    "usage: outpost-bench [foundation] [bus] [network] [beacon] [security] [api] [fleet] [downloader] [--starts N] [--instruments N] [--sensors N] [--enrolled N]"
                 );
                 std::process::exit(2);
             }
@@ -222,6 +225,7 @@ fn main() {
             "security".into(),
             "api".into(),
             "fleet".into(),
+            "downloader".into(),
         ];
     }
     let img = example_image();
@@ -251,6 +255,9 @@ fn main() {
     }
     if sections.iter().any(|s| s == "api") {
         api::run(&img, starts);
+    }
+    if sections.iter().any(|s| s == "downloader") {
+        downloader::run(5);
     }
     if sections.iter().any(|s| s == "fleet") {
         fleet::run(fleet_sensors, fleet_enrolled.min(fleet_sensors));
