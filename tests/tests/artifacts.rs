@@ -95,9 +95,41 @@ impl Releases {
     }
 }
 
-fn refusals(s: &Sensor, dl: &str) -> Vec<Value> {
+/// The downloader's refusals of resource `resource`.
+fn refusals_of(s: &Sensor, dl: &str, resource: &str) -> Vec<Value> {
     events_of(s, dl, "artifact-refused")
+        .into_iter()
+        .filter(|e| e["resource"] == resource)
+        .collect()
 }
+
+fn refusals(s: &Sensor, dl: &str) -> Vec<Value> {
+    refusals_of(s, dl, "escape-probe")
+}
+
+/// The "Internet"'s web server: files from `dir`, and two hostile paths:
+/// `/trickle` sends a byte every 200 ms, `/away` redirects to another host.
+const SERVER: &str = r#"
+import http.server, sys, time
+class H(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/trickle":
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            for _ in range(100000):
+                self.wfile.write(b"x"); self.wfile.flush(); time.sleep(0.2)
+        elif self.path == "/away":
+            self.send_response(302)
+            self.send_header("Location", "http://10.91.0.3:8080/probe-2.0.0")
+            self.end_headers()
+        else:
+            super().do_GET()
+    def log_message(self, *a):
+        pass
+h = lambda *a, **k: H(*a, directory=sys.argv[1], **k)
+http.server.ThreadingHTTPServer(("10.91.0.1", 8080), h).serve_forever()
+"#;
 
 /// The namespaces, the web server, and a sensor running the downloader
 /// and the beacon with the route between them.
@@ -113,6 +145,11 @@ struct World {
 impl World {
     /// … with outpostd started with `env`.
     fn start(env: &[(&str, &str)]) -> World {
+        World::start_with(env, "")
+    }
+
+    /// … with more downloader resources (TOML inline tables).
+    fn start_with(env: &[(&str, &str)], more: &str) -> World {
         let mut net = HostNet::default();
         let t = format!("{:05x}", rand::random::<u32>() & 0xf_ffff);
         let (up, seg, inet) = (format!("tup{t}"), format!("tsg{t}"), format!("tin{t}"));
@@ -145,7 +182,7 @@ impl World {
     addresses = ["10.91.0.2/24"]
 
     [instrument.config]
-    resources = [{{ name = "escape-probe", url = "http://10.91.0.1:8080/probe.json", every = "1s", verify = {{ keys = ["{public}"] }} }}]
+    resources = [{{ name = "escape-probe", url = "http://10.91.0.1:8080/probe.json", every = "1s", verify = {{ keys = ["{public}"] }} }}{more}]
 
     [[instrument]]
     name = "{b}"
@@ -185,20 +222,15 @@ impl World {
         ]);
         net.links.push(port.clone());
         ip(&["-n", &inet, "addr", "add", "10.91.0.1/24", "dev", "eth0"]);
+        ip(&["-n", &inet, "addr", "add", "10.91.0.3/24", "dev", "eth0"]);
         ip(&["-n", &inet, "link", "set", "eth0", "up"]);
         ip(&["link", "set", &port, "master", &up, "up"]);
+        let script = rel.dir.path().join(".server.py");
+        fs::write(&script, SERVER).unwrap();
         let web = Spawned(
             Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &inet,
-                    "python3",
-                    "-m",
-                    "http.server",
-                    "8080",
-                ])
-                .args(["--bind", "10.91.0.1", "--directory"])
+                .args(["netns", "exec", &inet, "python3"])
+                .arg(&script)
                 .arg(rel.dir.path())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -388,4 +420,63 @@ fn a_crash_of_outpostd_mid_install_leaves_no_partial_artifact_and_the_install_re
         i["health_details"]["probe"]["sha256"] == sha(&v2).as_str()
     });
     let _ = &dl;
+}
+
+#[test]
+fn endless_slow_and_redirected_downloads_and_a_climbing_name_are_refused_by_name() {
+    let big = "ab".repeat(32);
+    let more = format!(
+        r#", {{ name = "endless", url = "http://10.91.0.1:8080/big", every = "1s", max-size = "1MiB", verify = {{ sha256 = "{big}" }} }},
+    {{ name = "slow", url = "http://10.91.0.1:8080/trickle", every = "1s", min-rate = 10000, verify = {{ sha256 = "{big}" }} }},
+    {{ name = "elsewhere", url = "http://10.91.0.1:8080/away", every = "1s", verify = {{ sha256 = "{big}" }} }}"#
+    );
+    let World {
+        mut rel,
+        s,
+        dl,
+        b,
+        _web,
+        _net,
+    } = World::start_with(&[], &more);
+    rel.write("big", &vec![7u8; 2 << 20]);
+    for (resource, reason, within) in [
+        ("endless", "too-large", 20),
+        ("elsewhere", "redirect", 20),
+        // The minimum rate applies after the first 10 s.
+        ("slow", "too-slow", 40),
+    ] {
+        let got = wait_until(reason, Duration::from_secs(within), || {
+            refusals_of(&s, &dl, resource).into_iter().next()
+        });
+        assert_eq!(got["reason"], reason, "{got}");
+    }
+    let h = s.instrument(&dl).unwrap();
+    assert_eq!(h["health"], "degraded", "{h:#}");
+    assert!(
+        h["health_message"]
+            .as_str()
+            .unwrap()
+            .contains("endless: refused (too-large"),
+        "{h:#}"
+    );
+    // A resource name that climbs out of the downloader's storage never
+    // reaches it: the sensor file is refused, naming the field.
+    let file = s.dir.path().join("climb.toml");
+    let text = fs::read_to_string(&s.sensor_file).unwrap().replacen(
+        "name = \"endless\"",
+        "name = \"../etc\"",
+        1,
+    );
+    fs::write(&file, text).unwrap();
+    let out = s.ctl(&["apply", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        why.contains("resources/3/name")
+            || why.contains("resources[3].name")
+            || why.contains("../etc"),
+        "{why}"
+    );
+    assert!(events_of(&s, "outpostd", "artifact-installed").is_empty());
+    let _ = &b;
 }
