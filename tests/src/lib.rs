@@ -13,6 +13,7 @@
 //!   `example-0.1.0.tar.gz` and its `.sha256`.
 
 pub mod archive;
+pub mod artifacts;
 pub mod beacon;
 pub mod dbus;
 pub mod fleet;

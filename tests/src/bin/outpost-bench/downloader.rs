@@ -1,7 +1,10 @@
-//! The downloader section: verified download throughput of a 200 MiB file
-//! over a namespace link (the downloader's own fetch, size cap, hashing,
-//! atomic store), against `curl` + `sha256sum` on the same file in the
-//! same run.
+//! The downloader section:
+//! - verified download throughput of a 200 MiB file over a namespace link
+//!   (the downloader's own fetch, size cap, hashing, atomic store), against
+//!   `curl` + `sha256sum` on the same file in the same run;
+//! - the time from a signed probe release to the beacon running it, with a
+//!   5 s check interval (downloader, platform, beacon), against the same
+//!   beacon taking a binary dropped at its watched path.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -116,5 +119,63 @@ pub fn run(rounds: usize) {
         "{:<52} {:>8.0}%",
         "downloader / baseline",
         100.0 * b.as_secs_f64() / o.as_secs_f64()
+    );
+}
+
+/// From a release to the beacon running it, against a dropped binary.
+pub fn update_latency(rounds: usize) {
+    use outpost_tests::artifacts::{World, probe, sha};
+    println!("\n== probe updates (downloader checks every 5 s; the beacon's probe every 1 s)");
+    let World {
+        mut rel,
+        s,
+        b,
+        _web,
+        _net,
+        ..
+    } = World::start_with(&[], "", "5s");
+    let base = probe(&s, &b, "");
+    let running = |bin: &[u8]| {
+        let want = sha(bin);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let i = s.instrument(&b).unwrap_or_default();
+            let p = &i["health_details"]["probe"];
+            if p["sha256"] == want.as_str() && p["trial"] == false {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never ran the new probe: {i:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (mut released, mut dropped) = (Vec::new(), Vec::new());
+    let watched = s.persist(&b).join("probe/escape-probe");
+    // The baseline first: once an artifact came, the beacon watches the
+    // artifact's path instead.
+    for i in 0..rounds {
+        let mut bin = base.clone();
+        bin.extend_from_slice(format!("\0bench drop {i}").as_bytes());
+        let tmp = watched.with_extension("new");
+        std::fs::create_dir_all(watched.parent().unwrap()).unwrap();
+        let t0 = Instant::now();
+        std::fs::write(&tmp, &bin).unwrap();
+        std::fs::rename(&tmp, &watched).unwrap();
+        running(&bin);
+        dropped.push(ms(t0.elapsed()));
+    }
+    for i in 0..rounds {
+        let mut bin = base.clone();
+        bin.extend_from_slice(format!("\0bench release {i}").as_bytes());
+        let t0 = Instant::now();
+        rel.publish(&format!("2.{i}.0"), &bin, None, |_| {});
+        running(&bin);
+        released.push(ms(t0.elapsed()));
+    }
+    println!("{:<52} {:>9} {:>9}", "", "p50", "p99");
+    crate::row("signed release → the beacon runs it", &released, "ms");
+    crate::row(
+        "binary dropped at the watched path (baseline)",
+        &dropped,
+        "ms",
     );
 }

@@ -258,6 +258,7 @@ fn main() {
     }
     if sections.iter().any(|s| s == "downloader") {
         downloader::run(5);
+        downloader::update_latency(5);
     }
     if sections.iter().any(|s| s == "fleet") {
         fleet::run(fleet_sensors, fleet_enrolled.min(fleet_sensors));
