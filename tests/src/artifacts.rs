@@ -31,6 +31,9 @@ pub fn sha(b: &[u8]) -> String {
 pub struct Releases {
     pub dir: tempfile::TempDir,
     pub signer: Signer,
+    /// A key the downloader trusts and the sensor file's route does not
+    /// (the platform's own check is what refuses its releases).
+    pub downloader_only: Signer,
     /// Each publication is dated one second after the last, so a
     /// conditional GET never mistakes it for the one before.
     pub next_mtime: SystemTime,
@@ -161,9 +164,11 @@ impl World {
         let rel = Releases {
             dir: tempfile::tempdir().unwrap(),
             signer: Signer::new(),
+            downloader_only: Signer::new(),
             next_mtime: SystemTime::now(),
         };
         let public = rel.signer.public().text.clone();
+        let second = rel.downloader_only.public().text.clone();
 
         let mut s = Sensor::new();
         s.import(&image("downloader"));
@@ -183,7 +188,7 @@ impl World {
     addresses = ["10.91.0.2/24"]
 
     [instrument.config]
-    resources = [{{ name = "escape-probe", url = "http://10.91.0.1:8080/probe.json", every = "{every}", verify = {{ keys = ["{public}"] }} }}{more}]
+    resources = [{{ name = "escape-probe", url = "http://10.91.0.1:8080/probe.json", every = "{every}", verify = {{ keys = ["{public}", "{second}"] }} }}{more}]
 
     [[instrument]]
     name = "{b}"

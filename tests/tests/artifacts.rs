@@ -105,6 +105,36 @@ fn a_signed_probe_reaches_the_beacon_verified_twice_and_every_forgery_is_refused
     let installs = events_of(&s, "outpostd", "artifact-installed");
     assert_eq!(installs.len(), 1, "{installs:#?}");
 
+    // Signed by a key the downloader trusts and the sensor file's route
+    // does not: the downloader takes it, the platform refuses it by name,
+    // and the beacon never sees it.
+    let v35 = probe(&s, &b, "\0outpost artifact test 3.5.0");
+    let by = std::mem::replace(&mut rel.downloader_only, Signer::new());
+    rel.publish("3.5.0", &v35, Some(&by), |_| {});
+    wait_until("artifact-fetched 3.5.0", Duration::from_secs(20), || {
+        events_of(&s, &dl, "artifact-fetched")
+            .into_iter()
+            .find(|e| e["version"] == "3.5.0")
+    });
+    let refused = wait_until("the platform's refusal", Duration::from_secs(20), || {
+        events_of(&s, "outpostd", "artifact-refused")
+            .into_iter()
+            .find(|e| e["version"] == "3.5.0")
+    });
+    assert_eq!(refused["reason"], "unknown-key", "{refused}");
+    assert_eq!(refused["provider"], dl.as_str(), "{refused}");
+    assert!(
+        !s.state
+            .join("artifacts")
+            .join(&b)
+            .join("escape-probe/3.5.0")
+            .exists()
+    );
+    assert_eq!(
+        s.instrument(&b).unwrap()["health_details"]["probe"]["sha256"],
+        v2_sha.as_str()
+    );
+
     // A signed version that prints nothing: installed, tried, rolled back
     // by the beacon to the good one, and not tried again.
     let silent = b"#!/bin/sh\nexec sleep 1000\n".to_vec();
