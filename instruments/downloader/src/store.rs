@@ -146,7 +146,8 @@ impl Store {
         let now = std::time::SystemTime::now();
         let mut paths = vec![self.state_path(name)];
         if let Some(c) = self.state(name).current {
-            paths.push(self.artifact(name, &c.version));
+            let (m, s) = self.meta(name, &c.version);
+            paths.extend([self.artifact(name, &c.version), m, s]);
         }
         for p in paths {
             if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&p) {
@@ -177,4 +178,54 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), String> {
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn age(p: &Path, by: Duration) {
+        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        f.set_modified(SystemTime::now() - by).unwrap();
+    }
+
+    /// Retention (the SDK's default handler, as the downloader runs it)
+    /// removes old versions and keeps the one in use, with its metadata.
+    #[test]
+    fn retention_keeps_the_version_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path()).unwrap();
+        for v in ["1.0.0", "2.0.0"] {
+            let body = store.tmp("p");
+            std::fs::write(&body, v).unwrap();
+            store
+                .commit("p", v, &body, 3, Some((b"{}".as_slice(), "sig")))
+                .unwrap();
+        }
+        let mut st = store.state("p");
+        st.current = Some(Current {
+            version: "2.0.0".into(),
+            sha256: String::new(),
+            length: 5,
+        });
+        store.save_state("p", &st).unwrap();
+        let month = Duration::from_secs(30 * 86400);
+        for v in ["1.0.0", "2.0.0"] {
+            let (m, s) = store.meta("p", v);
+            for p in [store.artifact("p", v), m, s] {
+                age(&p, month);
+            }
+        }
+        age(&store.state_path("p"), month);
+        // A check finds nothing new and confirms the version in use.
+        store.confirm_current("p");
+        let cutoff = SystemTime::now() - Duration::from_secs(7 * 86400);
+        let r = instrument_sdk::storage::delete_older_than(dir.path(), cutoff);
+        assert!(r.items >= 3, "{r:?}");
+        assert_eq!(store.versions("p"), ["2.0.0"]);
+        assert!(store.meta("p", "2.0.0").0.exists());
+        assert!(!store.meta("p", "1.0.0").0.exists());
+        assert_eq!(store.state("p").current.unwrap().version, "2.0.0");
+    }
 }
