@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
-use futures::StreamExt;
 use outpost_protocol::SensorSpec;
 use outpost_protocol::fleet::{self as proto, DesiredAck, DesiredOutcome, DesiredPush};
 use serde::{Deserialize, Serialize};
@@ -391,30 +390,18 @@ fn settle(r: &mut Rollout, ack: &DesiredAck) {
 
 /// Takes the sensors' acks until `shutdown`.
 pub async fn take_acks(hub: Hub, shutdown: Shutdown) {
-    let mut sub = match hub
-        .client
-        .queue_subscribe(proto::ALL_ACKS, "outpost-fleet".into())
+    let Some(mut share) = hub
+        .share(proto::ALL_ACKS, "desired-state acks", &shutdown)
         .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("cannot take desired-state acks: {e}");
-            return;
-        }
+    else {
+        return;
     };
-    loop {
-        let msg = tokio::select! {
-            m = sub.next() => match m { Some(m) => m, None => return },
-            _ = shutdown.cancelled() => return,
-        };
-        let Some(sensor) = proto::sensor_of(&msg.subject) else {
-            continue;
-        };
+    while let Some((sensor, msg)) = share.next().await {
         let Ok(ack) = serde_json::from_slice::<DesiredAck>(&msg.payload) else {
             debug!(sensor, "an ack that does not parse");
             continue;
         };
-        record_ack(&hub, sensor, &ack).await;
+        record_ack(&hub, &sensor, &ack).await;
     }
 }
 

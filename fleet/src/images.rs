@@ -334,30 +334,19 @@ impl Images {
     /// Answers the sensors' requests for pieces of archives until
     /// `shutdown` (every instance takes a share: one queue group).
     pub async fn serve(self, shutdown: Shutdown) {
-        let mut sub = match self
+        let Some(mut share) = self
             .hub
-            .client
-            .queue_subscribe(proto::ALL_IMAGE_REQUESTS, "outpost-fleet".into())
+            .share(proto::ALL_IMAGE_REQUESTS, "image requests", &shutdown)
             .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                warn!("cannot serve images: {e}");
-                return;
-            }
+        else {
+            return;
         };
         let complain = Arc::new(Mutex::new(RateLimited::new(5, Duration::from_secs(60))));
         let busy = Arc::new(tokio::sync::Semaphore::new(16));
-        loop {
-            let msg = tokio::select! {
-                m = sub.next() => match m { Some(m) => m, None => return },
-                _ = shutdown.cancelled() => return,
-            };
-            let (Some(sensor), Some(reply)) = (proto::sensor_of(&msg.subject), msg.reply.clone())
-            else {
+        while let Some((sensor, msg)) = share.next().await {
+            let Some(reply) = msg.reply.clone() else {
                 continue;
             };
-            let sensor = sensor.to_string();
             let (this, complain) = (self.clone(), complain.clone());
             let Ok(permit) = busy.clone().acquire_owned().await else {
                 return;

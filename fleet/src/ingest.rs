@@ -22,7 +22,6 @@ use async_nats::jetstream::{self, stream};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use futures::StreamExt;
 use outpost_protocol::fleet::{
     self as proto, ALL_EVENTS_IN, BatchAck, EventBatch, FLEET_EVENTS_STREAM, HDR_LOCAL_SEQ,
     HDR_LOCAL_SUBJECT,
@@ -78,27 +77,12 @@ pub async fn run(
     checker: Arc<crate::signals::Checker>,
     shutdown: Shutdown,
 ) {
-    let mut sub = match hub
-        .client
-        .queue_subscribe(ALL_EVENTS_IN, "outpost-fleet".into())
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("cannot take events: {e}");
-            return;
-        }
+    let Some(mut share) = hub.share(ALL_EVENTS_IN, "events", &shutdown).await else {
+        return;
     };
     let locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = Arc::default();
     let complain = Arc::new(Mutex::new(RateLimited::new(5, Duration::from_secs(60))));
-    loop {
-        let msg = tokio::select! {
-            m = sub.next() => match m { Some(m) => m, None => return },
-            _ = shutdown.cancelled() => return,
-        };
-        let Some(sensor) = proto::sensor_of(&msg.subject).map(str::to_string) else {
-            continue;
-        };
+    while let Some((sensor, msg)) = share.next().await {
         let Some(reply) = msg.reply.clone() else {
             continue;
         };

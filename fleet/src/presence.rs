@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use outpost_protocol::fleet::{self as proto, Heartbeat};
 use outpost_protocol::ratelimit::RateLimited;
 use serde::{Deserialize, Serialize};
@@ -71,26 +70,15 @@ pub fn get(hub: &Hub, sensor: &str) -> Option<Presence> {
 /// Takes heartbeats until `shutdown`; a sensor behind its newest desired
 /// version gets it again.
 pub async fn ingest(hub: Hub, desired: async_nats::jetstream::stream::Stream, shutdown: Shutdown) {
-    let mut sub = match hub
-        .client
-        .queue_subscribe(proto::ALL_HEARTBEATS, "outpost-fleet".into())
+    let Some(mut share) = hub
+        .share(proto::ALL_HEARTBEATS, "heartbeats", &shutdown)
         .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("cannot take heartbeats: {e}");
-            return;
-        }
+    else {
+        return;
     };
     let mut complain = RateLimited::new(5, Duration::from_secs(60));
-    loop {
-        let msg = tokio::select! {
-            m = sub.next() => match m { Some(m) => m, None => return },
-            _ = shutdown.cancelled() => return,
-        };
-        let Some(sensor) = proto::sensor_of(&msg.subject) else {
-            continue;
-        };
+    while let Some((sensor, msg)) = share.next().await {
+        let sensor = sensor.as_str();
         let hb: Heartbeat = match serde_json::from_slice(&msg.payload) {
             Ok(h) => h,
             Err(e) => {

@@ -188,6 +188,57 @@ impl Hub {
     }
 }
 
+/// This instance's share of what sensors send on a subject: every fleet
+/// instance subscribes in one queue group, so each message reaches one.
+pub struct Share {
+    sub: async_nats::Subscriber,
+    shutdown: crate::shutdown::Shutdown,
+}
+
+impl Share {
+    /// The next message and the sensor its subject names (messages on a
+    /// subject that names none are skipped); `None` once the fleet stops
+    /// or the connection ends.
+    pub async fn next(&mut self) -> Option<(String, async_nats::Message)> {
+        use futures::StreamExt;
+        loop {
+            let msg = tokio::select! {
+                m = self.sub.next() => m?,
+                _ = self.shutdown.cancelled() => return None,
+            };
+            if let Some(sensor) = outpost_protocol::fleet::sensor_of(&msg.subject) {
+                return Some((sensor.to_string(), msg));
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Takes this instance's share of `subject` until `shutdown`; `None`
+    /// (said as a warning naming `what`) when the hub refuses.
+    pub async fn share(
+        &self,
+        subject: &str,
+        what: &str,
+        shutdown: &crate::shutdown::Shutdown,
+    ) -> Option<Share> {
+        match self
+            .client
+            .queue_subscribe(subject.to_string(), "outpost-fleet".into())
+            .await
+        {
+            Ok(sub) => Some(Share {
+                sub,
+                shutdown: shutdown.clone(),
+            }),
+            Err(e) => {
+                warn!("cannot take {what}: {e}");
+                None
+            }
+        }
+    }
+}
+
 /// Retries `f` for up to a minute: a hub cluster that just started has
 /// no JetStream leader yet ("JetStream system temporarily unavailable").
 pub async fn retry<T, F, Fut>(mut f: F) -> Result<T, HubError>
