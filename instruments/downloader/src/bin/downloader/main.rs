@@ -57,14 +57,14 @@ impl Downloader {
     async fn check_one(
         &self,
         ctx: &Context,
-        cfg: &Config,
+        client: Result<&Client, &String>,
         r: &outpost_downloader::config::Resource,
         store: &Store,
     ) {
         let now = SystemTime::now();
-        let outcome = match Client::new(cfg, r) {
-            Ok(c) => check(r, &c, store, now).await,
-            Err(e) => Outcome::Failed(e),
+        let outcome = match client {
+            Ok(c) => check(r, c, store, now).await,
+            Err(e) => Outcome::Failed(e.clone()),
         };
         let prev = self.status.lock().expect("status").get(&r.name).cloned();
         let failing = prev.as_ref().map_or(0, |p| p.failing);
@@ -147,6 +147,7 @@ impl Instrument for Downloader {
     async fn run(&self, ctx: Context) -> Result<(), BoxError> {
         let store = Self::store(&ctx)?;
         let mut due: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
+        let mut clients: BTreeMap<String, Result<Client, String>> = BTreeMap::new();
         loop {
             let cfg = self.cfg.lock().expect("config").clone();
             let now = tokio::time::Instant::now();
@@ -159,7 +160,11 @@ impl Instrument for Downloader {
             for r in &cfg.resources {
                 let at = *due.entry(r.name.clone()).or_insert(now);
                 if at <= now {
-                    self.check_one(&ctx, &cfg, r, &store).await;
+                    // One client per resource while the config holds.
+                    let client = clients
+                        .entry(r.name.clone())
+                        .or_insert_with(|| Client::new(&cfg, r));
+                    self.check_one(&ctx, client.as_ref(), r, &store).await;
                     due.insert(r.name.clone(), tokio::time::Instant::now() + r.every);
                 }
             }
@@ -173,6 +178,7 @@ impl Instrument for Downloader {
                 _ = self.wake.notified() => {
                     // A new config: check everything at once.
                     due.clear();
+                    clients.clear();
                 }
                 _ = ctx.shutdown() => return Ok(()),
             }
