@@ -95,6 +95,22 @@ pub(crate) fn enrolled_with(
     (name, s)
 }
 
+/// A running sensor with one healthy example instrument (the one the
+/// outage tests make burst), its name, and its status.
+fn burst_sensor() -> (Sensor, String, serde_json::Value) {
+    let mut s = Sensor::new();
+    s.import(&example_image());
+    let inst = unique("burst");
+    s.write_sensor(&format!(
+        "[[instrument]]\nname = \"{inst}\"\nimage = \"example\"\nversion = \"0.1.0\"\n"
+    ));
+    s.start(&[]);
+    let st = s.wait_for(&inst, "healthy", Duration::from_secs(30), |v| {
+        v["health"] == "ok"
+    });
+    (s, inst, st)
+}
+
 pub(crate) fn started_sensor() -> Sensor {
     let mut s = Sensor::new();
     s.write_sensor("");
@@ -303,16 +319,7 @@ fn events_outlive_a_minute_without_the_hub_once_each_in_order_and_a_late_resend_
     let mut fleet = Fleet::start_with("1s", &["--duplicate-window", "1s"]);
     let sensor = unique("edge");
     let e = fleet.add_sensor(&sensor, &[]);
-    let mut s = Sensor::new();
-    s.import(&example_image());
-    let inst = unique("burst");
-    s.write_sensor(&format!(
-        "[[instrument]]\nname = \"{inst}\"\nimage = \"example\"\nversion = \"0.1.0\"\n"
-    ));
-    s.start(&[]);
-    let st = s.wait_for(&inst, "healthy", Duration::from_secs(30), |v| {
-        v["health"] == "ok"
-    });
+    let (s, inst, st) = burst_sensor();
     let ok = enroll(&s, &fleet.url, &e.token, &e.fingerprint);
     assert!(ok.status.success(), "{}", text(&ok));
     wait_link(&s, "up", Duration::from_secs(20));
@@ -480,16 +487,7 @@ fn two_fleet_instances_on_a_three_node_hub_serve_one_fleet_and_a_dead_node_loses
     // Added through one instance, enrolled through the other.
     let name = unique("edge");
     let e = one.add_sensor(&name, &[]);
-    let mut s = Sensor::new();
-    s.import(&example_image());
-    let inst = unique("burst");
-    s.write_sensor(&format!(
-        "[[instrument]]\nname = \"{inst}\"\nimage = \"example\"\nversion = \"0.1.0\"\n"
-    ));
-    s.start(&[]);
-    let st = s.wait_for(&inst, "healthy", Duration::from_secs(30), |v| {
-        v["health"] == "ok"
-    });
+    let (s, inst, st) = burst_sensor();
     let ok = enroll(&s, &two.url, &e.token, &e.fingerprint);
     assert!(ok.status.success(), "{}", text(&ok));
     let cfg: serde_json::Value =
